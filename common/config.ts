@@ -1,0 +1,91 @@
+/**
+ * The one place the environment is read. Parsed once with a schema; defaults work on a developer's
+ * machine (the services `npm run services` starts). A bad value fails fast with a line naming it.
+ */
+import { z } from 'zod';
+import { UserFacingError } from './errors.js';
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+const url = (protocols: string[]) =>
+  z.string().refine(
+    (v) => {
+      try {
+        return protocols.includes(new URL(v).protocol);
+      } catch {
+        return false;
+      }
+    },
+    { message: `must be a URL starting with ${protocols.map((p) => p + '//').join(' or ')}` },
+  );
+
+export const configSchema = z.object({
+  DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://postgres@127.0.0.1:5432/momentum'),
+  DATABASE_POOL_MAX: int(1, 200).default(10),
+  REDIS_URL: url(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
+  /** Key prefix of every BullMQ queue: lets several deployments (or test runs) share one Redis. */
+  QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_:-]+$/, 'letters, digits, _ : - only').default('momentum'),
+  S3_ENDPOINT: url(['http:', 'https:']).default('http://127.0.0.1:4568'),
+  S3_REGION: z.string().min(1).default('us-east-1'),
+  S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name').default('momentum'),
+  S3_ACCESS_KEY_ID: z.string().min(1).default('S3RVER'),
+  S3_SECRET_ACCESS_KEY: z.string().min(1).default('S3RVER'),
+  S3_FORCE_PATH_STYLE: bool.default(true),
+  API_HOST: z.string().min(1).default('127.0.0.1'),
+  API_PORT: int(0, 65535).default(8787),
+  /** Requests with a larger body are refused with 413 before they are parsed. */
+  API_MAX_BODY_BYTES: int(1024).default(1024 * 1024),
+  API_RATE_LIMIT_PER_MINUTE: int(1).default(1200),
+  SIGNED_URL_TTL_SECONDS: int(1, 7 * 24 * 3600).default(900),
+  SIGNED_URL_MAX_TTL_SECONDS: int(1, 7 * 24 * 3600).default(3600),
+  /** Webhook targets on loopback or private ranges are refused unless this is true (tests, local dev). */
+  WEBHOOK_ALLOW_PRIVATE: bool.default(false),
+  RUNNER_CONCURRENCY: int(1, 64).default(1),
+  /** Seconds a runner has after SIGTERM to checkpoint the running job and exit. */
+  RUNNER_GRACE_SECONDS: int(1, 3600).default(60),
+  /** BullMQ lock of a running job; renewed every lock/2 from a thread that never trains. */
+  RUNNER_LOCK_MS: int(1000).default(60_000),
+  RUNNER_MAX_ATTEMPTS: int(1, 100).default(5),
+  /** `auto` picks tensorflow (GPU, then CPU), then wasm, then cpu. */
+  TFJS_BACKEND: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
+  DATA_DIR: z.string().min(1).default('./var'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+/** Parses an environment; throws a UserFacingError naming each bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const known = Object.fromEntries(
+    Object.keys(configSchema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]),
+  );
+  const parsed = configSchema.safeParse(known);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => {
+      const name = String(i.path[0]);
+      return `${name}=${JSON.stringify(env[name])}: ${i.message}`;
+    });
+    throw new UserFacingError(`invalid configuration: ${problems.join('; ')}`);
+  }
+  return Object.freeze(parsed.data);
+}
+
+let cached: Config | undefined;
+/** The process's configuration, parsed on first use. */
+export function config(): Config {
+  cached ??= loadConfig();
+  return cached;
+}
+
+/** A URL with its password replaced, for messages and logs. */
+export function redactUrl(raw: string): string {
+  try {
+    const u = new URL(raw);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return raw;
+  }
+}

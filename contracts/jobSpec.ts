@@ -1,0 +1,165 @@
+/**
+ * The job spec: what a user submits in `POST /v1/jobs`, validated here for the API and read back
+ * by the runner. Every object is strict (unknown fields are an error, so a typo never trains the
+ * wrong model silently); every number is bounded. Defaults follow the MoCo v3 reference for ViT
+ * (DESIGN.md section 3); the runner resolves the ones that depend on the architecture or dataset.
+ */
+import { z } from 'zod';
+
+export const JOB_TYPES = ['pretrain', 'probe', 'ingest'] as const;
+export type JobType = (typeof JOB_TYPES)[number];
+
+export const ARCHS = ['vit_tiny', 'vit_small', 'vit_base', 'resnet18', 'resnet50'] as const;
+export type Arch = (typeof ARCHS)[number];
+
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+const positive = (max: number) => z.number().positive().max(max);
+const probability = z.number().min(0).max(1);
+
+/** `name@version`, `name@latest` or `name` (= latest ready version). */
+export const datasetRef = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,62}(@(\d{1,6}|latest))?$/, 'must be "name", "name@latest" or "name@N"');
+
+/** A checkpoint of a job: an alias (`latest`, `best`, a user alias) or a version `v3` / `3`. */
+export const checkpointRef = z
+  .string()
+  .regex(/^(v?\d{1,6}|[a-z][a-z0-9_-]{0,31})$/, 'must be a version ("v3") or an alias ("latest", "best")');
+
+export const modelSpec = z.strictObject({
+  arch: z.enum(ARCHS).default('vit_small'),
+  /** Side of the square training image; defaults to the dataset's. */
+  imageSize: int(8, 512).optional(),
+  /** ViT patch size; defaults to 16, or 4 for images of 64 px and less. */
+  patch: int(1, 64).optional(),
+  dim: int(8, 4096).optional(),
+  depth: int(1, 48).optional(),
+  heads: int(1, 64).optional(),
+  posEmbed: z.enum(['sincos', 'learned', 'none']).default('sincos'),
+  /** cls: class token after the last LayerNorm; gap: average of patch tokens (with or without that LayerNorm). */
+  pooling: z.enum(['cls', 'gap', 'gap_no_ln']).default('cls'),
+  /** The random patch projection of MoCo v3: initialised, then frozen. */
+  freezePatchProjection: z.boolean().default(true),
+});
+
+export const mocoSpec = z.strictObject({
+  /** InfoNCE temperature; defaults to 0.2 for ViT and 1.0 for ResNet. */
+  temperature: positive(10).optional(),
+  /** Initial momentum of the key encoder; rises to 1 on a half-cosine when schedule is cosine. */
+  momentum: probability.default(0.99),
+  momentumSchedule: z.enum(['cosine', 'constant']).default('cosine'),
+  projector: z
+    .strictObject({
+      layers: int(1, 4).optional(),
+      hiddenDim: int(8, 16384).default(4096),
+      outDim: int(8, 4096).default(256),
+    })
+    .prefault({}),
+  predictor: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      layers: int(1, 4).default(2),
+      hiddenDim: int(8, 16384).default(4096),
+    })
+    .prefault({}),
+});
+
+export const optimSpec = z
+  .strictObject({
+    name: z.enum(['adamw', 'lars']).optional(),
+    /** Base learning rate: the run uses lr × batch / 256. Defaults: 1.5e-4 (AdamW), 0.6 (LARS). */
+    lr: positive(100).optional(),
+    weightDecay: z.number().min(0).max(10).optional(),
+    batch: int(2, 65536).default(256),
+    /** Queries run in micro-batches of this size against all keys of the batch; memory follows it. */
+    microBatch: int(2, 65536).optional(),
+    warmupEpochs: z.number().min(0).max(10000).optional(),
+    betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
+    eps: positive(1).default(1e-8),
+    /** Clip the global gradient norm; off by default, as in the reference. */
+    clipGradNorm: positive(1e6).optional(),
+  })
+  .refine((o) => o.microBatch === undefined || (o.microBatch <= o.batch && o.batch % o.microBatch === 0), {
+    message: 'microBatch must divide batch',
+    path: ['microBatch'],
+  });
+
+export const augmentSpec = z.strictObject({
+  cropMinScale: z.number().gt(0).max(1).default(0.08),
+  colorJitterProb: probability.default(0.8),
+  grayscaleProb: probability.default(0.2),
+  /** Gaussian blur probability for view 1 and view 2 (reference: 1.0 / 0.1). */
+  blurProb: z.tuple([probability, probability]).default([1.0, 0.1]),
+  /** Solarize probability for view 1 and view 2 (reference: 0 / 0.2). */
+  solarizeProb: z.tuple([probability, probability]).default([0, 0.2]),
+  flipProb: probability.default(0.5),
+});
+
+export const webhookSpec = z.strictObject({
+  url: z.string().url().max(2048),
+  /** Event names (`job.succeeded`, `checkpoint.created`, ...); all when omitted. */
+  events: z.array(z.string().min(1).max(64)).max(32).optional(),
+});
+
+export const resourcesSpec = z.strictObject({
+  gpus: int(0, 8).default(1),
+  backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
+});
+
+const common = {
+  seed: int(0, 2 ** 31 - 1).default(0),
+  resources: resourcesSpec.prefault({}),
+  maxRuntimeSeconds: int(10, 30 * 24 * 3600).default(24 * 3600),
+  webhook: webhookSpec.optional(),
+  /** Free-form labels for the user (CI commit, branch); at most 32. */
+  labels: z.record(z.string().max(64), z.string().max(256)).optional(),
+};
+
+export const pretrainSpec = z.strictObject({
+  type: z.literal('pretrain'),
+  dataset: datasetRef,
+  model: modelSpec.prefault({}),
+  moco: mocoSpec.prefault({}),
+  optim: optimSpec.prefault({}),
+  augment: augmentSpec.prefault({}),
+  epochs: int(1, 10000).default(100),
+  /** Stop after this many steps instead of at the end of `epochs` (the schedules still span `epochs`). */
+  maxSteps: int(1, 100_000_000).optional(),
+  checkpointEvery: int(1, 1_000_000).default(500),
+  /** Keep the newest K checkpoint versions (aliased ones are always kept). */
+  keepCheckpoints: int(1, 1000).default(3),
+  /** Start from another pretrain job's checkpoint (retraining); its architecture must match. */
+  initFrom: z.strictObject({ job: z.uuid(), checkpoint: checkpointRef.default('latest') }).optional(),
+  ...common,
+});
+
+export const probeSpec = z.strictObject({
+  type: z.literal('probe'),
+  source: z.strictObject({ job: z.uuid(), checkpoint: checkpointRef.default('latest') }),
+  /** Labeled dataset to probe on; defaults to the pretrain job's dataset. */
+  dataset: datasetRef.optional(),
+  epochs: int(1, 1000).default(10),
+  /** SGD base learning rate (× batch / 256), momentum 0.9, no weight decay, cosine schedule. */
+  lr: positive(1000).default(0.1),
+  batch: int(1, 65536).default(256),
+  ...common,
+});
+
+export const jobSpec = z.discriminatedUnion('type', [pretrainSpec, probeSpec]);
+
+export type PretrainSpec = z.infer<typeof pretrainSpec>;
+export type ProbeSpec = z.infer<typeof probeSpec>;
+export type JobSpec = z.infer<typeof jobSpec>;
+
+/** The spec of an ingest job; created by the API when a dataset version is finalized. */
+export interface IngestSpec {
+  type: 'ingest';
+  datasetId: string;
+  datasetVersionId: string;
+}
+
+/** Parses `name`, `name@latest`, `name@3`. */
+export function parseDatasetRef(ref: string): { name: string; version: number | 'latest' } {
+  const [name, v] = ref.split('@') as [string, string | undefined];
+  return { name, version: v === undefined || v === 'latest' ? 'latest' : Number(v) };
+}

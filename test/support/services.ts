@@ -1,0 +1,68 @@
+/**
+ * Real services for integration tests, isolated per test run: a fresh Postgres database (migrated),
+ * a fresh S3 bucket, a fresh BullMQ key prefix. Each is removed again by its `cleanup`.
+ */
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import { loadConfig, type Config } from '../../common/config.js';
+import { Storage, storageConfigFrom } from '../../common/storage.js';
+import { connectDatabase, type Database } from '../../db/client.js';
+import { runMigrations } from '../../db/migrate.js';
+
+export const baseConfig: Config = loadConfig(process.env);
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+}
+
+export interface TestDatabase extends Database {
+  url: string;
+  cleanup(): Promise<void>;
+}
+
+/** Creates and migrates a database of its own; `cleanup` drops it. */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = uniqueName('momentum_test').replaceAll('-', '_');
+  const url = new URL(baseConfig.DATABASE_URL);
+  url.pathname = `/${name}`;
+  await runMigrations(url.toString());
+  const database = connectDatabase(url.toString(), { max: 5 });
+  return {
+    ...database,
+    url: url.toString(),
+    async cleanup() {
+      await database.close();
+      const admin = new URL(baseConfig.DATABASE_URL);
+      admin.pathname = '/postgres';
+      const sql = postgres(admin.toString(), { max: 1, onnotice: () => {} });
+      await sql.unsafe(`drop database if exists "${name}" with (force)`);
+      await sql.end();
+    },
+  };
+}
+
+export interface TestStorage {
+  storage: Storage;
+  bucket: string;
+  cleanup(): Promise<void>;
+}
+
+/** A bucket of its own on the local S3 server; `cleanup` empties it. */
+export async function createTestStorage(): Promise<TestStorage> {
+  const bucket = uniqueName('test').toLowerCase();
+  const storage = new Storage({ ...storageConfigFrom(baseConfig), bucket });
+  await storage.ensureBucket();
+  return {
+    storage,
+    bucket,
+    async cleanup() {
+      await storage.deletePrefix('');
+      storage.destroy();
+    },
+  };
+}
+
+/** A configuration pointing at this run's own database, bucket and queue prefix. */
+export function testConfig(overrides: Partial<Config>): Config {
+  return Object.freeze({ ...baseConfig, QUEUE_PREFIX: uniqueName('mtest'), ...overrides });
+}
