@@ -6,6 +6,8 @@
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { jobEvents, jobs, outbox, type JobState } from './schema.js';
+import { OUTBOX_TOPICS, type JobEventMessage } from '../contracts/outbox.js';
+import type { JobEventName } from '../contracts/lifecycle.js';
 
 export type JobRow = typeof jobs.$inferSelect;
 type Tx = Parameters<Parameters<Db['transaction']>[0]>[0];
@@ -49,6 +51,9 @@ export async function transitionJob(db: Db, jobId: string, opts: TransitionOptio
       reason: opts.reason ?? null,
       data: opts.data ?? null,
     });
+    // Every transition is announced (webhooks, SSE listeners) through the outbox, atomically with it.
+    const event: JobEventMessage = { jobId, event: `job.${opts.to}` as JobEventName, at: new Date().toISOString(), data: { reason: opts.reason ?? null, attempt: row.attempt } };
+    await tx.insert(outbox).values({ topic: OUTBOX_TOPICS.event, payload: event });
     if (opts.outbox) await tx.insert(outbox).values({ topic: opts.outbox.topic, payload: opts.outbox.payload });
     return row;
   });
