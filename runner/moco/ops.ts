@@ -1,0 +1,196 @@
+/**
+ * The differentiable building blocks of the models, with hand-written gradients (tf.customGrad).
+ *
+ * Why hand-written (DESIGN.md section 4): on tfjs's wasm backend only an untransposed 2-D matMul
+ * reaches XNNPACK; the built-in matMul gradient emits transposeA/transposeB products, which fall
+ * to a slow scalar loop. Each gradient here transposes explicitly and then multiplies plainly.
+ * Every gradient body runs inside tf.tidy: customGrad calls it outside any tidy, and without one
+ * its temporaries would live until the whole backward pass ends.
+ *
+ * Each op has a numerical-gradient test in test/unit/moco/ops.test.ts.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+const T2: [number, number] = [1, 0];
+const T3: [number, number, number] = [0, 2, 1];
+
+/** y = x·W (+ b) for x [n, in], W [in, out], b [out]. */
+export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor2D {
+  return b ? denseBias(x, w, b) : denseNoBias(x, w);
+}
+
+const denseNoBias = tf.customGrad((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([x, w]);
+  return {
+    value: tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const [xs, ws] = saved as tf.Tensor2D[];
+        return [tf.matMul(dy as tf.Tensor2D, tf.transpose(ws, T2)), tf.matMul(tf.transpose(xs, T2), dy as tf.Tensor2D)];
+      }),
+  };
+}) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
+
+const denseBias = tf.customGrad((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([x, w]);
+  return {
+    value: tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const [xs, ws] = saved as tf.Tensor2D[];
+        return [
+          tf.matMul(dy as tf.Tensor2D, tf.transpose(ws, T2)),
+          tf.matMul(tf.transpose(xs, T2), dy as tf.Tensor2D),
+          tf.sum(dy, 0),
+        ];
+      }),
+  };
+}) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
+
+/** Batched product a [n, i, k] · b [n, k, j] (attention); gradients as plain batched products. */
+export const bmm = tf.customGrad((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([a, b]);
+  return {
+    value: tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const [as, bs] = saved as tf.Tensor3D[];
+        return [tf.matMul(dy as tf.Tensor3D, tf.transpose(bs, T3)), tf.matMul(tf.transpose(as, T3), dy as tf.Tensor3D)];
+      }),
+  };
+}) as unknown as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;
+
+/**
+ * Standardise x [n, c] along `axis` (1: every row, LayerNorm; 0: every column, BatchNorm in
+ * training mode), with the biased variance as PyTorch uses for normalising.
+ */
+function standardize(axis: 0 | 1, eps: number) {
+  return tf.customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
+    const { xhat, rstd } = tf.tidy(() => {
+      const mean = tf.mean(x, axis, true);
+      const centered = tf.sub(x, mean);
+      const variance = tf.mean(tf.square(centered), axis, true);
+      const r = tf.rsqrt(tf.add(variance, eps));
+      return { xhat: tf.mul(centered, r), rstd: r };
+    });
+    save([xhat, rstd]);
+    return {
+      value: xhat,
+      // dx = rstd · (dy − mean(dy) − x̂ · mean(dy · x̂)) along the normalised axis.
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const [xh, r] = saved;
+          const meanDy = tf.mean(dy, axis, true);
+          const meanDyXhat = tf.mean(tf.mul(dy, xh), axis, true);
+          return tf.mul(r, tf.sub(tf.sub(dy, meanDy), tf.mul(xh, meanDyXhat)));
+        }),
+    };
+  }) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
+}
+
+const standardizeRows = new Map<number, (x: tf.Tensor2D) => tf.Tensor2D>();
+const standardizeCols = new Map<number, (x: tf.Tensor2D) => tf.Tensor2D>();
+function cached(cache: Map<number, (x: tf.Tensor2D) => tf.Tensor2D>, axis: 0 | 1, eps: number) {
+  let f = cache.get(eps);
+  if (!f) cache.set(eps, (f = standardize(axis, eps)));
+  return f;
+}
+
+/** LayerNorm over the last axis of x [n, c] with weight/bias [c]. */
+export function layerNorm(x: tf.Tensor2D, weight: tf.Tensor1D, bias: tf.Tensor1D, eps = 1e-6): tf.Tensor2D {
+  return tf.add(tf.mul(cached(standardizeRows, 1, eps)(x), weight), bias);
+}
+
+/** The statistics-only part of LayerNorm (exposed for its gradient test). */
+export function standardizeLastAxis(x: tf.Tensor2D, eps = 1e-6): tf.Tensor2D {
+  return cached(standardizeRows, 1, eps)(x);
+}
+
+/**
+ * BatchNorm1d in training mode over x [n, c]: batch statistics, affine when weight/bias are given
+ * (the last BN of a MoCo v3 head has none). Running statistics are not kept: heads are only used
+ * while training, where PyTorch uses batch statistics too.
+ */
+export function batchNormTrain(x: tf.Tensor2D, weight?: tf.Tensor1D, bias?: tf.Tensor1D, eps = 1e-5): tf.Tensor2D {
+  const xhat = cached(standardizeCols, 0, eps)(x);
+  return weight && bias ? tf.add(tf.mul(xhat, weight), bias) : xhat;
+}
+
+/** The statistics-only part of BatchNorm (exposed for its gradient test). */
+export function standardizeFirstAxis(x: tf.Tensor2D, eps = 1e-5): tf.Tensor2D {
+  return cached(standardizeCols, 0, eps)(x);
+}
+
+const SQRT1_2 = Math.SQRT1_2;
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+/** Exact GELU, x·Φ(x) with Φ via erf (not the tanh approximation), as PyTorch's default. */
+export const gelu = tf.customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([x]);
+  return {
+    value: tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, SQRT1_2))))),
+    // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const [xs] = saved;
+        const cdf = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(xs, SQRT1_2))));
+        const pdf = tf.mul(INV_SQRT_2PI, tf.exp(tf.mul(tf.square(xs), -0.5)));
+        return tf.mul(dy, tf.add(cdf, tf.mul(xs, pdf)));
+      }),
+  };
+}) as unknown as <T extends tf.Tensor>(x: T) => T;
+
+/**
+ * conv2d of x [n, h, w, ci] (already padded) with w [k, k, ci, co], stride s, no padding.
+ * The filter gradient is itself a conv2d (dilated by the stride, batch and channels swapped),
+ * because wasm has no Conv2DBackpropFilter kernel (DESIGN.md section 4).
+ */
+export function conv2dValid(x: tf.Tensor4D, w: tf.Tensor4D, stride: number): tf.Tensor4D {
+  let f = conv2dCache.get(stride);
+  if (!f) conv2dCache.set(stride, (f = makeConv2d(stride)));
+  return f(x, w);
+}
+const conv2dCache = new Map<number, (x: tf.Tensor4D, w: tf.Tensor4D) => tf.Tensor4D>();
+
+function makeConv2d(stride: number) {
+  return tf.customGrad((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([x, w]);
+    return {
+      value: tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, stride, 'valid'),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const [xs, ws] = saved as tf.Tensor4D[];
+          const dy4 = dy as tf.Tensor4D;
+          const dx = convInputGrad(xs, ws, dy4, stride);
+          return [dx, convFilterGrad(xs, dy4, ws.shape[0], stride)];
+        }),
+    };
+  }) as unknown as (x: tf.Tensor4D, w: tf.Tensor4D) => tf.Tensor4D;
+}
+
+function convInputGrad(x: tf.Tensor4D, w: tf.Tensor4D, dy: tf.Tensor4D, stride: number): tf.Tensor4D {
+  const [n, h, wd, ci] = x.shape;
+  const k = w.shape[0];
+  // conv2dTranspose yields the rows/columns the forward pass touched; rows it never read
+  // (when (h − k) is not a multiple of the stride) get zero gradient.
+  const usedH = (dy.shape[1] - 1) * stride + k;
+  const usedW = (dy.shape[2] - 1) * stride + k;
+  const dxUsed = tf.conv2dTranspose(dy, w, [n, usedH, usedW, ci], stride, 'valid');
+  if (usedH === h && usedW === wd) return dxUsed;
+  return tf.pad(dxUsed, [
+    [0, 0],
+    [0, h - usedH],
+    [0, wd - usedW],
+    [0, 0],
+  ]);
+}
+
+function convFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, k: number, stride: number): tf.Tensor4D {
+  // dW[a,b,ci,co] = Σ_{n,i,j} x[n, i·s+a, j·s+b, ci] · dy[n,i,j,co]: a conv of x (channels as the
+  // batch) with dy (batch as input channels) as the filter, dilated by s.
+  const xT = tf.transpose(x, [3, 1, 2, 0]);
+  const dyT = tf.transpose(dy, [1, 2, 0, 3]);
+  const full = tf.conv2d(xT, dyT, 1, 'valid', 'NHWC', stride);
+  const cropped = full.shape[1] === k && full.shape[2] === k ? full : tf.slice(full, [0, 0, 0, 0], [-1, k, k, -1]);
+  return tf.transpose(cropped, [1, 2, 0, 3]);
+}
