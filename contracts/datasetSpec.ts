@@ -56,4 +56,10 @@ export interface DatasetManifest {
   splits: { train: SplitManifest; val?: SplitManifest };
   source: { key: string; bytes: number; sha256: string };
   createdAt: string;
+  /** Shard file layout, "MMSH/1" (runner/datasets/shardFormat.ts). Optional: added after v1 manifests. */
+  shardFormat?: string;
+  /** Whether train/val came from the format (IDX t10k, CIFAR test_batch, train/ val/ folders) or a seeded draw. */
+  splitSource?: 'format' | 'seeded';
+  /** The options the version was ingested with, after defaults (image size, resize, seed, valFraction). */
+  options?: DatasetVersionOptions;
 }
