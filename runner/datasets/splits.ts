@@ -1,10 +1,10 @@
 /**
  * Which staged examples go to train and which to val: the format's own split when it gives one
  * (IDX train/t10k, CIFAR data_batch/test_batch, ImageFolder train/ and val/ folders), otherwise a
- * seeded draw of `valFraction`, stratified per class so every class keeps its share in both.
+ * seeded draw of `valFraction` (also when the format gives training data only), stratified per class so every class keeps its share in both.
  */
 import { seededRandom, shuffleInPlace } from './random.js';
-import { SPLIT_UNASSIGNED, SPLIT_VAL } from './staging.js';
+import { SPLIT_VAL } from './staging.js';
 
 export interface SplitPlan {
   train: Int32Array;
@@ -14,7 +14,8 @@ export interface SplitPlan {
 }
 
 export function planSplits(labels: Int32Array, hints: Uint8Array, valFraction: number, seed: number): SplitPlan {
-  if (hints.some((h) => h !== SPLIT_UNASSIGNED)) {
+  // The format's split counts only when it gives validation data; train-only files get the seeded draw.
+  if (hints.some((h) => h === SPLIT_VAL)) {
     const train: number[] = [];
     const val: number[] = [];
     // Examples the format left unassigned (e.g. loose files beside train/ and val/) train.

@@ -20,7 +20,9 @@ export async function readAll(ds: ImageDataset): Promise<{ pixels: Uint8Array; l
 }
 
 export async function encodeImage(pixels: Uint8Array, height: number, width: number, channels: 1 | 3, format: 'png' | 'jpeg' = 'png'): Promise<Buffer> {
-  const img = sharp(pixels, { raw: { width, height, channels } });
+  // Without b-w, sharp writes one-channel input as an RGB file.
+  let img = sharp(pixels, { raw: { width, height, channels } });
+  if (channels === 1) img = img.toColourspace('b-w');
   return format === 'png' ? img.png({ compressionLevel: 6 }).toBuffer() : img.jpeg({ quality: 95 }).toBuffer();
 }
 
