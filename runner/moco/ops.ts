@@ -12,6 +12,10 @@
 import * as tf from '@tensorflow/tfjs';
 
 const T2: [number, number] = [1, 0];
+
+type GradFn = (...args: any[]) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[] };
+/** tf.customGrad with typed arguments (its own signature takes a variadic Tensor | save union). */
+const customGrad = (f: GradFn) => tf.customGrad(f as Parameters<typeof tf.customGrad>[0]);
 const T3: [number, number, number] = [0, 2, 1];
 
 /** y = x·W (+ b) for x [n, in], W [in, out], b [out]. */
@@ -19,7 +23,7 @@ export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tenso
   return b ? denseBias(x, w, b) : denseNoBias(x, w);
 }
 
-const denseNoBias = tf.customGrad((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
+const denseNoBias = customGrad((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x, w]);
   return {
     value: tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D),
@@ -31,7 +35,7 @@ const denseNoBias = tf.customGrad((x: tf.Tensor, w: tf.Tensor, save: tf.GradSave
   };
 }) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
 
-const denseBias = tf.customGrad((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+const denseBias = customGrad((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x, w]);
   return {
     value: tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b),
@@ -48,7 +52,7 @@ const denseBias = tf.customGrad((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save:
 }) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
 
 /** Batched product a [n, i, k] · b [n, k, j] (attention); gradients as plain batched products. */
-export const bmm = tf.customGrad((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+export const bmm = customGrad((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
   save([a, b]);
   return {
     value: tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D),
@@ -65,7 +69,7 @@ export const bmm = tf.customGrad((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveF
  * training mode), with the biased variance as PyTorch uses for normalising.
  */
 function standardize(axis: 0 | 1, eps: number) {
-  return tf.customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  return customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
     const { xhat, rstd } = tf.tidy(() => {
       const mean = tf.mean(x, axis, true);
       const centered = tf.sub(x, mean);
@@ -125,7 +129,7 @@ const SQRT1_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
 /** Exact GELU, x·Φ(x) with Φ via erf (not the tanh approximation), as PyTorch's default. */
-export const gelu = tf.customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
+export const gelu = customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x]);
   return {
     value: tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, SQRT1_2))))),
@@ -153,7 +157,7 @@ export function conv2dValid(x: tf.Tensor4D, w: tf.Tensor4D, stride: number): tf.
 const conv2dCache = new Map<number, (x: tf.Tensor4D, w: tf.Tensor4D) => tf.Tensor4D>();
 
 function makeConv2d(stride: number) {
-  return tf.customGrad((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
+  return customGrad((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
     save([x, w]);
     return {
       value: tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, stride, 'valid'),

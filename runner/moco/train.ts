@@ -1,0 +1,255 @@
+/**
+ * `train(config, dataset, hooks)`: the whole MoCo v3 pre-training loop as a plain async function
+ * that a CLI, a test or the worker calls. It knows nothing of queues, storage or processes: the
+ * caller gets metrics and checkpoint files through hooks, and stops it with an AbortSignal.
+ *
+ * Determinism: initialisation, data order and augmentation draw from JS PRNGs derived from
+ * `seed`; the data order of step s is a pure function of (seed, s); the augmentation stream's
+ * state is saved in every checkpoint. A run resumed from step k therefore repeats exactly what an
+ * uninterrupted run does (bit for bit on the cpu backend, whose kernels are deterministic).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { twoViews } from './augment.js';
+import { backboneFeatureDim } from './backbone.js';
+import {
+  BACKBONE_FILE,
+  BACKBONE_META_FILE,
+  STATE_FILE,
+  STATE_META_FILE,
+  readState,
+  writeBackbone,
+  writeState,
+  type CheckpointFiles,
+  type StateMeta,
+} from './checkpoint.js';
+import { resolveTrainConfig, stepsPerEpoch, totalSteps, type TrainConfig, type TrainConfigInput } from './config.js';
+import type { ImageDataset } from './dataset.js';
+import { buildMocoModel, stripPrefix, trainableNames, type MocoModel } from './model.js';
+import { createOptimizer, type Optimizer } from './optim.js';
+import { countParams, disposeParams } from './params.js';
+import { Prng, mixSeed } from './rng.js';
+import { learningRateAt, momentumAt } from './schedule.js';
+import { mocoStep } from './step.js';
+
+export { TrainingDivergedError } from './step.js';
+
+export interface StepMetrics {
+  /** Completed steps (1 after the first). */
+  step: number;
+  /** Fractional epoch reached. */
+  epoch: number;
+  loss: number;
+  lr: number;
+  momentum: number;
+  imagesPerSec: number;
+  stepMs: number;
+  gradNorm: number;
+  /** null when the patch projection is frozen (the default) or the backbone is a ResNet. */
+  gradNormPatchProjection: number | null;
+  gradNormLastBlock: number;
+}
+
+export type CheckpointReason = 'periodic' | 'aborted' | 'requested' | 'final';
+
+export interface Checkpoint {
+  step: number;
+  epoch: number;
+  reason: CheckpointReason;
+  files: CheckpointFiles;
+}
+
+export interface TrainHooks {
+  /** Checked between steps: when aborted, the trainer checkpoints and returns 'aborted'. */
+  signal?: AbortSignal;
+  /** Polled between steps; true → checkpoint now (e.g. on SIGTERM), then carry on. */
+  shouldCheckpoint?: () => boolean;
+  onStep?: (m: StepMetrics) => void | Promise<void>;
+  /** Every checkpointEvery steps, on abort / request, and at the end. Awaited before going on. */
+  onCheckpoint?: (c: Checkpoint) => void | Promise<void>;
+  /** The files of a checkpoint of this run to continue from. */
+  resumeFrom?: Pick<CheckpointFiles, typeof STATE_FILE | typeof STATE_META_FILE> & Partial<CheckpointFiles>;
+  log?: (message: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface TrainResult {
+  steps: number;
+  finalLoss: number | null;
+  stopped: 'completed' | 'aborted';
+  epochs: number;
+  backend: string;
+  config: TrainConfig;
+  parameters: { trainable: number; total: number };
+  /** Mean images/s over the steps of this call. */
+  imagesPerSec: number;
+}
+
+/** The order of the examples: a seeded permutation per epoch, consumed batch by batch. */
+export class DataOrder {
+  private cachedEpoch = -1;
+  private perm: Int32Array = new Int32Array(0);
+  constructor(
+    private readonly seed: number,
+    private readonly size: number,
+    private readonly batch: number,
+    readonly stepsPerEpoch: number,
+  ) {}
+  /** The example indices of step s (0-based). */
+  indices(step: number): Int32Array {
+    const epoch = Math.floor(step / this.stepsPerEpoch);
+    if (epoch !== this.cachedEpoch) {
+      this.perm = new Prng(mixSeed(this.seed, 0xda7a, epoch)).permutation(this.size);
+      this.cachedEpoch = epoch;
+    }
+    const at = (step % this.stepsPerEpoch) * this.batch;
+    return this.perm.subarray(at, at + this.batch);
+  }
+}
+
+/** Config sections that must match between a checkpoint and the run resuming it. */
+function assertResumable(saved: TrainConfig, now: TrainConfig): void {
+  for (const key of ['model', 'moco', 'optim', 'augment', 'epochs', 'seed'] as const) {
+    if (JSON.stringify(saved[key]) !== JSON.stringify(now[key])) {
+      throw new RangeError(`cannot resume: config.${key} differs from the checkpoint's (${JSON.stringify(saved[key])})`);
+    }
+  }
+}
+
+function restore(model: MocoModel, optimizer: Optimizer, files: NonNullable<TrainHooks['resumeFrom']>): { meta: StateMeta; augmentRng: Prng } {
+  const state = readState(files);
+  assertResumable(state.meta.config, model.config);
+  for (const [group, target] of [
+    ['query', model.query],
+    ['momentum', model.momentum],
+  ] as const) {
+    const loaded = group === 'query' ? state.query : state.momentum;
+    for (const name of Object.keys(target)) {
+      if (!loaded[name]) throw new RangeError(`cannot resume: the checkpoint lacks ${group}/${name}`);
+      target[name].dispose();
+      target[name] = loaded[name];
+    }
+  }
+  optimizer.restore(state.optimizerSlots, state.meta.optimizer.scalars);
+  return { meta: state.meta, augmentRng: Prng.fromState(state.meta.rng.augment) };
+}
+
+export async function train(configInput: TrainConfigInput, dataset: { train: ImageDataset }, hooks: TrainHooks = {}): Promise<TrainResult> {
+  const data = dataset.train;
+  const config = resolveTrainConfig(configInput, data);
+  const log = hooks.log ?? (() => {});
+  const spe = stepsPerEpoch(config, data.size);
+  const { scheduleSteps, stopAt } = totalSteps(config, data.size);
+  const order = new DataOrder(config.seed, data.size, config.optim.batch, spe);
+  const backend = tf.getBackend();
+
+  const model = buildMocoModel(config);
+  const optimizer = createOptimizer(config.optim);
+  let augmentRng = new Prng(mixSeed(config.seed, 0xa06));
+  let step = 0;
+  let lastLoss: number | null = null;
+  if (hooks.resumeFrom) {
+    const r = restore(model, optimizer, hooks.resumeFrom);
+    step = r.meta.step;
+    lastLoss = r.meta.lastLoss;
+    augmentRng = r.augmentRng;
+    log('resumed', { step });
+  }
+  const trainable = trainableNames(model).reduce((n, name) => n + model.query[name].size, 0);
+  const parameters = { trainable, total: countParams(model.query) };
+  log('training', { backend, steps: stopAt, scheduleSteps, stepsPerEpoch: spe, ...parameters });
+
+  const checkpoint = async (reason: CheckpointReason) => {
+    if (!hooks.onCheckpoint) return;
+    const epoch = step / spe;
+    const meta: StateMeta = {
+      format: 'momentum.moco-v3.state/1',
+      step,
+      epoch,
+      data: { epoch: Math.floor(step / spe), batchInEpoch: step % spe, stepsPerEpoch: spe },
+      rng: { augment: augmentRng.getState() },
+      optimizer: { name: optimizer.name, scalars: optimizer.scalars() },
+      config,
+      backend,
+      lastLoss,
+      createdAt: new Date().toISOString(),
+    };
+    const state = writeState({ query: model.query, momentum: model.momentum, optimizerSlots: optimizer.slots() }, meta);
+    const backbone = writeBackbone(stripPrefix(model.query, 'backbone.'), config.model, backboneFeatureDim(config.model), { step, epoch });
+    const files: CheckpointFiles = {
+      [STATE_FILE]: state[STATE_FILE],
+      [STATE_META_FILE]: state[STATE_META_FILE],
+      [BACKBONE_FILE]: backbone[BACKBONE_FILE],
+      [BACKBONE_META_FILE]: backbone[BACKBONE_META_FILE],
+    };
+    await hooks.onCheckpoint({ step, epoch, reason, files });
+    log('checkpoint', { step, reason });
+  };
+
+  const read = (s: number) => {
+    const p = data.read(order.indices(s));
+    p.catch(() => {}); // a prefetch abandoned on abort must not become an unhandled rejection
+    return p;
+  };
+  let next = step < stopAt ? read(step) : null;
+  const startedAt = performance.now();
+  const startStep = step;
+  try {
+    while (step < stopAt) {
+      if (hooks.signal?.aborted) {
+        await checkpoint('aborted');
+        return result('aborted');
+      }
+      if (hooks.shouldCheckpoint?.()) await checkpoint('requested');
+      const batch = await (next as ReturnType<typeof read>);
+      // Prefetch: the next batch is read while this step computes.
+      next = step + 1 < stopAt ? read(step + 1) : null;
+
+      const t0 = performance.now();
+      const lr = learningRateAt(step, config.optim, spe, config.epochs);
+      const momentum = momentumAt(step, config.moco, spe, config.epochs);
+      const [x1, x2] = twoViews(batch.pixels, config.optim.batch, data, config.model.imageSize, config.augment, augmentRng);
+      let r;
+      try {
+        r = mocoStep(model, optimizer, x1, x2, { step, lr, momentum });
+      } finally {
+        x1.dispose();
+        x2.dispose();
+      }
+      step += 1;
+      lastLoss = r.loss;
+      const stepMs = performance.now() - t0;
+      await hooks.onStep?.({
+        step,
+        epoch: step / spe,
+        loss: r.loss,
+        lr,
+        momentum,
+        imagesPerSec: (config.optim.batch * 1000) / stepMs,
+        stepMs,
+        gradNorm: r.gradNorm,
+        gradNormPatchProjection: r.gradNormPatchProjection,
+        gradNormLastBlock: r.gradNormLastBlock,
+      });
+      if (step % config.checkpointEvery === 0 && step < stopAt) await checkpoint('periodic');
+    }
+    await checkpoint('final');
+    return result('completed');
+  } finally {
+    disposeParams(model.query);
+    disposeParams(model.momentum);
+    optimizer.dispose();
+  }
+
+  function result(stopped: TrainResult['stopped']): TrainResult {
+    const seconds = (performance.now() - startedAt) / 1000;
+    return {
+      steps: step,
+      finalLoss: lastLoss,
+      stopped,
+      epochs: step / spe,
+      backend,
+      config,
+      parameters,
+      imagesPerSec: seconds > 0 ? ((step - startStep) * config.optim.batch) / seconds : 0,
+    };
+  }
+}
