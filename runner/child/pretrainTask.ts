@@ -1,0 +1,74 @@
+/**
+ * The child's side of a `pretrain` job: open the dataset, run the trainer (resuming from a
+ * checkpoint's files when given), and report. Checkpoint files go to a fresh local directory per
+ * checkpoint; the parent uploads it and deletes it. Stopping (cancel, SIGTERM, max runtime) is the
+ * trainer's AbortSignal: it checkpoints between two steps and returns.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { config } from '../../common/config.js';
+import { Storage, storageConfigFrom } from '../../common/storage.js';
+import { openDatasetSplit } from '../datasets/index.js';
+import { train, type StepMetrics as TrainerStepMetrics, type TrainHooks } from '../moco/train.js';
+import { totalSteps, type TrainConfig } from '../moco/config.js';
+import { readCheckpointDir } from '../supervisor/checkpointStore.js';
+import type { PretrainTask } from '../supervisor/protocol.js';
+import { selectBackend } from './backend.js';
+import { ipcLogger, TaskFailure, type TaskIO, type TaskResult } from './taskSupport.js';
+
+export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<TaskResult> {
+  if (task.initDir) {
+    throw new TaskFailure('initFrom is not supported by this trainer version (it can only resume its own checkpoints)', false);
+  }
+  const trainConfig = task.trainConfig as TrainConfig;
+  const log = ipcLogger(io);
+  const storage = new Storage(storageConfigFrom(config()));
+  try {
+    const runtime = await selectBackend(task.backend);
+    const data = openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir });
+    const resumeFrom = task.resumeDir ? await readCheckpointDir(task.resumeDir) : undefined;
+    const startStep = resumeFrom ? (JSON.parse(new TextDecoder().decode(resumeFrom['state.json'])) as { step: number }).step : 0;
+    const { stopAt } = totalSteps(trainConfig, data.size);
+    await io.send({ type: 'ready', runtime, totalSteps: stopAt, startStep });
+    io.stop.onRequest(() => io.stop.abort());
+
+    let last: TrainerStepMetrics | undefined;
+    const result = await train(trainConfig, { train: data }, {
+      signal: io.stop.abortSignal,
+      resumeFrom: resumeFrom as TrainHooks['resumeFrom'],
+      onStep(m) {
+        last = m;
+        void io.send({ type: 'step', metrics: { ...m }, totalSteps: stopAt });
+      },
+      async onCheckpoint(ck) {
+        // Nothing new since the checkpoint this attempt started from (a stop right at the start).
+        if (ck.step === startStep && ck.reason !== 'final') return;
+        const dir = join(task.workDir, `step-${ck.step}-${ck.reason}`);
+        await mkdir(dir, { recursive: true });
+        for (const [name, bytes] of Object.entries(ck.files)) await writeFile(join(dir, name), bytes);
+        const metrics = last && last.step === ck.step ? numericMetrics(last) : undefined;
+        await io.send({ type: 'checkpoint', step: ck.step, epoch: ck.epoch, reason: ck.reason, dir, files: Object.keys(ck.files), metrics });
+      },
+      log: (message, fields) => log.info(fields ? `${message} ${JSON.stringify(fields)}` : message),
+    });
+    if (result.stopped === 'aborted') return { stopped: true, step: result.steps };
+    return {
+      stopped: false,
+      step: result.steps,
+      result: {
+        steps: result.steps,
+        epochs: result.epochs,
+        finalLoss: result.finalLoss,
+        imagesPerSec: result.imagesPerSec,
+        backend: result.backend,
+        parameters: result.parameters,
+      },
+    };
+  } finally {
+    storage.destroy();
+  }
+}
+
+function numericMetrics(m: TrainerStepMetrics): Record<string, number> {
+  return Object.fromEntries(Object.entries(m).filter((e): e is [string, number] => typeof e[1] === 'number' && Number.isFinite(e[1])));
+}

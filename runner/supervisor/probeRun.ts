@@ -1,0 +1,89 @@
+/**
+ * One attempt of a `probe` job: resolve the source job's checkpoint (a version or an alias),
+ * download its backbone export (sha256 verified), train a linear classifier on frozen features in
+ * a child process, then record the evaluation and move `best` on the source job when it beats it.
+ */
+import { join } from 'node:path';
+import { probeSpec, pretrainSpec, type ProbeSpec } from '../../contracts/jobSpec.js';
+import { getJobOfTenant, recordEvaluation, resolveCheckpoint, runningSecondsSoFar } from '../../db/runs.js';
+import { buildProbeConfig } from '../trainConfig.js';
+import { BACKBONE_FILES, CheckpointStore } from './checkpointStore.js';
+import { PermanentRunError, type RunContext, type RunOutcome } from './context.js';
+import { superviseChild } from './superviseChild.js';
+import { outcomeOfChild } from './outcomes.js';
+import { readyManifest } from './pretrainRun.js';
+
+export async function runProbe(ctx: RunContext): Promise<RunOutcome> {
+  const { job, log } = ctx;
+  const spec = parseSpec(job.spec);
+  const remainingSeconds = spec.maxRuntimeSeconds - (await runningSecondsSoFar(ctx.db, job.id));
+  if (remainingSeconds <= 0) {
+    return { kind: 'failed', reason: `exceeded maxRuntimeSeconds=${spec.maxRuntimeSeconds} (over all attempts)`, retryable: false };
+  }
+
+  const source = await getJobOfTenant(ctx.db, job.tenantId, spec.source.job);
+  if (!source || source.type !== 'pretrain') throw new PermanentRunError(`source.job ${spec.source.job}: no pretrain job with that id`);
+  const checkpoint = await resolveCheckpoint(ctx.db, source.id, spec.source.checkpoint);
+  if (!checkpoint) throw new PermanentRunError(`source job ${source.id} has no checkpoint "${spec.source.checkpoint}"`);
+
+  // The labeled data: the probe's own dataset, else the one the source job pretrained on.
+  const sourceSpec = pretrainSpec.safeParse(source.spec);
+  const manifest = spec.dataset
+    ? await readyManifest(ctx, spec.dataset, null)
+    : await readyManifest(ctx, sourceSpec.success ? sourceSpec.data.dataset : undefined, source.datasetVersionId);
+  if (manifest.classes.length < 2) throw new PermanentRunError('the probe dataset has no labels (a linear probe needs at least 2 classes)');
+
+  const backboneDir = join(ctx.workDir, 'backbone');
+  await new CheckpointStore(ctx.db, ctx.storage, log).download(checkpoint, backboneDir, BACKBONE_FILES);
+  log.info({ sourceJob: source.id, version: checkpoint.version, ref: spec.source.checkpoint }, 'probing checkpoint');
+
+  const { outcome, stopReason } = await superviseChild(
+    ctx,
+    {
+      kind: 'probe',
+      jobId: job.id,
+      attempt: ctx.attempt,
+      backboneDir,
+      manifest,
+      probeConfig: buildProbeConfig(spec, manifest),
+      backend: spec.resources.backend !== 'auto' ? spec.resources.backend : ctx.config.TFJS_BACKEND,
+      cacheDir: join(ctx.config.DATA_DIR, 'cache', 'datasets'),
+    },
+    { remainingSeconds },
+  );
+  if (outcome.kind !== 'completed') return outcomeOfChild(outcome, stopReason, `probe of v${checkpoint.version} not finished`);
+
+  const top1 = Number(outcome.result.top1);
+  const top5 = outcome.result.top5 === undefined || outcome.result.top5 === null ? null : Number(outcome.result.top5);
+  if (!Number.isFinite(top1)) return { kind: 'failed', reason: 'the probe reported no top-1 accuracy', retryable: false };
+  const { evaluation, movedBest, previousBestTop1 } = await recordEvaluation(ctx.db, {
+    probeJobId: job.id,
+    sourceJobId: source.id,
+    checkpointId: checkpoint.id,
+    kind: 'linear',
+    top1,
+    top5,
+    details: { ...outcome.result, checkpointRef: spec.source.checkpoint, checkpointVersion: checkpoint.version, checkpointStep: checkpoint.step },
+    attempt: ctx.attempt,
+  });
+  log.info({ top1, top5, version: checkpoint.version, movedBest, previousBestTop1 }, 'probe recorded');
+  return {
+    kind: 'succeeded',
+    result: {
+      top1,
+      top5,
+      evaluationId: evaluation.id,
+      sourceJob: source.id,
+      checkpoint: { version: checkpoint.version, step: checkpoint.step, id: checkpoint.id },
+      best: movedBest,
+    },
+  };
+}
+
+function parseSpec(raw: unknown): ProbeSpec {
+  const parsed = probeSpec.safeParse(raw);
+  if (!parsed.success) {
+    throw new PermanentRunError(`invalid probe spec: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  }
+  return parsed.data;
+}

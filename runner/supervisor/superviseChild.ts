@@ -1,0 +1,111 @@
+/**
+ * Runs one child process for an attempt and keeps the outside world informed while it works:
+ * metrics and progress (batched), log lines, where it runs (jobs.runtime), and stop requests in
+ * (cancel, SIGTERM, max runtime). Checkpoints are handed to the caller, which uploads them one at a
+ * time in step order; the outcome is reported only after every upload settled.
+ */
+import { hostname } from 'node:os';
+import { setRuntime } from '../../db/runs.js';
+import { RunChild, type ChildOutcome } from './childProcess.js';
+import { configEnv, type RunContext } from './context.js';
+import { JobLogWriter } from './jobLogWriter.js';
+import { MetricsWriter } from './metricsWriter.js';
+import type { CheckpointReady, ChildTask, RuntimeInfo, StopReason } from './protocol.js';
+
+export interface SuperviseOptions {
+  /** Seconds the attempt may still run before it is stopped for exceeding the job's max runtime. */
+  remainingSeconds: number;
+  /**
+   * Called for each checkpoint, in order; the next one waits for the previous to settle. Must not
+   * throw; `kill` ends the child at once (this attempt was superseded, say).
+   */
+  onCheckpoint?(ck: CheckpointReady, run: { kill(): void }): Promise<void>;
+}
+
+export interface SupervisedResult {
+  outcome: ChildOutcome;
+  stopReason: StopReason | undefined;
+  runtime: RuntimeInfo | undefined;
+  /** The newest step the child reported. */
+  lastStep: number | undefined;
+}
+
+export async function superviseChild(ctx: RunContext, task: ChildTask, opts: SuperviseOptions): Promise<SupervisedResult> {
+  const { log, db, job } = ctx;
+  // Asked to stop while preparing (SIGTERM during a download, say): do not start what would stop at once.
+  if (ctx.control.stopReason) {
+    return { outcome: { kind: 'stopped' }, stopReason: ctx.control.stopReason, runtime: undefined, lastStep: undefined };
+  }
+  const metrics = new MetricsWriter({ db, jobId: job.id, log, publishProgress: (p) => ctx.publishProgress(p) });
+  const logs = new JobLogWriter(db, job.id, ctx.attempt, log);
+  let runtime: RuntimeInfo | undefined;
+  let lastStep: number | undefined;
+  let totalSteps: number | undefined;
+  let checkpoints: Promise<void> = Promise.resolve();
+
+  const child = RunChild.start(
+    task,
+    {
+      onReady(msg) {
+        runtime = msg.runtime;
+        totalSteps = msg.totalSteps;
+        const where = { ...msg.runtime, hostname: hostname(), pid: process.pid, childPid: child.pid, runnerId: ctx.runnerId, attempt: ctx.attempt };
+        log.info({ runtime: where, totalSteps, startStep: msg.startStep }, 'run started');
+        logs.add('info', `attempt ${ctx.attempt} on ${where.hostname} (${msg.runtime.backend}${msg.runtime.device ? ', ' + msg.runtime.device : ''})${msg.startStep ? `, resuming at step ${msg.startStep}` : ''}`);
+        void setRuntime(db, job.id, where).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not record runtime'));
+      },
+      onStep(msg) {
+        lastStep = msg.metrics.step;
+        totalSteps = msg.totalSteps ?? totalSteps;
+        metrics.add(msg.metrics, totalSteps);
+      },
+      onCheckpoint(msg) {
+        const handle = opts.onCheckpoint;
+        if (!handle) return;
+        // Serial: versions are numbered in the order the checkpoints were taken.
+        checkpoints = checkpoints.then(async () => {
+          await metrics.flush();
+          await handle(msg, { kill: () => child.kill() });
+        });
+      },
+      onLog(msg) {
+        log[msg.level]({ from: 'trainer' }, msg.message);
+        if (msg.level !== 'debug') logs.add(msg.level, msg.message);
+      },
+    },
+    { env: { ...process.env, ...configEnv(ctx.config) } },
+  );
+
+  const unsubscribeStop = ctx.control.onStop((reason) => {
+    log.info({ reason }, 'asking the run to checkpoint and stop');
+    child.stop(reason);
+  });
+  const unsubscribeKill = ctx.control.onKill(() => child.kill());
+  const unwatchCancel = ctx.cancelWatch.watch(job.id, () => ctx.control.request('cancel'));
+  const maxRuntimeTimer = longTimeout(() => ctx.control.request('max-runtime'), Math.max(0, opts.remainingSeconds) * 1000);
+
+  try {
+    const outcome = await child.outcome;
+    await checkpoints;
+    return { outcome, stopReason: ctx.control.stopReason, runtime, lastStep };
+  } finally {
+    maxRuntimeTimer.clear();
+    unwatchCancel();
+    unsubscribeStop();
+    unsubscribeKill();
+    child.kill();
+    await metrics.close();
+    await logs.flush();
+  }
+}
+
+/** setTimeout for delays beyond its 24.8-day limit (max runtimes go up to 30 days). */
+function longTimeout(fn: () => void, ms: number): { clear(): void } {
+  const MAX = 2 ** 31 - 1;
+  let timer: NodeJS.Timeout;
+  const arm = (left: number) => {
+    timer = setTimeout(() => (left > MAX ? arm(left - MAX) : fn()), Math.min(left, MAX));
+  };
+  arm(ms);
+  return { clear: () => clearTimeout(timer) };
+}

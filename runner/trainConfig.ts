@@ -1,0 +1,44 @@
+/**
+ * From what a user submits (contracts/jobSpec.ts) and what the dataset holds (its manifest) to what
+ * the trainer runs. The architecture-dependent defaults (τ 0.2 for ViT and 1.0 for ResNet, AdamW vs
+ * LARS and their lr/wd, 3 vs 2 projector layers, patch 4 on images of 64 px and less, warmup) are
+ * the trainer's own `resolveTrainConfig`, so a CLI or a test calling the trainer directly gets the
+ * same run; this module adds what only the service knows: the dataset's shape and the job's limits.
+ * Every problem is a RangeError naming the spec field, which fails the job without a retry.
+ */
+import type { DatasetManifest } from '../contracts/datasetSpec.js';
+import type { PretrainSpec, ProbeSpec } from '../contracts/jobSpec.js';
+import { resolveTrainConfig, totalSteps, type TrainConfig } from './moco/config.js';
+import type { ProbeConfig } from './moco/probe.js';
+
+export function buildTrainConfig(spec: PretrainSpec, manifest: DatasetManifest): TrainConfig {
+  const datasetSide = Math.min(manifest.height, manifest.width);
+  if (spec.model.imageSize !== undefined && spec.model.imageSize > datasetSide) {
+    throw new RangeError(`model.imageSize ${spec.model.imageSize} is larger than the dataset's ${manifest.height}×${manifest.width} images`);
+  }
+  const config = resolveTrainConfig(
+    {
+      model: spec.model,
+      moco: spec.moco,
+      optim: spec.optim,
+      augment: spec.augment,
+      epochs: spec.epochs,
+      maxSteps: spec.maxSteps ?? null,
+      checkpointEvery: spec.checkpointEvery,
+      seed: spec.seed,
+    },
+    { height: manifest.height, width: manifest.width, size: manifest.splits.train.count },
+  );
+  if (totalSteps(config, manifest.splits.train.count).stopAt < 1) {
+    throw new RangeError(`the run would train 0 steps (dataset of ${manifest.splits.train.count} images, optim.batch ${config.optim.batch})`);
+  }
+  return config;
+}
+
+/** The linear probe's settings (MoCo v3 protocol: SGD momentum 0.9, no weight decay, cosine). */
+export function buildProbeConfig(spec: ProbeSpec, manifest: DatasetManifest): Partial<ProbeConfig> {
+  const trainCount = manifest.splits.train.count;
+  if (trainCount < 1) throw new RangeError('the probe dataset has no training images');
+  // A batch larger than the split would train on nothing: use the whole split as one batch.
+  return { epochs: spec.epochs, lr: spec.lr, batch: Math.min(spec.batch, trainCount), seed: spec.seed };
+}
