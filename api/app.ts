@@ -1,0 +1,75 @@
+/**
+ * The Hono app. `createApp(deps)` builds everything from what it is given (database, bucket, queue
+ * prefix, clock) and starts nothing in the background: a test builds one per run, the server one
+ * per process. Order of middleware: metrics → body limit → auth → rate limit → route (scope, schema).
+ */
+import { swaggerUI } from '@hono/swagger-ui';
+import { bodyLimit } from 'hono/body-limit';
+import { KeyCache, authenticate } from './auth/middleware.js';
+import type { AppDeps } from './deps.js';
+import { ApiError, errorBody, errorHandler } from './errors.js';
+import { createMetrics } from './metrics.js';
+import { rateLimit } from './middleware/rateLimit.js';
+import { router } from './openapi.js';
+import { checkpointRoutes } from './routes/checkpoints.js';
+import { datasetRoutes } from './routes/datasets.js';
+import { evaluationRoutes } from './routes/evaluations.js';
+import { healthRoutes } from './routes/health.js';
+import { jobActivityRoutes } from './routes/jobActivity.js';
+import { jobRoutes } from './routes/jobs.js';
+import { keyRoutes } from './routes/keys.js';
+import { webhookRoutes } from './routes/webhooks.js';
+
+export const API_VERSION = '1.0.0';
+
+export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}) {
+  const app = router();
+  const metrics = createMetrics({ sql: deps.sql, queues: deps.queues, defaultMetrics: opts.defaultMetrics });
+  const keyCache = new KeyCache(deps.db, deps.authCacheMs ?? 1000, deps.logger);
+
+  app.onError(errorHandler(deps.logger));
+  app.notFound((c) => c.json(errorBody('not_found', `no route ${c.req.method} ${c.req.path}`), 404));
+  app.use('*', metrics.middleware);
+
+  app.route('/', healthRoutes(deps, metrics.registry));
+
+  const v1 = router();
+  v1.use(
+    '*',
+    bodyLimit({
+      maxSize: deps.config.API_MAX_BODY_BYTES,
+      onError: () => {
+        throw new ApiError(413, 'payload_too_large', `request body exceeds ${deps.config.API_MAX_BODY_BYTES} bytes`);
+      },
+    }),
+  );
+  v1.use('*', authenticate(keyCache));
+  v1.use('*', rateLimit({ redis: deps.redis, prefix: deps.config.QUEUE_PREFIX, perMinute: deps.config.API_RATE_LIMIT_PER_MINUTE, logger: deps.logger }));
+  v1.route('/', jobRoutes(deps));
+  v1.route('/', jobActivityRoutes(deps));
+  v1.route('/', checkpointRoutes(deps));
+  v1.route('/', evaluationRoutes(deps));
+  v1.route('/', datasetRoutes(deps));
+  v1.route('/', keyRoutes(deps, keyCache));
+  v1.route('/', webhookRoutes(deps));
+  app.route('/v1', v1);
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'An API key: `Authorization: Bearer mom_…`',
+  });
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: {
+      title: 'Momentum API',
+      version: API_VERSION,
+      description: 'Train MoCo v3 self-supervised vision models: datasets, jobs, checkpoints, evaluations. Errors: `{ "error": { "code", "message", "details" } }`.',
+    },
+  });
+  app.get('/docs', swaggerUI({ url: '/openapi.json' }));
+
+  return { app, metrics: metrics.registry, keyCache };
+}
+
+export type MomentumApp = ReturnType<typeof createApp>['app'];

@@ -1,0 +1,164 @@
+/**
+ * The transactional outbox dispatcher. Rows written in the same transaction as the change they
+ * announce are claimed with `FOR UPDATE SKIP LOCKED` (so several API replicas share the work without
+ * doing any row twice), moved on, and marked dispatched in that same transaction:
+ *
+ * - `job.enqueue` → the job's BullMQ queue with `jobId = job.id` (adding twice is harmless), unless
+ *   the job was canceled meanwhile. A finished BullMQ job of the same id (a retry) is removed first.
+ * - `job.event`   → a webhook_deliveries row + a `webhooks` queue job for jobs whose spec has a
+ *   webhook subscribed to the event. The delivery id derives from the outbox row id, so a row
+ *   dispatched twice after a crash still makes one delivery.
+ *
+ * BullMQ is written before the transaction commits: a crash in between re-dispatches the row, which
+ * the ids above make idempotent. Wakes on `wake()` (a request in this process wrote rows) and polls.
+ */
+import { createHash } from 'node:crypto';
+import type { Queue } from 'bullmq';
+import type { Logger } from '../common/logger.js';
+import type { TransactionSql } from 'postgres';
+import type { Sql } from '../db/client.js';
+import { OUTBOX_TOPICS, type EnqueueMessage, type JobEventMessage } from '../contracts/outbox.js';
+import { queueForJobType, type RunJobPayload, type WebhookPayload } from '../contracts/queues.js';
+import type { Queues } from './deps.js';
+
+export interface DispatcherOptions {
+  sql: Sql;
+  queues: Queues;
+  logger: Logger;
+  pollMs?: number;
+  batchSize?: number;
+  webhookAttempts?: number;
+  webhookBackoffMs?: number;
+}
+
+/** Rows failing this often are left for a person (visible with their last_error), not retried forever. */
+const MAX_ROW_ATTEMPTS = 20;
+
+/** A stable UUID-shaped id from a string, so that re-dispatching a row reuses its delivery id. */
+export function derivedUuid(seed: string): string {
+  const h = createHash('sha256').update(seed).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/** Puts a job on its queue with jobId = job.id; a finished copy of it (an earlier attempt) is cleared first. */
+export async function enqueueRun(queue: Queue, payload: RunJobPayload): Promise<'added' | 'present'> {
+  const existing = await queue.getJob(payload.jobId);
+  if (existing) {
+    const state = await existing.getState();
+    if (state !== 'completed' && state !== 'failed') return 'present';
+    await existing.remove();
+  }
+  await queue.add(payload.type, payload, {
+    jobId: payload.jobId,
+    removeOnComplete: { age: 24 * 3600 },
+    removeOnFail: { age: 7 * 24 * 3600 },
+  });
+  return 'added';
+}
+
+export class OutboxDispatcher {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = true;
+  private readonly pollMs: number;
+  private readonly batchSize: number;
+
+  constructor(private readonly o: DispatcherOptions) {
+    this.pollMs = o.pollMs ?? 250;
+    this.batchSize = o.batchSize ?? 200;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.wake();
+  }
+
+  /** Runs a pass now (or right after the current one). */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.running = this.loop().finally(() => {
+      this.running = undefined;
+      if (!this.stopped) this.timer = setTimeout(() => this.wake(), this.again ? 0 : this.pollMs);
+      this.again = false;
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      // Drain: keep going while full batches come back.
+      while ((await this.dispatchOnce()) === this.batchSize && !this.stopped);
+    } catch (err) {
+      this.o.logger.error({ err }, 'outbox dispatch failed; retrying');
+    }
+  }
+
+  /** One batch; returns how many rows it claimed. */
+  async dispatchOnce(): Promise<number> {
+    const { sql } = this.o;
+    return sql.begin(async (tx) => {
+      const rows = await tx<{ id: number; topic: string; payload: any }[]>`
+        select id, topic, payload from outbox
+        where dispatched_at is null and attempts < ${MAX_ROW_ATTEMPTS}
+        order by id limit ${this.batchSize}
+        for update skip locked`;
+      if (!rows.length) return 0;
+      const jobIds = [...new Set(rows.map((r) => String(r.payload?.jobId)).filter((id) => /^[0-9a-f-]{36}$/.test(id)))];
+      const jobs = jobIds.length
+        ? await tx<{ id: string; state: string; webhook: { url: string; events?: string[] } | null }[]>`
+            select id, state, spec->'webhook' as webhook from jobs where id = any(${jobIds}::uuid[])`
+        : [];
+      const byId = new Map(jobs.map((j) => [j.id, j]));
+      const done: number[] = [];
+      for (const row of rows) {
+        try {
+          if (row.topic === OUTBOX_TOPICS.enqueue) await this.enqueue(row.payload as EnqueueMessage, byId.get(row.payload.jobId)?.state);
+          else if (row.topic === OUTBOX_TOPICS.event) await this.event(tx, row.id, row.payload as JobEventMessage, byId.get(row.payload.jobId)?.webhook ?? null);
+          else this.o.logger.warn({ outboxId: row.id, topic: row.topic }, 'outbox row of unknown topic; marking dispatched');
+          done.push(row.id);
+        } catch (err) {
+          this.o.logger.warn({ err, outboxId: row.id, topic: row.topic }, 'outbox row not dispatched; will retry');
+          await tx`update outbox set attempts = attempts + 1, last_error = ${String((err as Error).message ?? err).slice(0, 2000)} where id = ${row.id}`;
+        }
+      }
+      if (done.length) await tx`update outbox set dispatched_at = now(), attempts = attempts + 1 where id = any(${done}::bigint[])`;
+      return rows.length;
+    });
+  }
+
+  private async enqueue(msg: EnqueueMessage, state: string | undefined): Promise<void> {
+    // Canceled (or gone) before it reached the queue: nothing to run.
+    if (state !== 'queued' && state !== 'requeued') return;
+    await enqueueRun(this.o.queues[queueForJobType(msg.type)], { jobId: msg.jobId, tenantId: msg.tenantId, type: msg.type });
+  }
+
+  private async event(tx: TransactionSql, outboxId: number, msg: JobEventMessage, webhook: { url: string; events?: string[] } | null): Promise<void> {
+    if (!webhook?.url) return;
+    if (webhook.events?.length && !webhook.events.includes(msg.event)) return;
+    const deliveryId = derivedUuid(`outbox:${outboxId}`);
+    const payload = { type: msg.event, timestamp: msg.at, data: { jobId: msg.jobId, ...(msg.data ?? {}) } };
+    await tx`
+      insert into webhook_deliveries (id, job_id, event, url, payload)
+      values (${deliveryId}, ${msg.jobId}, ${msg.event}, ${webhook.url}, ${JSON.stringify(payload)}::jsonb)
+      on conflict (id) do nothing`;
+    const data: WebhookPayload = { deliveryId };
+    await this.o.queues.webhooks.add('deliver', data, {
+      jobId: deliveryId,
+      attempts: this.o.webhookAttempts ?? 8,
+      backoff: { type: 'exponential', delay: this.o.webhookBackoffMs ?? 2000 },
+      removeOnComplete: { age: 24 * 3600 },
+      removeOnFail: { age: 7 * 24 * 3600 },
+    });
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * The API's error vocabulary. Every 4xx (and the rare 5xx) leaves as
+ * `{ "error": { "code", "message", "details" } }` (DESIGN.md section 6); details name the offending
+ * field as a dotted path (`optim.batch`) so a user can fix the request without reading our code.
+ */
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import type { z } from 'zod';
+import type { Logger } from '../common/logger.js';
+
+export interface ErrorDetail {
+  /** Dotted path of the field (`optim.batch`, `webhook.url`); empty for the whole body. */
+  path: string;
+  message: string;
+  /** Where the field lives: body, query, path or header. */
+  in?: 'body' | 'query' | 'path' | 'header';
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: ContentfulStatusCode,
+    readonly code: string,
+    message: string,
+    readonly details: ErrorDetail[] = [],
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export const notFound = (what: string, id: string, path?: string) =>
+  new ApiError(404, 'not_found', `${what} ${JSON.stringify(id)} not found`, path ? [{ path, message: 'not found', in: 'path' }] : []);
+
+export const invalid = (path: string, message: string, code = 'validation_failed') =>
+  new ApiError(400, code, `${path}: ${message}`, [{ path, message, in: 'body' }]);
+
+/** A reference in a well-formed body that names nothing the caller owns (dataset, job, checkpoint). */
+export const unresolvable = (code: string, path: string, message: string) =>
+  new ApiError(422, code, `${path}: ${message}`, [{ path, message, in: 'body' }]);
+
+export const conflict = (code: string, message: string, details: ErrorDetail[] = []) => new ApiError(409, code, message, details);
+
+export function errorBody(code: string, message: string, details: ErrorDetail[] = []) {
+  return { error: { code, message, details } };
+}
+
+const TARGET_NAMES = { json: 'body', query: 'query', param: 'path', header: 'header', form: 'body', cookie: 'header' } as const;
+
+/** zod issues → details; an unknown key becomes one detail per key so that each is named. */
+export function issuesToDetails(issues: readonly z.core.$ZodIssue[], where: ErrorDetail['in'] = 'body'): ErrorDetail[] {
+  const details: ErrorDetail[] = [];
+  for (const issue of issues) {
+    const base = issue.path.map(String);
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) details.push({ path: [...base, key].join('.'), message: 'unknown field', in: where });
+    } else {
+      details.push({ path: base.join('.'), message: issue.message, in: where });
+    }
+  }
+  return details;
+}
+
+/** The defaultHook of every OpenAPIHono router: a failed schema becomes a 400 naming each field. */
+export function validationHook(
+  result: { success: boolean; error?: { issues: readonly z.core.$ZodIssue[] }; target: keyof typeof TARGET_NAMES },
+  c: Context,
+) {
+  if (result.success || !result.error) return;
+  const where = TARGET_NAMES[result.target] ?? 'body';
+  const details = issuesToDetails(result.error.issues, where);
+  const first = details[0];
+  const message = first ? `${first.path || where}: ${first.message}` : 'invalid request';
+  return c.json(errorBody('validation_failed', message, details), 400);
+}
+
+/** app.onError: known errors keep their status; anything else is logged and answered 500 without internals. */
+export function errorHandler(logger: Logger) {
+  return (err: Error, c: Context) => {
+    if (err instanceof ApiError) {
+      for (const [k, v] of Object.entries(err.headers)) c.header(k, v);
+      return c.json(errorBody(err.code, err.message, err.details), err.status);
+    }
+    if (err instanceof HTTPException) {
+      const status = err.status;
+      if (status === 413) return c.json(errorBody('payload_too_large', 'request body too large'), 413);
+      if (status === 415) {
+        return c.json(
+          errorBody('unsupported_media_type', 'send the body as application/json', [{ path: 'content-type', message: 'must be application/json', in: 'header' }]),
+          415,
+        );
+      }
+      if (status === 400 && /json/i.test(err.message)) {
+        return c.json(errorBody('malformed_json', 'request body is not valid JSON', [{ path: '', message: err.message, in: 'body' }]), 400);
+      }
+      if (status < 500) return c.json(errorBody(httpCode(status), err.message), status as ContentfulStatusCode);
+    }
+    logger.error({ err, method: c.req.method, path: c.req.path }, 'unhandled error');
+    return c.json(errorBody('internal', 'internal error; the request was not applied or is safe to retry'), 500);
+  };
+}
+
+function httpCode(status: number): string {
+  return ({ 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 405: 'method_not_allowed', 409: 'conflict' } as Record<number, string>)[status] ?? 'bad_request';
+}

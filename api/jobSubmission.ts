@@ -1,0 +1,121 @@
+/**
+ * Turning a validated spec into a queued job: resolve what the spec names (dataset, source job,
+ * checkpoint) within the caller's tenant, refuse unsafe webhook targets, then one insert that is
+ * idempotent on (tenant, Idempotency-Key). Shared by POST /v1/jobs and POST /v1/jobs/{id}/retrain.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type { AppDeps } from './deps.js';
+import { ApiError, conflict, invalid, unresolvable } from './errors.js';
+import { insertJob, getTenantJob, type JobDatasetInput, type JobRow } from '../db/jobQueries.js';
+import { resolveCheckpoint } from '../db/checkpointQueries.js';
+import { resolveReadyVersion } from '../db/datasets.js';
+import { parseDatasetRef, type JobSpec, type ProbeSpec, type PretrainSpec } from '../contracts/jobSpec.js';
+import { refuseWebhookTarget } from './webhooks/targets.js';
+
+export interface SubmitOptions {
+  tenantId: string;
+  idempotencyKey?: string;
+  parentJobId?: string;
+  /** Distinguishes routes in the idempotency hash: a retrain and a submit never share a key by accident. */
+  operation: string;
+}
+
+export interface Submitted {
+  job: JobRow;
+  /** True when an earlier request with the same Idempotency-Key created this job. */
+  replayed: boolean;
+}
+
+const FOREIGN_KEY_VIOLATION = '23503';
+
+export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOptions): Promise<Submitted> {
+  if (spec.webhook) {
+    const why = await refuseWebhookTarget(spec.webhook.url, deps.config.WEBHOOK_ALLOW_PRIVATE);
+    if (why) throw invalid('webhook.url', why);
+  }
+  const resolved = spec.type === 'pretrain' ? await preparePretrain(deps, opts.tenantId, spec) : await prepareProbe(deps, opts.tenantId, spec);
+  const requestHash = opts.idempotencyKey
+    ? createHash('sha256').update(opts.operation).update('\0').update(JSON.stringify(spec)).digest('hex')
+    : null;
+  let result;
+  try {
+    result = await insertJob(deps.sql, {
+      id: randomUUID(),
+      tenantId: opts.tenantId,
+      type: spec.type,
+      spec: resolved.spec,
+      dataset: resolved.dataset,
+      idempotencyKey: opts.idempotencyKey ?? null,
+      requestHash,
+      parentJobId: opts.parentJobId ?? null,
+    });
+  } catch (err) {
+    // The dataset version was deleted between resolving it and inserting: same as never existing.
+    if ((err as { code?: string }).code === FOREIGN_KEY_VIOLATION) throw datasetNotFound(spec.dataset ?? '');
+    throw err;
+  }
+  if (result.outcome === 'dataset_not_found') throw datasetNotFound(spec.dataset ?? '');
+  if (result.outcome === 'existing') {
+    if (result.job.requestHash !== requestHash) {
+      throw conflict('idempotency_key_reused', 'this Idempotency-Key was used with a different request; use a new key for a new job', [
+        { path: 'idempotency-key', message: 'already used with another body', in: 'header' },
+      ]);
+    }
+    return { job: result.job, replayed: true };
+  }
+  deps.onOutboxWritten?.();
+  return { job: result.job, replayed: false };
+}
+
+function datasetNotFound(ref: string) {
+  return unresolvable('dataset_not_found', 'dataset', `no ready dataset version ${JSON.stringify(ref)} in this tenant`);
+}
+
+interface Prepared {
+  spec: Record<string, unknown>;
+  dataset: JobDatasetInput;
+}
+
+async function preparePretrain(deps: AppDeps, tenantId: string, spec: PretrainSpec): Promise<Prepared> {
+  const out: PretrainSpec = { ...spec };
+  if (spec.initFrom) {
+    const source = await sourceJob(deps, tenantId, spec.initFrom.job, 'initFrom.job', ['succeeded', 'running', 'failed', 'canceled']);
+    const cp = await resolveCheckpoint(deps.db, source.id, spec.initFrom.checkpoint);
+    if (!cp) throw unresolvable('checkpoint_not_found', 'initFrom.checkpoint', `job ${source.id} has no checkpoint ${JSON.stringify(spec.initFrom.checkpoint)}`);
+    // Pin the version: `latest` at submission, not whatever is latest when the run starts.
+    out.initFrom = { job: source.id, checkpoint: `v${cp.version}` };
+  }
+  const ref = parseDatasetRef(spec.dataset);
+  return { spec: out, dataset: { kind: 'ref', name: ref.name, version: ref.version } };
+}
+
+async function prepareProbe(deps: AppDeps, tenantId: string, spec: ProbeSpec): Promise<Prepared> {
+  const source = await sourceJob(deps, tenantId, spec.source.job, 'source.job', ['succeeded', 'running']);
+  const cp = await resolveCheckpoint(deps.db, source.id, spec.source.checkpoint);
+  if (!cp) throw unresolvable('checkpoint_not_found', 'source.checkpoint', `job ${source.id} has no checkpoint ${JSON.stringify(spec.source.checkpoint)}`);
+  const out: ProbeSpec = { ...spec, source: { job: source.id, checkpoint: `v${cp.version}` } };
+  if (spec.dataset) {
+    const ref = parseDatasetRef(spec.dataset);
+    const v = await resolveReadyVersion(deps.db, tenantId, ref.name, ref.version);
+    if (!v) throw datasetNotFound(spec.dataset);
+    return { spec: out, dataset: { kind: 'resolved', versionId: v.version.id, ref: v.ref } };
+  }
+  // Defaults to the pretrain job's own dataset version.
+  const sourceRef = (source.spec as { dataset?: string }).dataset;
+  if (!source.datasetVersionId || !sourceRef) {
+    throw unresolvable('dataset_not_found', 'dataset', `the source job's dataset version no longer exists; name a dataset`);
+  }
+  return { spec: out, dataset: { kind: 'resolved', versionId: source.datasetVersionId, ref: sourceRef } };
+}
+
+async function sourceJob(deps: AppDeps, tenantId: string, jobId: string, path: string, states: string[]): Promise<JobRow> {
+  const job = await getTenantJob(deps.sql, tenantId, jobId);
+  if (!job) throw unresolvable('job_not_found', path, `no job ${jobId} in this tenant`);
+  if (job.type !== 'pretrain') throw unresolvable('wrong_job_type', path, `job ${jobId} is a ${job.type} job, not a pretrain job`);
+  if (!states.includes(job.state)) {
+    throw new ApiError(409, 'wrong_job_state', `${path}: job ${jobId} is ${job.state}; it must be ${states.join(' or ')}`, [
+      { path, message: `job is ${job.state}`, in: 'body' },
+    ]);
+  }
+  return job;
+}

@@ -1,0 +1,61 @@
+/**
+ * Prometheus metrics of one app instance (a registry of its own, so several apps in one test
+ * process do not collide): HTTP latency by route, jobs by state (counted in Postgres at scrape
+ * time), queue depth (asked of BullMQ at scrape time).
+ */
+import type { MiddlewareHandler } from 'hono';
+import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Sql } from '../db/client.js';
+import type { Queues } from './deps.js';
+
+export function createMetrics(opts: { sql: Sql; queues: Queues; defaultMetrics?: boolean }) {
+  const registry = new Registry();
+  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
+
+  const httpDuration = new Histogram({
+    name: 'momentum_http_request_duration_seconds',
+    help: 'HTTP request latency by method, route template and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+
+  new Gauge({
+    name: 'momentum_jobs',
+    help: 'Jobs by type and state (all tenants)',
+    labelNames: ['type', 'state'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const rows = await opts.sql<{ type: string; state: string; n: number }[]>`
+        select type, state, count(*)::int as n from jobs group by type, state`;
+      for (const r of rows) this.set({ type: r.type, state: r.state }, r.n);
+    },
+  });
+
+  new Gauge({
+    name: 'momentum_queue_jobs',
+    help: 'BullMQ jobs by queue and status',
+    labelNames: ['queue', 'status'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const [name, queue] of Object.entries(opts.queues)) {
+        const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized');
+        for (const [status, n] of Object.entries(counts)) this.set({ queue: name, status }, n);
+      }
+    },
+  });
+
+  /** Times every request under its route template (`/v1/jobs/:id`), never the raw path (cardinality). */
+  const middleware: MiddlewareHandler = async (c, next) => {
+    const end = httpDuration.startTimer();
+    try {
+      await next();
+    } finally {
+      end({ method: c.req.method, route: c.req.routePath || 'unmatched', status: String(c.res.status) });
+    }
+  };
+
+  return { registry, middleware };
+}

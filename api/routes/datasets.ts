@@ -1,0 +1,324 @@
+/**
+ * Datasets and versions. Creating a version answers presigned upload URL(s): one PUT, or a
+ * multipart plan for large archives. Finalizing checks the upload exists and starts the ingest job.
+ */
+import { createRoute, z } from '@hono/zod-openapi';
+import { datasetName, datasetVersionOptions } from '../../contracts/datasetSpec.js';
+import { DATASET_VERSION_STATES } from '../../db/schema.js';
+import { datasetUploadKey, datasetVersionPrefix } from '../../contracts/storageKeys.js';
+import {
+  createDataset,
+  createDatasetVersion,
+  deleteDatasetVersions,
+  getDataset,
+  getDatasetVersion,
+  listDatasets,
+  listDatasetVersions,
+  startIngestion,
+  type DatasetRow,
+  type DatasetVersionRow,
+} from '../../db/datasets.js';
+import { requireScope } from '../auth/middleware.js';
+import type { AppDeps } from '../deps.js';
+import { ApiError, conflict, notFound } from '../errors.js';
+import { commonErrors, conflictError, json, jsonBody, Json, notFoundError, router, security } from '../openapi.js';
+import { datasetJson, datasetVersionJson, jobJson } from '../serialize.js';
+import { completeMultipartUpload, MAX_PARTS, MULTIPART_THRESHOLD_BYTES, startMultipartUpload } from '../uploads.js';
+import { JobSchema } from './jobs.js';
+import { isNotFound } from '../../common/storage.js';
+
+const DatasetSchema = z
+  .object({ id: z.string(), name: z.string(), description: z.string().nullable(), createdAt: z.string().nullable(), versions: z.number().optional(), latestReady: z.number().nullable().optional() })
+  .openapi('Dataset');
+const VersionSchema = z
+  .object({
+    id: z.string(),
+    dataset: z.string(),
+    version: z.number().int(),
+    ref: z.string(),
+    state: z.enum(DATASET_VERSION_STATES),
+    options: z.unknown(),
+    error: z.string().nullable(),
+    createdAt: z.string().nullable(),
+    readyAt: z.string().nullable(),
+    manifest: Json.nullable().optional(),
+  })
+  .openapi('DatasetVersion');
+
+const NameParam = z.object({ name: datasetName.openapi({ param: { name: 'name', in: 'path' }, example: 'fmnist' }) });
+const VersionParams = NameParam.extend({
+  version: z
+    .union([z.literal('latest'), z.coerce.number().int().min(1).max(999_999)])
+    .openapi({ param: { name: 'version', in: 'path' }, example: '1', type: 'string' }),
+});
+
+const UploadSchema = z
+  .object({
+    method: z.enum(['PUT', 'multipart']),
+    /** Single PUT: send the archive's bytes to this URL. */
+    url: z.string().optional(),
+    expiresAt: z.string(),
+    uploadId: z.string().optional(),
+    partSize: z.number().optional(),
+    parts: z.array(z.object({ partNumber: z.number().int(), url: z.string() })).optional(),
+    /** Multipart: POST the parts' ETags here when every part is uploaded. */
+    completeUrl: z.string().optional(),
+  })
+  .openapi('Upload');
+
+const createDatasetRoute = createRoute({
+  method: 'post',
+  path: '/datasets',
+  tags: ['datasets'],
+  summary: 'Create a dataset',
+  security,
+  middleware: [requireScope('datasets:write')] as const,
+  request: { body: jsonBody(z.strictObject({ name: datasetName, description: z.string().max(2000).optional() })) },
+  responses: { 201: json(DatasetSchema), ...commonErrors, ...conflictError },
+});
+
+const listDatasetsRoute = createRoute({
+  method: 'get',
+  path: '/datasets',
+  tags: ['datasets'],
+  summary: 'List datasets',
+  security,
+  middleware: [requireScope('datasets:read')] as const,
+  responses: { 200: json(z.object({ datasets: z.array(DatasetSchema) })), ...commonErrors },
+});
+
+const getDatasetRoute = createRoute({
+  method: 'get',
+  path: '/datasets/{name}',
+  tags: ['datasets'],
+  summary: 'A dataset with its versions',
+  security,
+  middleware: [requireScope('datasets:read')] as const,
+  request: { params: NameParam },
+  responses: { 200: json(DatasetSchema.extend({ versionList: z.array(VersionSchema) })), ...commonErrors, ...notFoundError },
+});
+
+const deleteDatasetRoute = createRoute({
+  method: 'delete',
+  path: '/datasets/{name}',
+  tags: ['datasets'],
+  summary: 'Delete a dataset and its stored data (refused while unfinished jobs use it)',
+  security,
+  middleware: [requireScope('datasets:write')] as const,
+  request: { params: NameParam },
+  responses: { 204: { description: 'Deleted' }, ...commonErrors, ...notFoundError, ...conflictError },
+});
+
+const createVersionRoute = createRoute({
+  method: 'post',
+  path: '/datasets/{name}/versions',
+  tags: ['datasets'],
+  summary: 'Create a version and get presigned upload URL(s) for its archive',
+  security,
+  middleware: [requireScope('datasets:write')] as const,
+  request: {
+    params: NameParam,
+    body: jsonBody(
+      z.strictObject({
+        options: datasetVersionOptions,
+        fileName: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'letters, digits, ".", "_", "-", at most 128').default('archive'),
+        /** Size of the archive; above 64 MiB (or with multipart: true) the upload is multipart. */
+        sizeBytes: z.number().int().min(1).max(5 * 1024 ** 4).optional(),
+        multipart: z.boolean().optional(),
+      }),
+    ),
+  },
+  responses: { 201: json(VersionSchema.extend({ upload: UploadSchema })), ...commonErrors, ...notFoundError },
+});
+
+const listVersionsRoute = createRoute({
+  method: 'get',
+  path: '/datasets/{name}/versions',
+  tags: ['datasets'],
+  summary: 'Versions of a dataset',
+  security,
+  middleware: [requireScope('datasets:read')] as const,
+  request: { params: NameParam },
+  responses: { 200: json(z.object({ versions: z.array(VersionSchema) })), ...commonErrors, ...notFoundError },
+});
+
+const getVersionRoute = createRoute({
+  method: 'get',
+  path: '/datasets/{name}/versions/{version}',
+  tags: ['datasets'],
+  summary: 'A version with its manifest (`latest` = newest ready version)',
+  security,
+  middleware: [requireScope('datasets:read')] as const,
+  request: { params: VersionParams },
+  responses: { 200: json(VersionSchema), ...commonErrors, ...notFoundError },
+});
+
+const completeUploadRoute = createRoute({
+  method: 'post',
+  path: '/datasets/{name}/versions/{version}/upload/complete',
+  tags: ['datasets'],
+  summary: 'Complete a multipart upload with the ETags of its parts',
+  security,
+  middleware: [requireScope('datasets:write')] as const,
+  request: {
+    params: VersionParams,
+    body: jsonBody(
+      z.strictObject({
+        uploadId: z.string().min(1).max(1024),
+        parts: z.array(z.strictObject({ partNumber: z.number().int().min(1).max(MAX_PARTS), etag: z.string().min(1).max(256) })).min(1).max(MAX_PARTS),
+      }),
+    ),
+  },
+  responses: { 200: json(VersionSchema), ...commonErrors, ...notFoundError, ...conflictError },
+});
+
+const finalizeRoute = createRoute({
+  method: 'post',
+  path: '/datasets/{name}/versions/{version}/finalize',
+  tags: ['datasets'],
+  summary: 'Check the upload and start ingestion (an ingest job)',
+  security,
+  middleware: [requireScope('datasets:write')] as const,
+  request: { params: VersionParams },
+  responses: { 202: json(z.object({ version: VersionSchema, job: JobSchema })), ...commonErrors, ...notFoundError, ...conflictError },
+});
+
+const deleteVersionRoute = createRoute({
+  method: 'delete',
+  path: '/datasets/{name}/versions/{version}',
+  tags: ['datasets'],
+  summary: 'Delete a version and its stored data (refused while unfinished jobs use it)',
+  security,
+  middleware: [requireScope('datasets:write')] as const,
+  request: { params: VersionParams },
+  responses: { 204: { description: 'Deleted' }, ...commonErrors, ...notFoundError, ...conflictError },
+});
+
+export function datasetRoutes(deps: AppDeps) {
+  const app = router();
+  const clock = deps.clock ?? { now: () => new Date() };
+
+  async function loadDataset(tenantId: string, name: string): Promise<DatasetRow> {
+    const d = await getDataset(deps.db, tenantId, name);
+    if (!d) throw notFound('dataset', name, 'name');
+    return d;
+  }
+  async function loadVersion(d: DatasetRow, version: number | 'latest'): Promise<DatasetVersionRow> {
+    const v = await getDatasetVersion(deps.db, d.id, version);
+    if (!v) throw notFound('dataset version', `${d.name}@${version}`, 'version');
+    return v;
+  }
+  const inUse = (jobIds: string[]) =>
+    conflict('dataset_in_use', `unfinished jobs use this data: ${jobIds.join(', ')}; cancel them or wait`, jobIds.map((id) => ({ path: 'jobs', message: id })));
+
+  app.openapi(createDatasetRoute, async (c) => {
+    const { name, description } = c.req.valid('json');
+    const row = await createDataset(deps.db, c.get('principal').tenantId, name, description ?? null);
+    if (!row) throw conflict('dataset_exists', `a dataset named ${JSON.stringify(name)} exists`, [{ path: 'name', message: 'already exists', in: 'body' }]);
+    return c.json(datasetJson(row), 201);
+  });
+
+  app.openapi(listDatasetsRoute, async (c) => {
+    const rows = await listDatasets(deps.db, c.get('principal').tenantId);
+    return c.json({ datasets: rows.map((r) => datasetJson(r, { versions: r.versions, latestReady: r.latestReady })) }, 200);
+  });
+
+  app.openapi(getDatasetRoute, async (c) => {
+    const d = await loadDataset(c.get('principal').tenantId, c.req.valid('param').name);
+    const versions = await listDatasetVersions(deps.db, d.id);
+    const latestReady = versions.filter((v) => v.state === 'ready').at(-1)?.version ?? null;
+    return c.json({ ...datasetJson(d, { versions: versions.length, latestReady }), versionList: versions.map((v) => datasetVersionJson(d, v)) }, 200);
+  });
+
+  app.openapi(deleteDatasetRoute, async (c) => {
+    const { tenantId } = c.get('principal');
+    const d = await loadDataset(tenantId, c.req.valid('param').name);
+    const result = await deleteDatasetVersions(deps.db, d);
+    if (result.outcome === 'in_use') throw inUse(result.jobIds);
+    // Rows first, then bytes: a crash in between leaves orphaned objects, never rows without data.
+    await deps.storage.deletePrefix(`datasets/${tenantId}/${d.id}/`);
+    return c.body(null, 204);
+  });
+
+  app.openapi(createVersionRoute, async (c) => {
+    const { tenantId } = c.get('principal');
+    const d = await loadDataset(tenantId, c.req.valid('param').name);
+    const body = c.req.valid('json');
+    const v = await createDatasetVersion(deps.db, d.id, body.options, (n) => datasetUploadKey(tenantId, d.id, n, body.fileName));
+    // Uploads of large archives take a while: their URLs live as long as the configuration allows.
+    const ttl = deps.config.SIGNED_URL_MAX_TTL_SECONDS;
+    const expiresAt = new Date(clock.now().getTime() + ttl * 1000).toISOString();
+    const multipart = body.multipart ?? (body.sizeBytes !== undefined && body.sizeBytes > MULTIPART_THRESHOLD_BYTES);
+    let upload;
+    if (multipart) {
+      if (body.sizeBytes === undefined) {
+        throw new ApiError(400, 'validation_failed', 'sizeBytes: required for a multipart upload', [{ path: 'sizeBytes', message: 'required with multipart', in: 'body' }]);
+      }
+      const plan = await startMultipartUpload(deps.storage, v.uploadKey, body.sizeBytes, ttl);
+      upload = { method: 'multipart' as const, expiresAt, ...plan, completeUrl: `/v1/datasets/${d.name}/versions/${v.version}/upload/complete` };
+    } else {
+      upload = { method: 'PUT' as const, url: await deps.storage.presignPut(v.uploadKey, ttl), expiresAt };
+    }
+    return c.json({ ...datasetVersionJson(d, v), upload }, 201);
+  });
+
+  app.openapi(listVersionsRoute, async (c) => {
+    const d = await loadDataset(c.get('principal').tenantId, c.req.valid('param').name);
+    return c.json({ versions: (await listDatasetVersions(deps.db, d.id)).map((v) => datasetVersionJson(d, v)) }, 200);
+  });
+
+  app.openapi(getVersionRoute, async (c) => {
+    const { name, version } = c.req.valid('param');
+    const d = await loadDataset(c.get('principal').tenantId, name);
+    return c.json(datasetVersionJson(d, await loadVersion(d, version), { manifest: true }) as never, 200);
+  });
+
+  app.openapi(completeUploadRoute, async (c) => {
+    const { name, version } = c.req.valid('param');
+    const d = await loadDataset(c.get('principal').tenantId, name);
+    const v = await loadVersion(d, version);
+    if (v.state !== 'awaiting_upload') throw conflict('wrong_version_state', `version is ${v.state}; its upload is closed`);
+    const { uploadId, parts } = c.req.valid('json');
+    try {
+      await completeMultipartUpload(deps.storage, v.uploadKey, uploadId, parts);
+    } catch (err) {
+      const name = (err as Error).name;
+      if (isNotFound(err) || name === 'NoSuchUpload' || name === 'InvalidPart' || name === 'InvalidPartOrder' || name === 'EntityTooSmall') {
+        throw new ApiError(400, 'upload_incomplete', `S3 refused to complete the upload: ${name}`, [{ path: 'parts', message: (err as Error).message || name, in: 'body' }]);
+      }
+      throw err;
+    }
+    return c.json(datasetVersionJson(d, v) as never, 200);
+  });
+
+  app.openapi(finalizeRoute, async (c) => {
+    const { tenantId } = c.get('principal');
+    const { name, version } = c.req.valid('param');
+    const d = await loadDataset(tenantId, name);
+    const v = await loadVersion(d, version);
+    if (v.state !== 'awaiting_upload' && v.state !== 'failed') {
+      throw conflict('wrong_version_state', `version is ${v.state}; only a version awaiting its upload (or failed) can be finalized`);
+    }
+    const head = await deps.storage.head(v.uploadKey);
+    if (!head || head.bytes === 0) {
+      throw conflict('upload_missing', 'no archive was uploaded for this version yet; PUT it to the upload URL first', [{ path: 'upload', message: 'missing', in: 'body' }]);
+    }
+    const result = await startIngestion(deps.db, tenantId, d, v.id);
+    if (result.outcome === 'wrong_state') throw conflict('wrong_version_state', `version is ${result.state}`);
+    deps.onOutboxWritten?.();
+    return c.json({ version: datasetVersionJson(d, result.version), job: jobJson(result.job) } as never, 202);
+  });
+
+  app.openapi(deleteVersionRoute, async (c) => {
+    const { tenantId } = c.get('principal');
+    const { name, version } = c.req.valid('param');
+    const d = await loadDataset(tenantId, name);
+    const v = await loadVersion(d, version);
+    const result = await deleteDatasetVersions(deps.db, d, [v.id]);
+    if (result.outcome === 'in_use') throw inUse(result.jobIds);
+    await deps.storage.deletePrefix(datasetVersionPrefix(tenantId, d.id, v.version));
+    return c.body(null, 204);
+  });
+
+  return app;
+}

@@ -1,0 +1,69 @@
+/**
+ * `npm run api`: checks the configuration and services (one clear line when something is wrong),
+ * runs the migrations (advisory-locked: replicas may start together), serves the API and runs the
+ * outbox dispatcher, reconciler and webhook worker in-process. `--roles dispatcher,webhooks` (or
+ * API_ROLES) runs only some of them, e.g. a worker-only replica. SIGTERM/SIGINT: stop accepting,
+ * finish what is in flight, close connections, exit.
+ */
+import { parseArgs } from 'node:util';
+import { serve } from '@hono/node-server';
+import { config as loadConfig } from '../common/config.js';
+import { runMain, UserFacingError } from '../common/errors.js';
+import { createLogger } from '../common/logger.js';
+import { checkDependencies } from '../common/startup.js';
+import { runMigrations } from '../db/migrate.js';
+import { createApp } from './app.js';
+import { connect, ROLES, startBackground, type Role } from './runtime.js';
+import { DEV_WEBHOOK_SIGNING_KEY, loadApiSettings } from './settings.js';
+
+function parseRoles(): Set<Role> {
+  const { values } = parseArgs({ options: { roles: { type: 'string' } }, allowPositionals: false });
+  const raw = values.roles ?? process.env.API_ROLES ?? ROLES.join(',');
+  const roles = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const bad = roles.find((r) => !(ROLES as readonly string[]).includes(r));
+  if (bad || !roles.length) throw new UserFacingError(`--roles must be a comma-separated subset of ${ROLES.join(',')}; got ${JSON.stringify(raw)}`);
+  return new Set(roles as Role[]);
+}
+
+runMain(async () => {
+  const config = loadConfig();
+  const settings = loadApiSettings();
+  const roles = parseRoles();
+  const logger = createLogger(config.LOG_LEVEL, 'momentum-api');
+  if (settings.WEBHOOK_SIGNING_KEY === DEV_WEBHOOK_SIGNING_KEY) {
+    logger.warn('WEBHOOK_SIGNING_KEY is the development default; set your own before receivers rely on signatures');
+  }
+  await checkDependencies(config, { s3: true });
+  await runMigrations(config.DATABASE_URL);
+
+  const runtime = connect(config, logger, settings.WEBHOOK_SIGNING_KEY);
+  const background = startBackground(runtime.deps, roles);
+  let server: ReturnType<typeof serve> | undefined;
+  if (roles.has('http')) {
+    const { app } = createApp(runtime.deps, { defaultMetrics: true });
+    server = serve({ fetch: app.fetch, port: config.API_PORT, hostname: config.API_HOST }, (info) =>
+      logger.info({ roles: [...roles] }, `listening on http://${info.address}:${info.port}`),
+    );
+  } else {
+    logger.info({ roles: [...roles] }, 'running without HTTP');
+  }
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    const force = setTimeout(() => {
+      logger.error('shutdown took over 20 s; exiting');
+      process.exit(1);
+    }, 20_000);
+    force.unref();
+    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    await background.stop();
+    await runtime.close();
+    logger.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+});

@@ -1,0 +1,70 @@
+/**
+ * Presigned multipart uploads for large dataset archives (common/storage.ts has single PUTs only):
+ * the API creates the upload and signs one URL per part; the client PUTs the parts straight to S3
+ * and sends back the ETags; the API completes the upload. Bytes never pass through the API.
+ */
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type { Storage } from '../common/storage.js';
+
+/** S3's bounds: parts of 5 MiB (except the last) to 5 GiB, at most 10 000 of them. */
+export const MIN_PART_BYTES = 5 * 1024 * 1024;
+export const MAX_PARTS = 10_000;
+/** Above this an archive goes multipart; below it one PUT is simpler and as fast. */
+export const MULTIPART_THRESHOLD_BYTES = 64 * 1024 * 1024;
+const DEFAULT_PART_BYTES = 64 * 1024 * 1024;
+
+export function planParts(sizeBytes: number): { partSize: number; partCount: number } {
+  const partSize = Math.max(DEFAULT_PART_BYTES, MIN_PART_BYTES, Math.ceil(sizeBytes / MAX_PARTS));
+  return { partSize, partCount: Math.max(1, Math.ceil(sizeBytes / partSize)) };
+}
+
+export interface MultipartPlan {
+  uploadId: string;
+  partSize: number;
+  parts: { partNumber: number; url: string }[];
+}
+
+export async function startMultipartUpload(storage: Storage, key: string, sizeBytes: number, ttlSeconds: number): Promise<MultipartPlan> {
+  const created = await storage.client.send(
+    new CreateMultipartUploadCommand({ Bucket: storage.bucket, Key: key, ContentType: 'application/octet-stream' }),
+  );
+  const uploadId = created.UploadId!;
+  const { partSize, partCount } = planParts(sizeBytes);
+  const parts = await Promise.all(
+    Array.from({ length: partCount }, async (_, i) => ({
+      partNumber: i + 1,
+      url: await getSignedUrl(storage.client, new UploadPartCommand({ Bucket: storage.bucket, Key: key, UploadId: uploadId, PartNumber: i + 1 }), {
+        expiresIn: ttlSeconds,
+      }),
+    })),
+  );
+  return { uploadId, partSize, parts };
+}
+
+export async function completeMultipartUpload(
+  storage: Storage,
+  key: string,
+  uploadId: string,
+  parts: { partNumber: number; etag: string }[],
+): Promise<void> {
+  await storage.client.send(
+    new CompleteMultipartUploadCommand({
+      Bucket: storage.bucket,
+      Key: key,
+      UploadId: uploadId,
+      MultipartUpload: {
+        Parts: [...parts].sort((a, b) => a.partNumber - b.partNumber).map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })),
+      },
+    }),
+  );
+}
+
+export async function abortMultipartUpload(storage: Storage, key: string, uploadId: string): Promise<void> {
+  await storage.client.send(new AbortMultipartUploadCommand({ Bucket: storage.bucket, Key: key, UploadId: uploadId }));
+}

@@ -1,0 +1,100 @@
+/**
+ * The webhook delivery worker: takes `webhooks` queue jobs, POSTs the delivery's JSON to its URL
+ * signed the Standard Webhooks way, and records every attempt. A non-2xx answer, a timeout or a
+ * refused target throws, so BullMQ retries with exponential backoff; the last failure marks the
+ * delivery `failed`. Redirects are not followed (a redirect could lead to a private address).
+ */
+import http from 'node:http';
+import https from 'node:https';
+import { Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../../common/logger.js';
+import type { Sql } from '../../db/client.js';
+import { QUEUES, type WebhookPayload } from '../../contracts/queues.js';
+import { publicOnlyLookup } from './targets.js';
+import { sign, tenantWebhookSecret } from './signing.js';
+
+export interface WebhookWorkerOptions {
+  sql: Sql;
+  /** BullMQ duplicates it for its blocking connection. */
+  connection: Redis;
+  prefix: string;
+  logger: Logger;
+  signingKey: string;
+  allowPrivate: boolean;
+  concurrency?: number;
+  timeoutMs?: number;
+}
+
+interface PostResult {
+  status: number;
+}
+
+function post(url: string, body: string, headers: Record<string, string>, allowPrivate: boolean, timeoutMs: number): Promise<PostResult> {
+  const target = new URL(url);
+  const request = target.protocol === 'https:' ? https.request : http.request;
+  return new Promise((resolve, reject) => {
+    const req = request(
+      target,
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), 'user-agent': 'momentum-webhooks/1', ...headers },
+        lookup: publicOnlyLookup(allowPrivate),
+        timeout: timeoutMs,
+      },
+      (res) => {
+        res.resume(); // the body is not needed; drain it so the socket is freed
+        res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+export function createWebhookWorker(o: WebhookWorkerOptions): Worker<WebhookPayload> {
+  const timeoutMs = o.timeoutMs ?? 10_000;
+
+  async function deliver(job: Job<WebhookPayload>): Promise<void> {
+    const { deliveryId } = job.data;
+    const [d] = await o.sql<{ id: string; url: string; payload: unknown; status: string; tenant_id: string; job_id: string }[]>`
+      select d.id, d.url, d.payload, d.status, j.tenant_id, d.job_id
+      from webhook_deliveries d join jobs j on j.id = d.job_id where d.id = ${deliveryId}`;
+    // The dispatcher adds the queue job just before its transaction commits: not visible yet, try later.
+    if (!d) throw new Error(`delivery ${deliveryId} not found (yet)`);
+    if (d.status === 'delivered') return;
+    const body = JSON.stringify(d.payload);
+    const timestamp = Math.floor(Date.now() / 1000);
+    const secret = tenantWebhookSecret(o.signingKey, d.tenant_id);
+    const headers = { 'webhook-id': d.id, 'webhook-timestamp': String(timestamp), 'webhook-signature': sign(secret, d.id, timestamp, body) };
+    const last = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    let status: number | null = null;
+    let error: string | null = null;
+    try {
+      status = (await post(d.url, body, headers, o.allowPrivate, timeoutMs)).status;
+      if (status < 200 || status >= 300) error = `receiver answered ${status}`;
+    } catch (err) {
+      error = (err as Error).message || String(err);
+    }
+    const outcome = error === null ? 'delivered' : last ? 'failed' : 'retrying';
+    await o.sql`
+      update webhook_deliveries
+      set attempts = attempts + 1, status = ${outcome}, response_status = ${status}, last_error = ${error},
+          delivered_at = case when ${outcome} = 'delivered' then now() end
+      where id = ${d.id}`;
+    if (error !== null) {
+      o.logger.warn({ deliveryId: d.id, jobId: d.job_id, attempt: job.attemptsMade + 1, error }, 'webhook delivery failed');
+      throw new Error(error);
+    }
+  }
+
+  const worker = new Worker<WebhookPayload>(QUEUES.webhooks, deliver, {
+    connection: o.connection,
+    prefix: o.prefix,
+    concurrency: o.concurrency ?? 8,
+  });
+  worker.on('error', (err) => o.logger.error({ err }, 'webhook worker error'));
+  return worker;
+}

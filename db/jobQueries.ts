@@ -1,0 +1,154 @@
+/**
+ * Job reads and the submission write, always scoped to a tenant. Submission is one SQL statement:
+ * resolving the dataset reference, inserting the job (idempotently), its first event and both outbox
+ * rows happen in a single round-trip that commits or fails as a whole.
+ */
+import { and, desc, eq, inArray, lt, or, sql as dsql, type SQL } from 'drizzle-orm';
+import type { Db, Sql } from './client.js';
+import type { JobRow } from './jobs.js';
+import { jobs, type JobState, type JobType } from './schema.js';
+import { OUTBOX_TOPICS } from '../contracts/outbox.js';
+
+export type { JobRow };
+
+/** The dataset of a new job: a reference resolved inside the insert, or a version already resolved. */
+export type JobDatasetInput =
+  | { kind: 'ref'; name: string; version: number | 'latest' }
+  | { kind: 'resolved'; versionId: string; ref: string };
+
+export interface NewJob {
+  id: string;
+  tenantId: string;
+  type: JobType;
+  spec: Record<string, unknown>;
+  dataset: JobDatasetInput;
+  idempotencyKey: string | null;
+  requestHash: string | null;
+  parentJobId: string | null;
+}
+
+export type InsertJobResult =
+  | { outcome: 'created'; job: JobRow }
+  /** The Idempotency-Key was used before: the earlier job (compare its requestHash). */
+  | { outcome: 'existing'; job: JobRow }
+  | { outcome: 'dataset_not_found' };
+
+/**
+ * Note: drizzle makes the shared postgres.js client pass json/jsonb and timestamps through untouched,
+ * so raw queries here send JSON as strings (`::jsonb`) and read rows as `row_to_json`.
+ */
+/** Maps the snake_case JSON of `row_to_json(jobs)` onto drizzle's row type. */
+export function jobFromJson(r: Record<string, any>): JobRow {
+  const date = (v: unknown) => (v == null ? null : new Date(v as string));
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    type: r.type,
+    state: r.state,
+    spec: r.spec,
+    attempt: r.attempt,
+    idempotencyKey: r.idempotency_key,
+    requestHash: r.request_hash,
+    cancelRequested: r.cancel_requested,
+    parentJobId: r.parent_job_id,
+    datasetVersionId: r.dataset_version_id,
+    progress: r.progress,
+    runtime: r.runtime,
+    result: r.result,
+    error: r.error,
+    createdAt: date(r.created_at)!,
+    updatedAt: date(r.updated_at)!,
+    startedAt: date(r.started_at),
+    finishedAt: date(r.finished_at),
+  };
+}
+
+export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult> {
+  const dv =
+    job.dataset.kind === 'ref'
+      ? sql`
+        select v.id, d.name || '@' || v.version as ref
+        from dataset_versions v join datasets d on d.id = v.dataset_id
+        where d.tenant_id = ${job.tenantId} and d.name = ${job.dataset.name} and v.state = 'ready'
+          and (${job.dataset.version === 'latest' ? null : job.dataset.version}::int is null
+               or v.version = ${job.dataset.version === 'latest' ? null : job.dataset.version}::int)
+        order by v.version desc limit 1`
+      : sql`select ${job.dataset.versionId}::uuid as id, ${job.dataset.ref}::text as ref`;
+  const enqueue = { jobId: job.id, tenantId: job.tenantId, type: job.type };
+  const [row] = await sql<{ job: Record<string, any> | null; dataset_found: boolean }[]>`
+    with dv as (${dv}),
+    j as (
+      insert into jobs (id, tenant_id, type, state, spec, idempotency_key, request_hash, parent_job_id, dataset_version_id)
+      select ${job.id}, ${job.tenantId}, ${job.type}, 'queued',
+             jsonb_set(${JSON.stringify(job.spec)}::jsonb, '{dataset}', to_jsonb(dv.ref)),
+             ${job.idempotencyKey}, ${job.requestHash}, ${job.parentJobId}, dv.id
+      from dv
+      on conflict (tenant_id, idempotency_key) do nothing
+      returning *
+    ),
+    e as (
+      insert into job_events (job_id, kind, from_state, to_state, attempt, reason)
+      select id, 'state', null, 'queued', 0, 'submitted' from j
+    ),
+    o as (
+      insert into outbox (topic, payload)
+      select ${OUTBOX_TOPICS.enqueue}, ${JSON.stringify(enqueue)}::jsonb from j
+      union all
+      select ${OUTBOX_TOPICS.event}, jsonb_build_object('jobId', id, 'event', 'job.queued', 'at', now(), 'data', jsonb_build_object('reason', 'submitted', 'attempt', 0)) from j
+    )
+    select (select row_to_json(j) from j) as job, exists (select 1 from dv) as dataset_found`;
+  if (row!.job) return { outcome: 'created', job: jobFromJson(row!.job) };
+  if (!row!.dataset_found) return { outcome: 'dataset_not_found' };
+  // Nothing inserted although the dataset resolved: the idempotency key exists already.
+  const existing = await findJobByIdempotencyKey(sql, job.tenantId, job.idempotencyKey!);
+  if (!existing) throw new Error('idempotency conflict without an existing job'); // cannot happen: keys are never deleted alone
+  return { outcome: 'existing', job: existing };
+}
+
+export async function findJobByIdempotencyKey(sql: Sql, tenantId: string, key: string): Promise<JobRow | undefined> {
+  const [row] = await sql<{ job: Record<string, any> }[]>`
+    select row_to_json(jobs) as job from jobs where tenant_id = ${tenantId} and idempotency_key = ${key}`;
+  return row && jobFromJson(row.job);
+}
+
+/** One job of the tenant (prepared statement: this is the hot read path). */
+export async function getTenantJob(sql: Sql, tenantId: string, jobId: string): Promise<JobRow | undefined> {
+  const [row] = await sql<{ job: Record<string, any> }[]>`
+    select row_to_json(jobs) as job from jobs where id = ${jobId} and tenant_id = ${tenantId}`;
+  return row && jobFromJson(row.job);
+}
+
+export interface JobListFilter {
+  states?: JobState[];
+  types?: JobType[];
+  /** Every label must match (jsonb containment on spec.labels). */
+  labels?: Record<string, string>;
+  /** Id of the last job of the previous page. */
+  after?: string;
+  limit: number;
+}
+
+/** Newest first; keyset pagination on (created_at, id), exact to the microsecond. */
+export async function listTenantJobs(db: Db, tenantId: string, f: JobListFilter): Promise<{ rows: JobRow[]; hasMore: boolean }> {
+  const where: (SQL | undefined)[] = [eq(jobs.tenantId, tenantId)];
+  if (f.states?.length) where.push(inArray(jobs.state, f.states));
+  if (f.types?.length) where.push(inArray(jobs.type, f.types));
+  if (f.labels && Object.keys(f.labels).length) where.push(dsql`${jobs.spec} @> ${JSON.stringify({ labels: f.labels })}::jsonb`);
+  if (f.after) {
+    const cursor = dsql`(select created_at from jobs where id = ${f.after} and tenant_id = ${tenantId})`;
+    where.push(or(lt(jobs.createdAt, cursor), and(eq(jobs.createdAt, cursor), lt(jobs.id, f.after))));
+  }
+  const rows = await db
+    .select()
+    .from(jobs)
+    .where(and(...where))
+    .orderBy(desc(jobs.createdAt), desc(jobs.id))
+    .limit(f.limit + 1);
+  return { rows: rows.slice(0, f.limit), hasMore: rows.length > f.limit };
+}
+
+/** Does the job exist for this tenant (for cursor validation)? */
+export async function tenantJobExists(sql: Sql, tenantId: string, jobId: string): Promise<boolean> {
+  const [row] = await sql`select 1 from jobs where id = ${jobId} and tenant_id = ${tenantId}`;
+  return Boolean(row);
+}
