@@ -4,7 +4,7 @@
  * The target shape is the declared one (imageSize, channels) or, where undeclared, the first
  * image's. Other sizes are refused under resize 'none' and resized by sharp otherwise ('stretch'
  * fills, 'center-crop' covers then crops the middle). Grayscale images join an RGB dataset by
- * replication (lossless); an RGB image in a grayscale dataset needs `channels: 1` declared, since
+ * replication (lossless). Raw formats (IDX, CIFAR) are resized bilinearly in JS. An RGB image in a grayscale dataset needs `channels: 1` declared, since
  * that conversion throws colour away.
  */
 import sharp from 'sharp';
@@ -72,8 +72,8 @@ export class PixelNormalizer {
       channels = target.channels;
     }
     if (shape.height !== target.height || shape.width !== target.width) {
-      const raw = { width: shape.width, height: shape.height, channels };
-      out = await this.resized(sharp(out, { raw }), target).raw().toBuffer();
+      // Bilinear in JS: a sharp call per 28×28 image costs ~1 ms of fixed overhead, this ~20 µs.
+      out = resizeBilinear(out, { ...shape, channels: target.channels }, target, this.options.resize === 'center-crop');
     }
     return out;
   }
@@ -126,6 +126,45 @@ export class PixelNormalizer {
       kernel: 'lanczos3',
     });
   }
+}
+
+/**
+ * Bilinear resampling of HWC pixels; with `cover`, scales to cover the target and keeps the centre
+ * (as sharp's 'cover' fit does). Meant for the small raw formats; decoded images use sharp.
+ */
+export function resizeBilinear(src: Uint8Array, from: ImageShape, to: ImageShape, cover: boolean): Uint8Array {
+  const c = from.channels;
+  const out = new Uint8Array(to.height * to.width * c);
+  let sx = from.width / to.width;
+  let sy = from.height / to.height;
+  let ox = 0;
+  let oy = 0;
+  if (cover) {
+    const scale = Math.min(sx, sy);
+    ox = (from.width - to.width * scale) / 2;
+    oy = (from.height - to.height * scale) / 2;
+    sx = sy = scale;
+  }
+  for (let y = 0; y < to.height; y++) {
+    const fy = Math.min(Math.max(oy + (y + 0.5) * sy - 0.5, 0), from.height - 1);
+    const y0 = Math.floor(fy);
+    const y1 = Math.min(y0 + 1, from.height - 1);
+    const wy = fy - y0;
+    for (let x = 0; x < to.width; x++) {
+      const fx = Math.min(Math.max(ox + (x + 0.5) * sx - 0.5, 0), from.width - 1);
+      const x0 = Math.floor(fx);
+      const x1 = Math.min(x0 + 1, from.width - 1);
+      const wx = fx - x0;
+      for (let ch = 0; ch < c; ch++) {
+        const a = src[(y0 * from.width + x0) * c + ch];
+        const b = src[(y0 * from.width + x1) * c + ch];
+        const d = src[(y1 * from.width + x0) * c + ch];
+        const e = src[(y1 * from.width + x1) * c + ch];
+        out[(y * to.width + x) * c + ch] = Math.round((a * (1 - wx) + b * wx) * (1 - wy) + (d * (1 - wx) + e * wx) * wy);
+      }
+    }
+  }
+  return out;
 }
 
 function grayToRgb(gray: Uint8Array): Uint8Array {

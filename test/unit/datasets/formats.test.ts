@@ -90,3 +90,15 @@ test('a declared format that does not match the archive says what it expected', 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('bilinear resize: same size is identity, constant stays constant, center-crop keeps the middle', async () => {
+  const { resizeBilinear } = await import('../../../runner/datasets/normalize.js');
+  const img = Uint8Array.from({ length: 16 }, (_, i) => i * 10);
+  const s4 = { height: 4, width: 4, channels: 1 as const };
+  assert.deepEqual(resizeBilinear(img, s4, s4, false), img);
+  const flat = new Uint8Array(4 * 4 * 3).fill(77);
+  assert.ok(resizeBilinear(flat, { ...s4, channels: 3 }, { height: 7, width: 5, channels: 3 }, false).every((v) => v === 77));
+  // 2 rows × 4 cols: left half 0, right half 200 except the middle two columns 100; crop to 2×2 keeps them.
+  const wide = Uint8Array.from([0, 100, 100, 200, 0, 100, 100, 200]);
+  assert.deepEqual([...resizeBilinear(wide, { height: 2, width: 4, channels: 1 }, { height: 2, width: 2, channels: 1 }, true)], [100, 100, 100, 100]);
+});
