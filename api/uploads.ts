@@ -30,11 +30,27 @@ export interface MultipartPlan {
   parts: { partNumber: number; url: string }[];
 }
 
+/**
+ * Where we note that an upload id was issued for a key. Completing checks the note first, so an
+ * unknown or foreign upload id is the client's error (400) on every S3 implementation, not whatever
+ * the server makes of it (the local S3 server answers 500).
+ */
+export function multipartMarkerKey(key: string, uploadId: string): string {
+  return `${key}.multipart/${uploadId}`;
+}
+
+export const UPLOAD_ID_PATTERN = /^[A-Za-z0-9._~-]{1,1024}$/;
+
+export async function isIssuedUpload(storage: Storage, key: string, uploadId: string): Promise<boolean> {
+  return UPLOAD_ID_PATTERN.test(uploadId) && (await storage.head(multipartMarkerKey(key, uploadId))) !== null;
+}
+
 export async function startMultipartUpload(storage: Storage, key: string, sizeBytes: number, ttlSeconds: number): Promise<MultipartPlan> {
   const created = await storage.client.send(
     new CreateMultipartUploadCommand({ Bucket: storage.bucket, Key: key, ContentType: 'application/octet-stream' }),
   );
   const uploadId = created.UploadId!;
+  await storage.put(multipartMarkerKey(key, uploadId), `${sizeBytes}`, 'text/plain');
   const { partSize, partCount } = planParts(sizeBytes);
   const parts = await Promise.all(
     Array.from({ length: partCount }, async (_, i) => ({
@@ -63,6 +79,7 @@ export async function completeMultipartUpload(
       },
     }),
   );
+  await storage.deletePrefix(`${key}.multipart/`);
 }
 
 export async function abortMultipartUpload(storage: Storage, key: string, uploadId: string): Promise<void> {

@@ -23,7 +23,7 @@ import type { AppDeps } from '../deps.js';
 import { ApiError, conflict, notFound } from '../errors.js';
 import { commonErrors, conflictError, json, jsonBody, Json, notFoundError, router, security } from '../openapi.js';
 import { datasetJson, datasetVersionJson, jobJson } from '../serialize.js';
-import { completeMultipartUpload, MAX_PARTS, MULTIPART_THRESHOLD_BYTES, startMultipartUpload } from '../uploads.js';
+import { completeMultipartUpload, isIssuedUpload, MAX_PARTS, MULTIPART_THRESHOLD_BYTES, startMultipartUpload } from '../uploads.js';
 import { JobSchema } from './jobs.js';
 import { isNotFound } from '../../common/storage.js';
 
@@ -279,11 +279,16 @@ export function datasetRoutes(deps: AppDeps) {
     const v = await loadVersion(d, version);
     if (v.state !== 'awaiting_upload') throw conflict('wrong_version_state', `version is ${v.state}; its upload is closed`);
     const { uploadId, parts } = c.req.valid('json');
+    if (!(await isIssuedUpload(deps.storage, v.uploadKey, uploadId))) {
+      throw new ApiError(400, 'upload_not_found', 'no multipart upload with this uploadId was started for this version', [{ path: 'uploadId', message: 'unknown upload', in: 'body' }]);
+    }
     try {
       await completeMultipartUpload(deps.storage, v.uploadKey, uploadId, parts);
     } catch (err) {
+      // S3 answers 4xx for an unknown upload id, a missing or wrong part, parts too small: the client's to fix.
       const name = (err as Error).name;
-      if (isNotFound(err) || name === 'NoSuchUpload' || name === 'InvalidPart' || name === 'InvalidPartOrder' || name === 'EntityTooSmall') {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode ?? 0;
+      if (isNotFound(err) || (status >= 400 && status < 500)) {
         throw new ApiError(400, 'upload_incomplete', `S3 refused to complete the upload: ${name}`, [{ path: 'parts', message: (err as Error).message || name, in: 'body' }]);
       }
       throw err;
