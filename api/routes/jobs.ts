@@ -44,7 +44,7 @@ const IdempotencyHeader = z.object({
     .max(255)
     .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
     .optional()
-    .openapi({ param: { name: 'Idempotency-Key', in: 'header' }, description: 'Retries with the same key and body return the same job' }),
+    .openapi({ param: { name: 'idempotency-key', in: 'header' }, description: 'Retries with the same key and body return the same job' }),
 });
 
 const submitRoute = createRoute({
