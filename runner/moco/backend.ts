@@ -1,0 +1,122 @@
+/**
+ * Chooses the TensorFlow.js backend at run time (DESIGN.md section 4): `tensorflow` (the native
+ * bindings: @tensorflow/tfjs-node-gpu, then @tensorflow/tfjs-node), then `wasm` (SIMD), then
+ * `cpu`. The native packages are optional dependencies that may be absent (their install needs
+ * the internet); a missing one is skipped, and why is reported in `tried`.
+ *
+ * The module loader and the activation are injectable so the fallback order is tested without
+ * a GPU or the native packages.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+export type BackendPreference = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+
+export interface BackendInfo {
+  /** The tfjs backend name now active: 'tensorflow', 'wasm' or 'cpu'. */
+  backend: string;
+  /** What computes: 'gpu (CUDA)', 'cpu (libtensorflow)', 'cpu (wasm simd)', 'cpu (js)'. */
+  device: string;
+  versions: Record<string, string>;
+  /** Threads the backend computes with (wasm: its pool; 1 for the js cpu backend). */
+  threads: number;
+  /** Every candidate in order, with the reason it was not taken. */
+  tried: { candidate: string; ok: boolean; error?: string }[];
+}
+
+export interface BackendDeps {
+  /** Loads a module by name (default: dynamic import). */
+  load?: (name: string) => Promise<unknown>;
+  /** Makes a registered backend current (default: tf.setBackend + tf.ready). */
+  activate?: (name: string) => Promise<boolean>;
+}
+
+interface Candidate {
+  name: string;
+  backend: string;
+  device: string;
+  /** Runs before activation: loading the package registers its backend. */
+  prepare: (deps: Required<BackendDeps>) => Promise<Record<string, string>>;
+  threads: () => Promise<number>;
+}
+
+const NATIVE_GPU: Candidate = {
+  name: '@tensorflow/tfjs-node-gpu',
+  backend: 'tensorflow',
+  device: 'gpu (CUDA)',
+  prepare: async ({ load }) => ({ 'tfjs-node-gpu': versionOf(await load('@tensorflow/tfjs-node-gpu')) }),
+  threads: async () => 0,
+};
+
+const NATIVE_CPU: Candidate = {
+  name: '@tensorflow/tfjs-node',
+  backend: 'tensorflow',
+  device: 'cpu (libtensorflow)',
+  prepare: async ({ load }) => ({ 'tfjs-node': versionOf(await load('@tensorflow/tfjs-node')) }),
+  threads: async () => 0,
+};
+
+const WASM: Candidate = {
+  name: '@tensorflow/tfjs-backend-wasm',
+  backend: 'wasm',
+  device: 'cpu (wasm simd)',
+  prepare: async ({ load }) => ({ 'tfjs-backend-wasm': versionOf(await load('@tensorflow/tfjs-backend-wasm')) }),
+  threads: async () => {
+    // Under Node, tfjs 4.22 runs the wasm backend single-threaded (see docs/trainer.md).
+    const wasm = (await import('@tensorflow/tfjs-backend-wasm')) as { getThreadsCount?: () => number };
+    return wasm.getThreadsCount?.() ?? 1;
+  },
+};
+
+const CPU: Candidate = {
+  name: 'cpu',
+  backend: 'cpu',
+  device: 'cpu (js)',
+  prepare: async () => ({}),
+  threads: async () => 1,
+};
+
+function versionOf(mod: unknown): string {
+  const m = mod as { version?: unknown; version_core?: unknown } | null;
+  const v = m?.version;
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object') return Object.values(v as Record<string, string>)[0] ?? 'unknown';
+  return 'unknown';
+}
+
+export function candidatesFor(pref: BackendPreference): Candidate[] {
+  switch (pref) {
+    case 'auto':
+      return [NATIVE_GPU, NATIVE_CPU, WASM, CPU];
+    case 'tensorflow':
+      return [NATIVE_GPU, NATIVE_CPU];
+    case 'wasm':
+      return [WASM];
+    case 'cpu':
+      return [CPU];
+  }
+}
+
+export async function selectBackend(pref: BackendPreference = 'auto', deps: BackendDeps = {}): Promise<BackendInfo> {
+  const d: Required<BackendDeps> = {
+    load: deps.load ?? ((name) => import(name)),
+    activate:
+      deps.activate ??
+      (async (name) => {
+        const ok = await tf.setBackend(name);
+        await tf.ready();
+        return ok;
+      }),
+  };
+  const tried: BackendInfo['tried'] = [];
+  for (const c of candidatesFor(pref)) {
+    try {
+      const versions = await c.prepare(d);
+      if (!(await d.activate(c.backend))) throw new Error(`tf.setBackend('${c.backend}') failed`);
+      tried.push({ candidate: c.name, ok: true });
+      return { backend: c.backend, device: c.device, versions: { tfjs: tf.version.tfjs, ...versions }, threads: await c.threads(), tried };
+    } catch (err) {
+      tried.push({ candidate: c.name, ok: false, error: (err as Error).message.split('\n')[0] });
+    }
+  }
+  throw new Error(`no TensorFlow.js backend for "${pref}": ${tried.map((t) => `${t.candidate}: ${t.error}`).join('; ')}`);
+}
