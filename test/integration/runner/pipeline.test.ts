@@ -1,0 +1,95 @@
+/**
+ * The main flow through the real API, a real runner process, Postgres, Redis and the S3 server:
+ * ingest → pretrain (checkpoints, metrics, retention) → probe on `latest` → signed download.
+ */
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { checkpointPrefix } from '../../../contracts/storageKeys.js';
+import { createRunnerHarness, sha256, tinyPretrain, type RunnerHarness, type RunnerProcess } from './harness.js';
+
+let h: RunnerHarness;
+let runner: RunnerProcess;
+
+before(async () => {
+  h = await createRunnerHarness();
+  runner = h.startRunner();
+  await h.uploadSyntheticDataset('shapes');
+});
+
+after(async () => {
+  await h?.close();
+});
+
+test('a pretrain job runs queued → running → succeeded, then a probe on latest records its accuracy', async () => {
+  const sql = h.database.sql;
+  const spec = tinyPretrain('shapes', { maxSteps: 24, checkpointEvery: 6, keepCheckpoints: 2, resources: { backend: 'wasm' } });
+  const job = await h.submit(spec);
+  const done = await h.waitForJob(job.id, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'finished');
+  assert.equal(done.state, 'succeeded', JSON.stringify(done));
+  assert.equal(done.attempt, 1);
+  assert.equal(done.result.steps, 24);
+  assert.equal(done.result.checkpoint.step, 24);
+
+  const states = await sql`select to_state from job_events where job_id = ${job.id} and kind = 'state' order by id`;
+  assert.deepEqual(
+    states.map((s) => s.to_state),
+    ['queued', 'running', 'succeeded'],
+    'one attempt, no detours',
+  );
+
+  // Where it ran.
+  assert.equal(done.runtime.backend, 'wasm');
+  assert.ok(done.runtime.hostname && done.runtime.pid && done.runtime.versions?.tfjs, JSON.stringify(done.runtime));
+
+  // Checkpoints at steps 6, 12, 18, 24; retention kept the newest 2 and deleted the others' bytes.
+  const versions = await sql`select version, step, files, sha256 from checkpoints where job_id = ${job.id} order by version`;
+  assert.deepEqual(versions.map((v) => [v.version, v.step]), [[3, 18], [4, 24]]);
+  for (const old of [1, 2]) {
+    assert.deepEqual(await h.bucket.storage.list(checkpointPrefix(h.tenantId, job.id, old)), [], `v${old}'s objects are gone`);
+  }
+  for (const v of versions) {
+    assert.deepEqual(Object.keys(v.files).sort(), ['backbone.json', 'backbone.safetensors', 'state.json', 'state.safetensors']);
+    assert.equal(v.sha256, v.files['state.safetensors'].sha256);
+    const stored = await h.bucket.storage.get(v.files['state.safetensors'].key);
+    assert.equal(sha256(stored), v.sha256, 'the registered sha256 is the stored bytes\'');
+  }
+  const latest = await h.api('GET', `/v1/jobs/${job.id}/checkpoints/latest`);
+  assert.equal(latest.body.version, 4);
+
+  // One loss per step, steps 1..24; progress says where it ended.
+  const losses = await sql`select step, value from metrics where job_id = ${job.id} and name = 'loss' order by step`;
+  assert.deepEqual(losses.map((l) => l.step), Array.from({ length: 24 }, (_, i) => i + 1));
+  assert.ok(losses.every((l) => Number.isFinite(l.value)));
+  assert.equal(done.progress.step, 24);
+  assert.equal(done.progress.total, 24);
+  const events = await h.api('GET', `/v1/jobs/${job.id}/events`);
+  assert.equal(events.status, 200);
+
+  // The probe: on `latest`, with the pretrain job's own dataset.
+  const probe = await h.submit({ type: 'probe', source: { job: job.id, checkpoint: 'latest' }, epochs: 8, batch: 64, lr: 1, resources: { backend: 'wasm' } });
+  const probed = await h.waitForJob(probe.id, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'probe finished');
+  assert.equal(probed.state, 'succeeded', JSON.stringify(probed));
+  assert.equal(probed.result.checkpoint.version, 4);
+  assert.ok(probed.result.top1 >= 0 && probed.result.top1 <= 1, `top1 ${probed.result.top1}`);
+  assert.ok(probed.result.top5 >= probed.result.top1);
+  const [evaluation] = await sql`select kind, top1, checkpoint_id from evaluations where job_id = ${probe.id}`;
+  assert.equal(evaluation.kind, 'linear');
+  assert.equal(evaluation.top1, probed.result.top1);
+  // The first evaluation of the job makes its checkpoint `best`.
+  const best = await h.api('GET', `/v1/jobs/${job.id}/checkpoints/best`);
+  assert.equal(best.body.version, 4);
+  const [outbox] = await sql`select count(*)::int as n from outbox where topic = 'job.event' and payload->>'event' = 'evaluation.completed' and payload->>'jobId' = ${probe.id}`;
+  assert.equal(outbox.n, 1);
+
+  // The backbone export through a signed URL; its bytes are the registered ones.
+  const link = await h.api('GET', `/v1/jobs/${job.id}/checkpoints/latest/download?file=backbone`);
+  assert.equal(link.status, 200, JSON.stringify(link.body));
+  const download = await fetch(link.body.url);
+  assert.equal(download.status, 200);
+  const bytes = new Uint8Array(await download.arrayBuffer());
+  assert.equal(sha256(bytes), versions[1].files['backbone.safetensors'].sha256);
+  assert.equal(link.body.sha256, sha256(bytes));
+
+  runner.signal('SIGTERM');
+  assert.equal((await runner.exited).code, 0, runner.output().slice(-3000));
+});
