@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { createLogger } from '../common/logger.js';
 import { createTestDatabase, createTestStorage } from '../test/support/services.js';
 import { uploadVersion } from '../test/integration/datasets/fixtures.js';
-import { fashionMnistIdxArchive, ingestDatasetVersion, openDatasetSplit } from '../runner/datasets/index.js';
+import { fashionMnistIdxArchive, generateSyntheticDataset, ingestDatasetVersion, openDatasetSplit, writeImageFolderArchive } from '../runner/datasets/index.js';
 import { seededRandom, shuffleInPlace } from '../runner/datasets/random.js';
 
 const BATCH = 256;
@@ -63,10 +63,18 @@ async function main(): Promise<void> {
     await ingestDatasetVersion({ db: pg.db, storage: s3.storage, log: createLogger('warn'), workDir: work }, v32.id);
     const ingest32S = (performance.now() - t) / 1000;
 
+    // ImageFolder: every file is a PNG that sharp decodes (3,000 synthetic 32×32 RGB images).
+    const pngs = await writeImageFolderArchive(generateSyntheticDataset({ numClasses: 10, perClass: 300, size: 32 }), { container: 'tar.gz' });
+    const vPng = await uploadVersion(pg.db, s3.storage, pngs, { format: 'imagefolder' }, 'synthetic.tar.gz');
+    t = performance.now();
+    await ingestDatasetVersion({ db: pg.db, storage: s3.storage, log: createLogger('warn'), workDir: work }, vPng.id);
+    const ingestPngS = (performance.now() - t) / 1000;
+
     const rows: [string, string][] = [
       ['upload archive (IDX tar.gz, 4 .gz files)', `${(archive.length / 1e6).toFixed(1)} MB in ${uploadS.toFixed(2)} s`],
       ['ingest end to end (S3 → shards → S3 + Postgres)', `${images} images in ${ingestS.toFixed(2)} s = ${Math.round(images / ingestS)} images/s`],
       ['ingest with resize 28→32 (bilinear)', `${images} images in ${ingest32S.toFixed(2)} s = ${Math.round(images / ingest32S)} images/s`],
+      ['ingest ImageFolder PNGs (sharp decode per image)', `3000 images in ${ingestPngS.toFixed(2)} s = ${Math.round(3000 / ingestPngS)} images/s`],
       ['shards', `${manifest.splits.train.shards.length} train + ${manifest.splits.val?.shards.length ?? 0} val`],
       ['loader, cold cache: first batch ready', `${firstBatchColdS.toFixed(2)} s (all ${manifest.splits.train.shards.length} train shards: ${allColdS.toFixed(2)} s)`],
       ['loader, warm cache: open + verify sha256', `${openWarmS.toFixed(2)} s`],
