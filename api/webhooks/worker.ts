@@ -6,12 +6,13 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import { Worker, type Job } from 'bullmq';
+import { isIP } from 'node:net';
+import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../common/logger.js';
 import type { Sql } from '../../db/client.js';
 import { QUEUES, type WebhookPayload } from '../../contracts/queues.js';
-import { publicOnlyLookup } from './targets.js';
+import { isPrivateAddress, publicOnlyLookup } from './targets.js';
 import { sign, tenantWebhookSecret } from './signing.js';
 
 export interface WebhookWorkerOptions {
@@ -32,6 +33,11 @@ interface PostResult {
 
 function post(url: string, body: string, headers: Record<string, string>, allowPrivate: boolean, timeoutMs: number): Promise<PostResult> {
   const target = new URL(url);
+  // Sockets skip `lookup` for a literal address, so judge one here.
+  const literal = target.hostname.replace(/^\[|\]$/g, '');
+  if (!allowPrivate && isIP(literal) && isPrivateAddress(literal)) {
+    return Promise.reject(Object.assign(new Error(`webhook target ${literal} is a private address`), { code: 'EPRIVATE' }));
+  }
   const request = target.protocol === 'https:' ? https.request : http.request;
   return new Promise((resolve, reject) => {
     const req = request(
@@ -57,13 +63,22 @@ function post(url: string, body: string, headers: Record<string, string>, allowP
 export function createWebhookWorker(o: WebhookWorkerOptions): Worker<WebhookPayload> {
   const timeoutMs = o.timeoutMs ?? 10_000;
 
-  async function deliver(job: Job<WebhookPayload>): Promise<void> {
+  async function deliver(job: Job<WebhookPayload>, token?: string): Promise<void> {
     const { deliveryId } = job.data;
     const [d] = await o.sql<{ id: string; url: string; payload: unknown; status: string; tenant_id: string; job_id: string }[]>`
       select d.id, d.url, d.payload, d.status, j.tenant_id, d.job_id
       from webhook_deliveries d join jobs j on j.id = d.job_id where d.id = ${deliveryId}`;
-    // The dispatcher adds the queue job just before its transaction commits: not visible yet, try later.
-    if (!d) throw new Error(`delivery ${deliveryId} not found (yet)`);
+    if (!d) {
+      // The dispatcher adds the queue job just before its transaction commits: not visible yet.
+      // Look again shortly without spending one of the delivery's attempts; after a minute the
+      // transaction must have rolled back, and there is nothing to deliver.
+      if (Date.now() - job.timestamp < 60_000 && token) {
+        await job.moveToDelayed(Date.now() + 200, token);
+        throw new DelayedError();
+      }
+      o.logger.warn({ deliveryId }, 'webhook delivery row never appeared; dropping');
+      return;
+    }
     if (d.status === 'delivered') return;
     const body = JSON.stringify(d.payload);
     const timestamp = Math.floor(Date.now() / 1000);
@@ -72,13 +87,16 @@ export function createWebhookWorker(o: WebhookWorkerOptions): Worker<WebhookPayl
     const last = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     let status: number | null = null;
     let error: string | null = null;
+    let retryable = true;
     try {
       status = (await post(d.url, body, headers, o.allowPrivate, timeoutMs)).status;
       if (status < 200 || status >= 300) error = `receiver answered ${status}`;
     } catch (err) {
       error = (err as Error).message || String(err);
+      // A refused (private) target stays refused: no point retrying.
+      retryable = (err as { code?: string }).code !== 'EPRIVATE';
     }
-    const outcome = error === null ? 'delivered' : last ? 'failed' : 'retrying';
+    const outcome = error === null ? 'delivered' : last || !retryable ? 'failed' : 'retrying';
     await o.sql`
       update webhook_deliveries
       set attempts = attempts + 1, status = ${outcome}, response_status = ${status}, last_error = ${error},
@@ -86,7 +104,7 @@ export function createWebhookWorker(o: WebhookWorkerOptions): Worker<WebhookPayl
       where id = ${d.id}`;
     if (error !== null) {
       o.logger.warn({ deliveryId: d.id, jobId: d.job_id, attempt: job.attemptsMade + 1, error }, 'webhook delivery failed');
-      throw new Error(error);
+      throw retryable ? new Error(error) : new UnrecoverableError(error);
     }
   }
 

@@ -1,0 +1,261 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { createHarness, pretrain, seedReadyDataset, type Harness } from './harness.js';
+import { OutboxDispatcher } from '../../../api/dispatcher.js';
+import { Reconciler } from '../../../api/reconciler.js';
+import { createWebhookWorker } from '../../../api/webhooks/worker.js';
+import { verify } from '../../../api/webhooks/signing.js';
+import { transitionJob } from '../../../db/jobs.js';
+import { BULLMQ_CONNECTION_OPTIONS, QUEUES } from '../../../contracts/queues.js';
+import { createLogger } from '../../../common/logger.js';
+
+let h: Harness;
+let dispatcher: OutboxDispatcher;
+const logger = createLogger('silent');
+
+async function submit(body: unknown) {
+  const res = await h.request('POST', '/v1/jobs', { body });
+  assert.equal(res.status, 201, await res.clone().text());
+  return (await res.json()) as any;
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+before(async () => {
+  h = await createHarness();
+  await seedReadyDataset(h, h.tenantA, 'fmnist', 1);
+  dispatcher = new OutboxDispatcher({ sql: h.database.sql, queues: h.deps.queues, logger, webhookBackoffMs: 50, webhookAttempts: 4 });
+});
+after(async () => h.close());
+
+describe('outbox dispatcher', () => {
+  test('puts submitted jobs on BullMQ with jobId = job.id, and a worker receives them', async () => {
+    const job = await submit(pretrain('fmnist'));
+    await dispatcher.dispatchOnce();
+    const queued = await h.deps.queues.train.getJob(job.id);
+    assert.ok(queued, 'on the train queue');
+    assert.equal(queued!.id, job.id);
+    assert.deepEqual(queued!.data, { jobId: job.id, tenantId: h.tenantA, type: 'pretrain' });
+    const pending = await h.database.sql`select count(*)::int as n from outbox where dispatched_at is null and payload->>'jobId' = ${job.id}`;
+    assert.equal(pending[0]!.n, 0);
+
+    const connection = new Redis(h.config.REDIS_URL, { ...BULLMQ_CONNECTION_OPTIONS });
+    const seen: string[] = [];
+    const worker = new Worker(QUEUES.train, async (j) => void seen.push(j.id!), { connection, prefix: h.config.QUEUE_PREFIX });
+    await until('the worker to take the job', async () => seen.includes(job.id));
+    await worker.close();
+    connection.disconnect();
+  });
+
+  test('a job canceled before dispatch never reaches the queue', async () => {
+    const job = await submit(pretrain('fmnist'));
+    assert.equal((await h.request('POST', `/v1/jobs/${job.id}/cancel`)).status, 200);
+    await dispatcher.dispatchOnce();
+    assert.equal(await h.deps.queues.train.getJob(job.id), undefined);
+  });
+
+  test('a retried job is enqueued again although BullMQ still holds its finished first attempt', async () => {
+    const job = await submit(pretrain('fmnist'));
+    await dispatcher.dispatchOnce();
+    const first = (await h.deps.queues.train.getJob(job.id))!;
+    await first.moveToFailed(new Error('boom'), '0', false).catch(async () => {
+      // Not locked by a worker: fail it the way a worker would have left it.
+      await first.remove();
+      await h.deps.queues.train.add('pretrain', first.data, { jobId: job.id });
+    });
+    await h.database.sql`update jobs set state = 'failed' where id = ${job.id}`;
+    assert.equal((await h.request('POST', `/v1/jobs/${job.id}/retry`)).status, 200);
+    await dispatcher.dispatchOnce();
+    const again = await h.deps.queues.train.getJob(job.id);
+    assert.ok(again);
+    assert.ok(['waiting', 'prioritized'].includes(await again!.getState()));
+  });
+
+  test('several dispatchers at once (replicas) dispatch every row exactly once', async () => {
+    const ids = [];
+    for (let i = 0; i < 30; i++) ids.push((await submit(pretrain('fmnist'))).id);
+    const replicas = [0, 1, 2].map(() => new OutboxDispatcher({ sql: h.database.sql, queues: h.deps.queues, logger, batchSize: 7 }));
+    await Promise.all(replicas.map(async (d) => { while ((await d.dispatchOnce()) > 0); }));
+    const rows = await h.database.sql`select attempts, dispatched_at from outbox where payload->>'jobId' = any(${ids})`;
+    assert.equal(rows.length, 60);
+    assert.ok(rows.every((r) => r.dispatched_at !== null && r.attempts === 1), 'each row claimed by exactly one dispatcher');
+    for (const id of ids) assert.ok(await h.deps.queues.train.getJob(id), id);
+  });
+
+  test('the running dispatcher is woken by a submission (no poll wait)', async () => {
+    const live = new OutboxDispatcher({ sql: h.database.sql, queues: h.deps.queues, logger, pollMs: 60_000 });
+    h.deps.onOutboxWritten = () => live.wake();
+    live.start();
+    try {
+      const job = await submit(pretrain('fmnist'));
+      await until('the job on the queue', async () => h.deps.queues.train.getJob(job.id), 5000);
+    } finally {
+      h.deps.onOutboxWritten = undefined;
+      await live.stop();
+    }
+  });
+});
+
+describe('reconciler', () => {
+  test('re-enqueues a queued job whose BullMQ job vanished (Redis flushed)', async () => {
+    const job = await submit(pretrain('fmnist'));
+    await dispatcher.dispatchOnce();
+    await (await h.deps.queues.train.getJob(job.id))!.remove();
+    assert.equal(await h.deps.queues.train.getJob(job.id), undefined);
+    const reconciler = new Reconciler({ sql: h.database.sql, queues: h.deps.queues, logger, graceMs: 0 });
+    const requeued = await reconciler.reconcileOnce();
+    assert.ok(requeued.includes(job.id));
+    const back = await h.deps.queues.train.getJob(job.id);
+    assert.equal(back?.id, job.id);
+    assert.deepEqual(await reconciler.reconcileOnce(), [], 'nothing to do the second time');
+  });
+
+  test('leaves alone jobs still waiting in the outbox, finished jobs and recent changes', async () => {
+    const job = await submit(pretrain('fmnist')); // not dispatched yet
+    const reconciler = new Reconciler({ sql: h.database.sql, queues: h.deps.queues, logger, graceMs: 0 });
+    assert.ok(!(await reconciler.reconcileOnce()).includes(job.id));
+    const patient = new Reconciler({ sql: h.database.sql, queues: h.deps.queues, logger, graceMs: 60_000 });
+    await dispatcher.dispatchOnce();
+    await (await h.deps.queues.train.getJob(job.id))!.remove();
+    assert.deepEqual(await patient.reconcileOnce(), [], 'within the grace period');
+  });
+});
+
+interface Received {
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+async function receiver(answer: (n: number) => number) {
+  const received: Received[] = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      received.push({ headers: req.headers, body });
+      res.writeHead(answer(received.length)).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+  return { url, received, close: () => new Promise((r) => server.close(r)) };
+}
+
+describe('webhooks', () => {
+  test('deliveries are signed (Standard Webhooks) with the tenant secret, filtered by event, and recorded', async () => {
+    const rx = await receiver(() => 204);
+    const worker = createWebhookWorker({ sql: h.database.sql, connection: h.deps.redis, prefix: h.config.QUEUE_PREFIX, logger, signingKey: 'test-webhook-signing-root-key', allowPrivate: true });
+    try {
+      const job = await submit(pretrain('fmnist', { webhook: { url: rx.url, events: ['job.running', 'job.succeeded'] } }));
+      await transitionJob(h.database.db, job.id, { from: ['queued'], to: 'running' });
+      await transitionJob(h.database.db, job.id, { from: ['running'], to: 'succeeded', reason: 'done' });
+      await dispatcher.dispatchOnce();
+      await until('two deliveries', async () => rx.received.length >= 2);
+      const { secret } = (await (await h.request('GET', '/v1/webhooks/secret')).json()) as any;
+      assert.match(secret, /^whsec_/);
+      const types = [];
+      for (const r of rx.received) {
+        const ok = verify(secret, { id: String(r.headers['webhook-id']), timestamp: String(r.headers['webhook-timestamp']), signature: String(r.headers['webhook-signature']) }, r.body);
+        assert.ok(ok, 'signature verifies');
+        assert.ok(!verify(secret, { id: String(r.headers['webhook-id']), timestamp: String(r.headers['webhook-timestamp']), signature: String(r.headers['webhook-signature']) }, r.body + ' '), 'a changed body does not');
+        const payload = JSON.parse(r.body);
+        assert.equal(payload.data.jobId, job.id);
+        types.push(payload.type);
+      }
+      assert.deepEqual(types.sort(), ['job.running', 'job.succeeded'], 'job.queued was filtered out');
+      const { secret: otherSecret } = (await (await h.request('GET', '/v1/webhooks/secret', { key: h.keys.adminB })).json()) as any;
+      assert.notEqual(otherSecret, secret, 'each tenant has its own secret');
+      const deliveries = (await (await h.request('GET', `/v1/jobs/${job.id}/webhook-deliveries`)).json()) as any;
+      await until('deliveries recorded', async () => {
+        const d = (await (await h.request('GET', `/v1/jobs/${job.id}/webhook-deliveries`)).json()) as any;
+        return d.deliveries.length === 2 && d.deliveries.every((x: any) => x.status === 'delivered' && x.responseStatus === 204);
+      });
+      assert.ok(deliveries.deliveries.length <= 2);
+    } finally {
+      await worker.close();
+      await rx.close();
+    }
+  });
+
+  test('a failing receiver is retried with backoff until it accepts; attempts are recorded', async () => {
+    const rx = await receiver((n) => (n <= 2 ? 500 : 200));
+    const worker = createWebhookWorker({ sql: h.database.sql, connection: h.deps.redis, prefix: h.config.QUEUE_PREFIX, logger, signingKey: 'test-webhook-signing-root-key', allowPrivate: true });
+    try {
+      const job = await submit(pretrain('fmnist', { webhook: { url: rx.url, events: ['job.queued'] } }));
+      await dispatcher.dispatchOnce();
+      const row = await until('the delivery to succeed', async () => {
+        const [d] = await h.database.sql`select status, attempts, response_status from webhook_deliveries where job_id = ${job.id}`;
+        return d?.status === 'delivered' ? d : undefined;
+      });
+      assert.equal(row.attempts, 3);
+      assert.equal(row.response_status, 200);
+      assert.equal(rx.received.length, 3);
+      const ids = new Set(rx.received.map((r) => r.headers['webhook-id']));
+      assert.equal(ids.size, 1, 'retries carry the same webhook-id, so receivers can de-duplicate');
+    } finally {
+      await worker.close();
+      await rx.close();
+    }
+  });
+
+  test('a receiver that never accepts ends `failed` after the last attempt', async () => {
+    const rx = await receiver(() => 503);
+    const worker = createWebhookWorker({ sql: h.database.sql, connection: h.deps.redis, prefix: h.config.QUEUE_PREFIX, logger, signingKey: 'k'.repeat(20), allowPrivate: true });
+    try {
+      const job = await submit(pretrain('fmnist', { webhook: { url: rx.url, events: ['job.queued'] } }));
+      await dispatcher.dispatchOnce();
+      const row = await until('the delivery to fail', async () => {
+        const [d] = await h.database.sql`select status, attempts, last_error from webhook_deliveries where job_id = ${job.id}`;
+        return d?.status === 'failed' ? d : undefined;
+      });
+      assert.equal(row.attempts, 4);
+      assert.match(row.last_error, /503/);
+    } finally {
+      await worker.close();
+      await rx.close();
+    }
+  });
+
+  test('private, loopback and link-local targets are refused at submission and at delivery unless allowed', async () => {
+    const strict = await createHarness({ WEBHOOK_ALLOW_PRIVATE: false });
+    try {
+      await seedReadyDataset(strict, strict.tenantA, 'fmnist', 1);
+      for (const url of ['http://127.0.0.1:9/hook', 'http://localhost/hook', 'http://10.1.2.3/', 'http://169.254.169.254/latest/meta-data', 'http://[::1]/', 'http://192.168.0.10/', 'http://[::ffff:127.0.0.1]/']) {
+        const res = await strict.request('POST', '/v1/jobs', { body: pretrain('fmnist', { webhook: { url } }) });
+        assert.equal(res.status, 400, url);
+        const body = (await res.json()) as any;
+        assert.equal(body.error.details[0].path, 'webhook.url', url);
+      }
+      // A target that passed submission (allowed then) is still refused by the delivery's own lookup.
+      const rx = await receiver(() => 200);
+      const job = await submit(pretrain('fmnist', { webhook: { url: rx.url, events: ['job.queued'] } }));
+      const worker = createWebhookWorker({ sql: h.database.sql, connection: h.deps.redis, prefix: h.config.QUEUE_PREFIX, logger, signingKey: 'k'.repeat(20), allowPrivate: false });
+      try {
+        await dispatcher.dispatchOnce();
+        const row = await until('the delivery to be refused', async () => {
+          const [d] = await h.database.sql`select status, last_error from webhook_deliveries where job_id = ${job.id}`;
+          return d?.status === 'failed' ? d : undefined;
+        });
+        assert.match(row.last_error, /private/);
+        assert.equal(rx.received.length, 0, 'nothing reached the private address');
+      } finally {
+        await worker.close();
+        await rx.close();
+      }
+    } finally {
+      await strict.close();
+    }
+  });
+});
