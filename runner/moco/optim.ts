@@ -148,7 +148,10 @@ class Lars extends SlotOptimizer implements Optimizer {
 export function globalNorm(grads: Params, names?: string[]): number {
   const list = (names ?? Object.keys(grads)).filter((n) => grads[n]);
   if (list.length === 0) return 0;
-  return tf.tidy(() => tf.sqrt(tf.addN(list.map((n) => tf.sum(tf.square(grads[n])))))).dataSync()[0];
+  const norm = tf.tidy(() => tf.sqrt(tf.addN(list.map((n) => tf.sum(tf.square(grads[n]))))));
+  const value = norm.dataSync()[0];
+  norm.dispose();
+  return value;
 }
 
 /** torch.nn.utils.clip_grad_norm_: scale every gradient by max/(norm + 1e-6) when norm > max. */

@@ -21,7 +21,10 @@ const tiny = (over: TrainConfigInput['model'] = {}): TrainConfigInput => ({
 });
 
 test('sin-cos position embedding matches the reference values (D=384, 14×14)', () => {
-  const pe = sincosPositionEmbedding(14, 14, 384);
+  // The reference's pos_embed has the class-token slot first: its token 15 is patch 14 (r=1, c=0).
+  const patches = sincosPositionEmbedding(14, 14, 384);
+  const pe = new Float32Array(197 * 384);
+  pe.set(patches, 384);
   assert.ok(Math.abs(pe[15 * 384 + 0] - 0.8415) < 1e-4, `${pe[15 * 384]}`);
   assert.equal(pe[15 * 384 + 192], 0);
   assert.ok(Math.abs(pe[15 * 384 + 96] - Math.cos(1)) < 1e-6, 'cos(row·ω0)');
