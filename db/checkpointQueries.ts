@@ -7,7 +7,7 @@
  */
 import { and, asc, desc, eq, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
-import { checkpointAliases, checkpoints, evaluations, jobs } from './schema.js';
+import { checkpointAliases, checkpoints, evaluations } from './schema.js';
 
 export type CheckpointRow = typeof checkpoints.$inferSelect;
 export type EvaluationRow = typeof evaluations.$inferSelect;
@@ -118,10 +118,4 @@ export async function evaluationsOfJob(db: Db, jobId: string): Promise<Evaluatio
     sourceJobId: r.sourceJobId,
     probeJobId: r.evaluation.jobId,
   }));
-}
-
-/** Used to check that a checkpoint's job is the tenant's. */
-export async function jobTenantOf(db: Db, jobId: string): Promise<string | undefined> {
-  const [row] = await db.select({ tenantId: jobs.tenantId }).from(jobs).where(eq(jobs.id, jobId));
-  return row?.tenantId;
 }

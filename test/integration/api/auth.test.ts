@@ -12,7 +12,7 @@ after(async () => h.close());
 
 describe('authentication', () => {
   test('missing, malformed and unknown keys are 401 with WWW-Authenticate and the error shape', async () => {
-    for (const headers of [{}, { authorization: 'Basic abc' }, { authorization: 'Bearer mom_nope_nope' }]) {
+    for (const headers of [{}, { authorization: 'Basic abc' }, { authorization: 'Bearer mom_nope_nope' }] as Record<string, string>[]) {
       const res = await h.request('GET', '/v1/jobs', { key: null, headers });
       assert.equal(res.status, 401, JSON.stringify(headers));
       assert.match(res.headers.get('www-authenticate') ?? '', /Bearer/);
