@@ -13,7 +13,7 @@ import { train, type StepMetrics as TrainerStepMetrics, type TrainHooks } from '
 import { totalSteps, type TrainConfig } from '../moco/config.js';
 import { readCheckpointDir } from '../supervisor/checkpointStore.js';
 import type { PretrainTask } from '../supervisor/protocol.js';
-import { selectBackend } from './backend.js';
+import { selectBackend } from '../moco/backend.js';
 import { ipcLogger, TaskFailure, type TaskIO, type TaskResult } from './taskSupport.js';
 
 export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<TaskResult> {
@@ -24,7 +24,8 @@ export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<T
   const log = ipcLogger(io);
   const storage = new Storage(storageConfigFrom(config()));
   try {
-    const runtime = await selectBackend(task.backend);
+    const { backend, device, versions, threads } = await selectBackend(task.backend);
+    const runtime = { backend, device, versions, threads };
     const data = openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir });
     const resumeFrom = task.resumeDir ? await readCheckpointDir(task.resumeDir) : undefined;
     const startStep = resumeFrom ? (JSON.parse(new TextDecoder().decode(resumeFrom['state.json'])) as { step: number }).step : 0;

@@ -9,7 +9,7 @@ import { linearProbe, type ProbeConfig } from '../moco/probe.js';
 import type { BackboneFiles } from '../moco/checkpoint.js';
 import { readCheckpointDir, BACKBONE_FILES } from '../supervisor/checkpointStore.js';
 import type { ProbeTask } from '../supervisor/protocol.js';
-import { selectBackend } from './backend.js';
+import { selectBackend } from '../moco/backend.js';
 import { ipcLogger, TaskFailure, type TaskIO, type TaskResult } from './taskSupport.js';
 
 export async function runProbeTask(task: ProbeTask, io: TaskIO): Promise<TaskResult> {
@@ -19,7 +19,8 @@ export async function runProbeTask(task: ProbeTask, io: TaskIO): Promise<TaskRes
   const log = ipcLogger(io);
   const storage = new Storage(storageConfigFrom(config()));
   try {
-    const runtime = await selectBackend(task.backend);
+    const { backend, device, versions, threads } = await selectBackend(task.backend);
+    const runtime = { backend, device, versions, threads };
     const files = await readCheckpointDir(task.backboneDir, BACKBONE_FILES);
     const data = {
       train: openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir }),

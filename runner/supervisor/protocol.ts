@@ -60,6 +60,8 @@ export interface RuntimeInfo {
   backend: string;
   device?: string;
   versions?: Record<string, string>;
+  /** Threads the backend computes with. */
+  threads?: number;
 }
 
 export interface StepMetrics {

@@ -5,6 +5,7 @@
  * time in step order; the outcome is reported only after every upload settled.
  */
 import { hostname } from 'node:os';
+import { recordJobEvent } from '../../db/jobs.js';
 import { setRuntime } from '../../db/runs.js';
 import { RunChild, type ChildOutcome } from './childProcess.js';
 import { configEnv, type RunContext } from './context.js';
@@ -77,8 +78,12 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
   );
 
   const unsubscribeStop = ctx.control.onStop((reason) => {
-    log.info({ reason }, 'asking the run to checkpoint and stop');
+    log.info({ reason, atStep: lastStep }, 'asking the run to checkpoint and stop');
     child.stop(reason);
+    // Kept with the job: when the request reached the run, so its last checkpoint can be judged.
+    void recordJobEvent(db, job.id, 'stop-requested', { attempt: ctx.attempt, reason, data: { atStep: lastStep ?? null } }).catch((err: unknown) =>
+      log.warn({ err: (err as Error).message }, 'could not record the stop request'),
+    );
   });
   const unsubscribeKill = ctx.control.onKill(() => child.kill());
   const unwatchCancel = ctx.cancelWatch.watch(job.id, () => ctx.control.request('cancel'));

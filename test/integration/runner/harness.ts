@@ -138,7 +138,7 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
       if (created.status !== 201) throw new Error(`create dataset: ${created.status} ${JSON.stringify(created.body)}`);
       const version = await api('POST', `/v1/datasets/${name}/versions`, { options: { format: 'idx' }, fileName: 'data.tar.gz', sizeBytes: archive.byteLength });
       if (version.status !== 201) throw new Error(`create version: ${version.status} ${JSON.stringify(version.body)}`);
-      const put = await fetch(version.body.upload.url, { method: 'PUT', body: archive });
+      const put = await fetch(version.body.upload.url, { method: 'PUT', body: new Uint8Array(archive) });
       if (!put.ok) throw new Error(`upload: ${put.status} ${await put.text()}`);
       const finalized = await api('POST', `/v1/datasets/${name}/versions/${version.body.version}/finalize`);
       if (finalized.status >= 300) throw new Error(`finalize: ${finalized.status} ${JSON.stringify(finalized.body)}`);
@@ -185,4 +185,15 @@ export function tinyPretrain(dataset: string, extra: Record<string, unknown> = {
 
 export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** Polls `probe` until it returns something truthy; fails naming `what` after `timeoutMs`. */
+export async function eventually<T>(probe: () => Promise<T | undefined | null | false>, what: string, timeoutMs = 120_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value) return value;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
