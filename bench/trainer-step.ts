@@ -1,0 +1,133 @@
+/**
+ * Benchmark: one full MoCo v3 training step (momentum update, keys of both views, queries
+ * forward + backward, AdamW) per backend, against the PyTorch baseline run in the same script
+ * (/work/shared/baselines/pytorch_moco_step.py, same shapes, fixed random views: no augmentation
+ * cost on either side).
+ *
+ *   npm run bench:trainer                                   # wasm, ViT 32×32/4, D192, depth 6, B64
+ *   npm run bench:trainer -- --backends cpu,wasm --dim 64 --depth 2 --batch 16 --steps 3
+ *   npm run bench:trainer -- --no-torch                     # skip the PyTorch side
+ *
+ * The tfjs `cpu` backend takes minutes per step at the default size: pass it only with small
+ * shapes. Prints median ms/step, images/s, peak process RSS, the wasm heap and tf.memory(), and
+ * the ratio to PyTorch (or to the reported 3.1 s when torch is unavailable).
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import { selectBackend, type BackendPreference } from '../runner/moco/backend.js';
+import { resolveTrainConfig } from '../runner/moco/config.js';
+import { buildMocoModel } from '../runner/moco/model.js';
+import { createOptimizer } from '../runner/moco/optim.js';
+import { disposeParams } from '../runner/moco/params.js';
+import { Prng } from '../runner/moco/rng.js';
+import { mocoStep } from '../runner/moco/step.js';
+
+const { values: a } = parseArgs({
+  options: {
+    backends: { type: 'string', default: 'wasm' },
+    dim: { type: 'string', default: '192' },
+    depth: { type: 'string', default: '6' },
+    heads: { type: 'string', default: '3' },
+    batch: { type: 'string', default: '64' },
+    'micro-batch': { type: 'string' },
+    hidden: { type: 'string', default: '1024' },
+    out: { type: 'string', default: '256' },
+    steps: { type: 'string', default: '3' },
+    warmup: { type: 'string', default: '1' },
+    threads: { type: 'string', default: '2' },
+    'no-torch': { type: 'boolean', default: false },
+  },
+});
+const n = (k: keyof typeof a) => Number(a[k]);
+const REPORTED_TORCH_MS = 3100; // DESIGN.md section 4: PyTorch 1.13 + OpenBLAS on 2 cores
+const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor((xs.length - 1) / 2)];
+const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+
+interface Row {
+  backend: string;
+  medianMs: number;
+  imagesPerSec: number;
+  peakRss: number;
+  wasmHeap: number | null;
+  tfBytes: number;
+  loss: number;
+}
+
+async function benchTfjs(pref: BackendPreference): Promise<Row> {
+  const info = await selectBackend(pref);
+  const B = n('batch');
+  const config = resolveTrainConfig(
+    {
+      model: { arch: 'vit_tiny', imageSize: 32, patch: 4, dim: n('dim'), depth: n('depth'), heads: n('heads') },
+      moco: { projector: { hiddenDim: n('hidden'), outDim: n('out') }, predictor: { hiddenDim: n('hidden') } },
+      optim: { batch: B, microBatch: a['micro-batch'] ? Number(a['micro-batch']) : undefined },
+    },
+    { height: 32, width: 32, size: B },
+  );
+  const model = buildMocoModel(config);
+  const optimizer = createOptimizer(config.optim);
+  const rng = new Prng(0);
+  const view = () => tf.tensor4d(rng.normalArray(B * 32 * 32 * 3, 0, 1), [B, 32, 32, 3]);
+  const [x1, x2] = [view(), view()];
+  const times: number[] = [];
+  let peakRss = process.memoryUsage().rss;
+  let loss = NaN;
+  const total = n('warmup') + n('steps');
+  for (let i = 0; i < total; i++) {
+    const t0 = performance.now();
+    loss = mocoStep(model, optimizer, x1, x2, { step: i, lr: (1.5e-4 * B) / 256, momentum: 0.99 }).loss;
+    const ms = performance.now() - t0;
+    peakRss = Math.max(peakRss, process.memoryUsage().rss);
+    process.stderr.write(`  ${info.backend} step ${i}${i < n('warmup') ? ' (warmup)' : ''}: ${ms.toFixed(0)} ms loss ${loss.toFixed(4)}\n`);
+    if (i >= n('warmup')) times.push(ms);
+  }
+  const heap = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.byteLength ?? null;
+  const tfBytes = tf.memory().numBytes;
+  [x1, x2].forEach((t) => t.dispose());
+  disposeParams(model.query);
+  disposeParams(model.momentum);
+  optimizer.dispose();
+  const medianMs = median(times);
+  return { backend: `tfjs-${info.backend} (${info.device}, ${info.threads} thr)`, medianMs, imagesPerSec: (B * 1000) / medianMs, peakRss, wasmHeap: heap, tfBytes, loss };
+}
+
+function benchTorch(): { medianMs: number; imagesPerSec: number; label: string } | string {
+  const script = '/work/shared/baselines/pytorch_moco_step.py';
+  const python = '/usr/bin/python3';
+  const blas = '/usr/lib/x86_64-linux-gnu/openblas-pthread';
+  if (!existsSync(script) || !existsSync(python)) return 'baseline script or /usr/bin/python3 missing';
+  const json = join(mkdtempSync(join(tmpdir(), 'moco-bench-')), 'torch.json');
+  const args = [script, '--dim', a.dim!, '--depth', a.depth!, '--heads', a.heads!, '--batch', a.batch!, '--mlp-hidden', a.hidden!, '--out', a.out!];
+  args.push('--steps', a.steps!, '--warmup', a.warmup!, '--threads', a.threads!, '--json', json);
+  const r = spawnSync(python, args, { env: { ...process.env, LD_LIBRARY_PATH: blas }, stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0 || !existsSync(json)) return `python3 exited ${r.status} (apt-get install -y python3-torch libopenblas0-pthread)`;
+  const res = JSON.parse(readFileSync(json, 'utf8')) as { medianMs: number; imagesPerSec: number; backend: string; threads: number };
+  return { medianMs: res.medianMs, imagesPerSec: res.imagesPerSec, label: `${res.backend}, ${res.threads} threads` };
+}
+
+async function main() {
+  const shape = `ViT 32×32/4 D${a.dim} depth ${a.depth} heads ${a.heads}, batch ${a.batch}, heads hidden ${a.hidden} out ${a.out}`;
+  process.stderr.write(`one MoCo v3 step: ${shape}\n`);
+  const rows: Row[] = [];
+  for (const b of a.backends!.split(',')) rows.push(await benchTfjs(b.trim() as BackendPreference));
+  const torch = a['no-torch'] ? 'skipped (--no-torch)' : benchTorch();
+  const torchMs = typeof torch === 'string' ? REPORTED_TORCH_MS : torch.medianMs;
+  const torchLabel = typeof torch === 'string' ? `reported ${REPORTED_TORCH_MS} ms (DESIGN.md; not run here: ${torch})` : `measured in this run (${torch.label})`;
+  console.log(`\n${shape}`);
+  console.log('| backend | median ms/step | images/s | peak RSS | wasm heap | tf.memory | vs PyTorch |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    console.log(`| ${r.backend} | ${r.medianMs.toFixed(0)} | ${r.imagesPerSec.toFixed(2)} | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${mib(r.tfBytes)} | ${(r.medianMs / torchMs).toFixed(2)}× |`);
+  }
+  if (typeof torch !== 'string') console.log(`| pytorch | ${torch.medianMs.toFixed(0)} | ${torch.imagesPerSec.toFixed(2)} | – | – | – | 1× |`);
+  console.log(`PyTorch: ${torchLabel}`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
