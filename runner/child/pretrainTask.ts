@@ -14,6 +14,7 @@ import { totalSteps, type TrainConfig } from '../moco/config.js';
 import { readCheckpointDir } from '../supervisor/checkpointStore.js';
 import type { PretrainTask } from '../supervisor/protocol.js';
 import { selectBackend } from '../moco/backend.js';
+import { yieldingDataset } from './yieldingDataset.js';
 import { ipcLogger, TaskFailure, type TaskIO, type TaskResult } from './taskSupport.js';
 
 export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<TaskResult> {
@@ -26,7 +27,7 @@ export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<T
   try {
     const { backend, device, versions, threads } = await selectBackend(task.backend);
     const runtime = { backend, device, versions, threads };
-    const data = openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir });
+    const data = yieldingDataset(openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir }));
     const resumeFrom = task.resumeDir ? await readCheckpointDir(task.resumeDir) : undefined;
     const startStep = resumeFrom ? (JSON.parse(new TextDecoder().decode(resumeFrom['state.json'])) as { step: number }).step : 0;
     const { stopAt } = totalSteps(trainConfig, data.size);

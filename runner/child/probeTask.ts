@@ -10,6 +10,7 @@ import type { BackboneFiles } from '../moco/checkpoint.js';
 import { readCheckpointDir, BACKBONE_FILES } from '../supervisor/checkpointStore.js';
 import type { ProbeTask } from '../supervisor/protocol.js';
 import { selectBackend } from '../moco/backend.js';
+import { yieldingDataset } from './yieldingDataset.js';
 import { ipcLogger, TaskFailure, type TaskIO, type TaskResult } from './taskSupport.js';
 
 export async function runProbeTask(task: ProbeTask, io: TaskIO): Promise<TaskResult> {
@@ -23,8 +24,8 @@ export async function runProbeTask(task: ProbeTask, io: TaskIO): Promise<TaskRes
     const runtime = { backend, device, versions, threads };
     const files = await readCheckpointDir(task.backboneDir, BACKBONE_FILES);
     const data = {
-      train: openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir }),
-      val: openDatasetSplit(storage, task.manifest, 'val', { cacheDir: task.cacheDir }),
+      train: yieldingDataset(openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir })),
+      val: yieldingDataset(openDatasetSplit(storage, task.manifest, 'val', { cacheDir: task.cacheDir })),
     };
     const probeConfig = task.probeConfig as { epochs: number };
     await io.send({ type: 'ready', runtime, totalSteps: probeConfig.epochs, startStep: 0 });
