@@ -118,7 +118,7 @@ async function main() {
   const torchMs = typeof torch === 'string' ? REPORTED_TORCH_MS : torch.medianMs;
   const torchLabel = typeof torch === 'string' ? `reported ${REPORTED_TORCH_MS} ms (DESIGN.md; not run here: ${torch})` : `measured in this run (${torch.label})`;
   console.log(`\n${shape}`);
-  console.log('| backend | median ms/step | images/s | peak RSS | wasm heap | tf.memory | vs PyTorch |');
+  console.log('| backend | median ms/step | images/s | peak RSS | wasm heap | tf.memory | time ÷ PyTorch |');
   console.log('|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(`| ${r.backend} | ${r.medianMs.toFixed(0)} | ${r.imagesPerSec.toFixed(2)} | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${mib(r.tfBytes)} | ${(r.medianMs / torchMs).toFixed(2)}× |`);

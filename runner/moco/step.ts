@@ -5,7 +5,8 @@
  *   k1, k2 = f_k(x1), f_k(x2)                                 (no gradient; in chunks)
  *   q1, q2 = f_q(x1), f_q(x2)                                 (in micro-batches)
  *   loss = ctr(q1, k2) + ctr(q2, k1)                         (each × 2τ)
- *   loss.backward(); update(f_q)                             (gradients accumulated)
+ *   loss.backward(); update(f_q)                             (gradients accumulated per
+ *                                                             micro-batch and direction)
  *
  * Exact large batches: every query of a micro-batch is scored against all N keys of the batch,
  * and each micro-batch contributes its share of the batch-mean loss, so the accumulated gradient
@@ -78,30 +79,35 @@ export function mocoStep(model: MocoModel, optimizer: Optimizer, x1: tf.Tensor4D
   const bnStats: Params = {};
   let grads: Params | null = null;
   let loss = 0;
+  // The two directions are independent terms of the loss: each gets its own backward pass, so
+  // only one view's activations are alive at a time (half the peak memory, same gradient).
+  const directions: [tf.Tensor4D, tf.Tensor2D][] = [
+    [x1, k2],
+    [x2, k1],
+  ];
   for (let s = 0; s < N; s += mb) {
-    const { value, grads: g } = tf.tidy(() => {
-      const q1x = rows(x1, s, mb);
-      const q2x = rows(x2, s, mb);
-      const lossOf = (...trained: tf.Tensor[]) => {
-        const p: Params = { ...fixed };
-        names.forEach((n, i) => (p[n] = trained[i]));
-        const q1 = queryForward(model, p, q1x, bnStats);
-        const q2 = queryForward(model, p, q2x, bnStats);
-        return tf.add(contrastivePart(q1, k2, s, tau), contrastivePart(q2, k1, s, tau)) as tf.Scalar;
-      };
-      return tf.valueAndGrads(lossOf)(names.map((n) => model.query[n]));
-    });
-    loss += value.dataSync()[0];
-    value.dispose();
-    if (grads === null) grads = Object.fromEntries(names.map((n, i) => [n, g[i]]));
-    else {
-      const acc: Params = grads;
-      names.forEach((n, i) => {
-        const sum = tf.add(acc[n], g[i]);
-        acc[n].dispose();
-        g[i].dispose();
-        acc[n] = sum;
+    for (const [x, keys] of directions) {
+      const { value, grads: g } = tf.tidy(() => {
+        const qx = rows(x, s, mb);
+        const lossOf = (...trained: tf.Tensor[]) => {
+          const p: Params = { ...fixed };
+          names.forEach((n, i) => (p[n] = trained[i]));
+          return contrastivePart(queryForward(model, p, qx, bnStats), keys, s, tau);
+        };
+        return tf.valueAndGrads(lossOf)(names.map((n) => model.query[n]));
       });
+      loss += value.dataSync()[0];
+      value.dispose();
+      if (grads === null) grads = Object.fromEntries(names.map((n, i) => [n, g[i]]));
+      else {
+        const acc: Params = grads;
+        names.forEach((n, i) => {
+          const sum = tf.add(acc[n], g[i]);
+          acc[n].dispose();
+          g[i].dispose();
+          acc[n] = sum;
+        });
+      }
     }
   }
   k1.dispose();
