@@ -40,6 +40,8 @@ export function derivedUuid(seed: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
+const RUN_JOB_OPTIONS = { removeOnComplete: { age: 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 } };
+
 /** Puts a job on its queue with jobId = job.id; a finished copy of it (an earlier attempt) is cleared first. */
 export async function enqueueRun(queue: Queue, payload: RunJobPayload): Promise<'added' | 'present'> {
   const existing = await queue.getJob(payload.jobId);
@@ -48,11 +50,7 @@ export async function enqueueRun(queue: Queue, payload: RunJobPayload): Promise<
     if (state !== 'completed' && state !== 'failed') return 'present';
     await existing.remove();
   }
-  await queue.add(payload.type, payload, {
-    jobId: payload.jobId,
-    removeOnComplete: { age: 24 * 3600 },
-    removeOnFail: { age: 7 * 24 * 3600 },
-  });
+  await queue.add(payload.type, payload, { jobId: payload.jobId, ...RUN_JOB_OPTIONS });
   return 'added';
 }
 
@@ -116,25 +114,48 @@ export class OutboxDispatcher {
       if (!rows.length) return 0;
       const jobIds = [...new Set(rows.map((r) => String(r.payload?.jobId)).filter((id) => /^[0-9a-f-]{36}$/.test(id)))];
       const jobs = jobIds.length
-        ? await tx<{ id: string; state: string; webhook: { url: string; events?: string[] } | null }[]>`
-            select id, state, spec->'webhook' as webhook from jobs where id = any(${jobIds}::uuid[])`
+        ? await tx<{ id: string; state: string; attempt: number; webhook: { url: string; events?: string[] } | null }[]>`
+            select id, state, attempt, spec->'webhook' as webhook from jobs where id = any(${jobIds}::uuid[])`
         : [];
       const byId = new Map(jobs.map((j) => [j.id, j]));
-      const done: number[] = [];
+      const done = new Set<number>();
+      // First enqueues of fresh jobs go in one round-trip per queue; BullMQ ignores an id it already has.
+      const fresh = rows.filter((r) => {
+        const job = byId.get(r.payload?.jobId);
+        return r.topic === OUTBOX_TOPICS.enqueue && job?.state === 'queued' && job.attempt === 0;
+      });
+      try {
+        await this.enqueueFresh(fresh.map((r) => r.payload as EnqueueMessage));
+        for (const r of fresh) done.add(r.id);
+      } catch (err) {
+        this.o.logger.warn({ err, count: fresh.length }, 'bulk enqueue failed; trying one by one');
+      }
       for (const row of rows) {
+        if (done.has(row.id)) continue;
         try {
           if (row.topic === OUTBOX_TOPICS.enqueue) await this.enqueue(row.payload as EnqueueMessage, byId.get(row.payload.jobId)?.state);
           else if (row.topic === OUTBOX_TOPICS.event) await this.event(tx, row.id, row.payload as JobEventMessage, byId.get(row.payload.jobId)?.webhook ?? null);
           else this.o.logger.warn({ outboxId: row.id, topic: row.topic }, 'outbox row of unknown topic; marking dispatched');
-          done.push(row.id);
+          done.add(row.id);
         } catch (err) {
           this.o.logger.warn({ err, outboxId: row.id, topic: row.topic }, 'outbox row not dispatched; will retry');
           await tx`update outbox set attempts = attempts + 1, last_error = ${String((err as Error).message ?? err).slice(0, 2000)} where id = ${row.id}`;
         }
       }
-      if (done.length) await tx`update outbox set dispatched_at = now(), attempts = attempts + 1 where id = any(${done}::bigint[])`;
+      if (done.size) await tx`update outbox set dispatched_at = now(), attempts = attempts + 1 where id = any(${[...done]}::bigint[])`;
       return rows.length;
     });
+  }
+
+  private async enqueueFresh(messages: EnqueueMessage[]): Promise<void> {
+    const byQueue = new Map<Queue, RunJobPayload[]>();
+    for (const m of messages) {
+      const queue = this.o.queues[queueForJobType(m.type)];
+      byQueue.set(queue, [...(byQueue.get(queue) ?? []), { jobId: m.jobId, tenantId: m.tenantId, type: m.type }]);
+    }
+    for (const [queue, payloads] of byQueue) {
+      await queue.addBulk(payloads.map((p) => ({ name: p.type, data: p, opts: { jobId: p.jobId, ...RUN_JOB_OPTIONS } })));
+    }
   }
 
   private async enqueue(msg: EnqueueMessage, state: string | undefined): Promise<void> {
