@@ -194,6 +194,9 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
   const startStep = step;
   try {
     while (step < stopAt) {
+      // Let the event loop turn (timers, signals, sockets) so a stop request made while the
+      // previous step computed is seen now, not after the run.
+      await new Promise((resolve) => setImmediate(resolve));
       if (hooks.signal?.aborted) {
         await checkpoint('aborted');
         return result('aborted');
