@@ -57,4 +57,8 @@ test('a job over its maxRuntimeSeconds ends failed with that reason, after a fin
   const [checkpoint] = await sql`select step from checkpoints where job_id = ${job.id}`;
   assert.ok(checkpoint.step > 0);
   assert.equal(done.attempt, 1, 'not retried: another attempt would have no time left');
+
+  // The same runner ran both jobs, and still stops cleanly.
+  runner.signal('SIGTERM');
+  assert.equal((await runner.exited).code, 0, runner.output().slice(-3000));
 });

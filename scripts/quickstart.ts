@@ -1,0 +1,297 @@
+/**
+ * `npm run quickstart [-- --small] [-- --generated]`: Momentum end to end on a fresh clone, the way
+ * a new user drives it. `npm run quickstart` first runs scripts/services.sh (starts Postgres, Redis
+ * and the S3 server when absent, migrates); this script then starts the API and one runner as child
+ * processes, creates an API key, uploads Fashion-MNIST from Debian's package (generated images when
+ * it is not installed) through the API, waits for its ingestion, trains a small ViT with MoCo v3 for
+ * a few hundred steps while showing live progress, probes the newest checkpoint, and prints the
+ * accuracy and a signed download URL of the backbone export. It stops what it started (not the
+ * services) and exits 0.
+ *
+ * --small (or QUICKSTART_SMALL=1): a few dozen steps on a few thousand images (tests, slow machines).
+ * --generated: use generated images even where Fashion-MNIST is installed.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, openSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { config } from '../common/config.js';
+import { runMain, UserFacingError } from '../common/errors.js';
+import { checkDependencies } from '../common/startup.js';
+import { FASHION_MNIST_DIR, fashionMnistIdxArchive, generateSyntheticDataset, writeIdxArchive } from '../runner/datasets/index.js';
+
+const TERMINAL = ['succeeded', 'failed', 'canceled'];
+const started = Date.now();
+const children: { name: string; proc: ChildProcess }[] = [];
+
+interface Plan {
+  trainImages: number;
+  valImages: number;
+  steps: number;
+  batch: number;
+  checkpointEvery: number;
+  probeEpochs: number;
+}
+
+const FULL: Plan = { trainImages: 10_000, valImages: 2000, steps: 200, batch: 64, checkpointEvery: 100, probeEpochs: 30 };
+const SMALL: Plan = { trainImages: 1000, valImages: 300, steps: 24, batch: 32, checkpointEvery: 12, probeEpochs: 10 };
+
+function say(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function seconds(ms: number): string {
+  const s = ms / 1000;
+  return s < 90 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A Momentum process of ours (node + tsx), its output in a log file. */
+function startProcess(name: string, script: string, args: string[], env: NodeJS.ProcessEnv, logFile: string): ChildProcess {
+  const out = openSync(logFile, 'a');
+  const proc = spawn(process.execPath, ['--import', 'tsx', script, ...args], { env, stdio: ['ignore', out, out] });
+  children.push({ name, proc });
+  proc.on('exit', (code, signal) => {
+    if (!stopping) {
+      process.stderr.write(`quickstart: the ${name} exited unexpectedly (${signal ?? `code ${code}`}); see ${logFile}\n`);
+      void stopAll().then(() => process.exit(1));
+    }
+  });
+  return proc;
+}
+
+let stopping = false;
+async function stopAll(): Promise<void> {
+  stopping = true;
+  await Promise.all(
+    children.map(
+      ({ proc }) =>
+        new Promise<void>((resolve) => {
+          if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+          const hard = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+          proc.once('exit', () => {
+            clearTimeout(hard);
+            resolve();
+          });
+          proc.kill('SIGTERM');
+        }),
+    ),
+  );
+}
+
+function runToJson(script: string, args: string[], env: NodeJS.ProcessEnv): Promise<any> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, ['--import', 'tsx', script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    proc.stdout.on('data', (d) => (out += d));
+    proc.stderr.on('data', (d) => (err += d));
+    proc.on('exit', (code) => {
+      if (code !== 0) return reject(new UserFacingError(`${script} failed: ${err.trim() || out.trim()}`));
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop()!));
+      } catch {
+        reject(new UserFacingError(`${script} printed no JSON: ${out.trim()}`));
+      }
+    });
+  });
+}
+
+function client(base: string, key: string) {
+  return async <T = any>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> => {
+    const res = await fetch(base + path, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : null };
+  };
+}
+
+type Api = ReturnType<typeof client>;
+
+function expectStatus(res: { status: number; body: any }, ok: number[], what: string): any {
+  if (!ok.includes(res.status)) {
+    throw new UserFacingError(`${what}: HTTP ${res.status} ${res.body?.error?.message ?? JSON.stringify(res.body)}`);
+  }
+  return res.body;
+}
+
+async function waitForApi(base: string): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    try {
+      if ((await fetch(`${base}/readyz`)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new UserFacingError('the API did not become ready within 2 minutes');
+}
+
+/** Polls a job until it ends; `onUpdate` sees every state (for live progress). */
+async function waitForJob(api: Api, id: string, onUpdate?: (job: any) => void): Promise<any> {
+  for (;;) {
+    const job = expectStatus(await api('GET', `/v1/jobs/${id}`), [200], `job ${id}`);
+    onUpdate?.(job);
+    if (TERMINAL.includes(job.state)) return job;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+async function datasetArchive(plan: Plan, generated: boolean): Promise<{ archive: Buffer; source: string }> {
+  if (!generated && existsSync(join(FASHION_MNIST_DIR, 'train-images-idx3-ubyte.gz'))) {
+    const archive = await fashionMnistIdxArchive(FASHION_MNIST_DIR, { train: plan.trainImages, val: plan.valImages });
+    return { archive, source: `Fashion-MNIST from ${FASHION_MNIST_DIR} (${plan.trainImages} train + ${plan.valImages} val images)` };
+  }
+  const make = (n: number, seed: number) => generateSyntheticDataset({ numClasses: 10, perClass: Math.ceil(n / 10), size: 28, channels: 1, seed });
+  const archive = await writeIdxArchive({ train: make(plan.trainImages, 1), val: make(plan.valImages, 2) });
+  return { archive, source: `generated shapes (Fashion-MNIST is not installed at ${FASHION_MNIST_DIR}; apt install fashion-mnist for it)` };
+}
+
+async function uploadDataset(api: Api, name: string, archive: Buffer): Promise<{ version: number }> {
+  const created = await api('POST', '/v1/datasets', { name, description: 'uploaded by npm run quickstart' });
+  if (created.status !== 201 && created.body?.error?.code !== 'dataset_exists') expectStatus(created, [201], 'create dataset');
+  const version = expectStatus(
+    await api('POST', `/v1/datasets/${name}/versions`, { options: { format: 'idx' }, fileName: 'fashion-mnist-idx.tar.gz', sizeBytes: archive.byteLength }),
+    [201],
+    'create dataset version',
+  );
+  const put = await fetch(version.upload.url, { method: 'PUT', body: new Uint8Array(archive) });
+  if (!put.ok) throw new UserFacingError(`upload to the presigned URL failed: HTTP ${put.status}`);
+  const finalized = expectStatus(await api('POST', `/v1/datasets/${name}/versions/${version.version}/finalize`), [200, 202], 'finalize');
+  const t0 = Date.now();
+  const ingest = await waitForJob(api, finalized.job.id);
+  if (ingest.state !== 'succeeded') throw new UserFacingError(`ingestion ${ingest.state}: ${ingest.error ?? 'no reason given'}`);
+  const r = ingest.result ?? {};
+  say(`  ingested in ${seconds(Date.now() - t0)}: ${r.train} train + ${r.val} val images, ${r.classes} classes, ${r.height}×${r.width}×${r.channels}`);
+  return { version: version.version };
+}
+
+/** One line of live progress: rewritten in place on a terminal, every ~10% otherwise. */
+function progressPrinter(total: number) {
+  const tty = process.stdout.isTTY;
+  let lastPrinted = -1;
+  let lastLine = '';
+  return {
+    update(job: any) {
+      const p = job.progress;
+      if (!p || typeof p.step !== 'number') return;
+      const line = `  step ${String(p.step).padStart(String(total).length)}/${p.total ?? total}  loss ${p.loss?.toFixed(4) ?? '-'}  ${Math.round(p.imagesPerSec ?? 0)} img/s  (${job.state}, attempt ${job.attempt})`;
+      if (tty) {
+        if (line !== lastLine) process.stdout.write(`\r${line}\x1b[K`);
+      } else if (p.step === total || p.step - lastPrinted >= Math.max(1, Math.round(total / 10))) {
+        say(line);
+        lastPrinted = p.step;
+      }
+      lastLine = line;
+    },
+    done() {
+      if (tty && lastLine) process.stdout.write('\n');
+    },
+  };
+}
+
+runMain(async () => {
+  const { values } = parseArgs({ options: { small: { type: 'boolean', default: false }, generated: { type: 'boolean', default: false } } });
+  const small = values.small || ['1', 'true', 'yes'].includes((process.env.QUICKSTART_SMALL ?? '').toLowerCase());
+  const plan = small ? SMALL : FULL;
+  const c = config();
+  say(`momentum quickstart${small ? ' (--small)' : ''}`);
+  await checkDependencies(c, { s3: true });
+  say(`  services: postgres, redis and s3 (bucket ${c.S3_BUCKET}) answer`);
+
+  const logDir = join(c.DATA_DIR, 'log');
+  mkdirSync(logDir, { recursive: true });
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const env = { ...process.env, API_HOST: '127.0.0.1', API_PORT: String(port), LOG_LEVEL: process.env.LOG_LEVEL ?? 'info' };
+  const onSignal = () => void stopAll().then(() => process.exit(130));
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  try {
+    const apiLog = join(logDir, 'quickstart-api.log');
+    const runnerLog = join(logDir, 'quickstart-runner.log');
+    const api = startProcess('API', 'api/server.ts', [], env, apiLog);
+    const runner = startProcess('runner', 'runner/main.ts', [], env, runnerLog);
+    await waitForApi(base);
+    say(`  api: ${base} (pid ${api.pid}, log ${apiLog}); runner: pid ${runner.pid} (log ${runnerLog})`);
+    const key = await runToJson('scripts/create-api-key.ts', ['--tenant', 'quickstart', '--name', `quickstart-${Date.now()}`, '--json'], env);
+    say(`  api key for tenant "${key.tenant}": ${String(key.key).slice(0, 12)}… (export MOMENTUM_API_KEY=${key.key})`);
+    const call = client(base, key.key);
+
+    // 1. Data, uploaded through the API as a user would (presigned PUT), ingested by the runner.
+    const { archive, source } = await datasetArchive(plan, values.generated);
+    const datasetName = 'fashion-mnist';
+    say(`dataset ${datasetName}: ${source}, ${(archive.byteLength / 1e6).toFixed(1)} MB`);
+    const { version } = await uploadDataset(call, datasetName, archive);
+
+    // 2. Pretrain: a small ViT on 16 px crops, the schedules spanning exactly the steps run.
+    const stepsPerEpoch = Math.floor(plan.trainImages / plan.batch);
+    const spec = {
+      type: 'pretrain',
+      dataset: `${datasetName}@${version}`,
+      model: { arch: 'vit_tiny', imageSize: 16, patch: 4, dim: 48, depth: 3, heads: 4 },
+      moco: { projector: { hiddenDim: 256, outDim: 64 }, predictor: { hiddenDim: 256 } },
+      // Ten times the reference base lr: a few hundred steps, not 300 epochs.
+      optim: { batch: plan.batch, lr: 1.5e-3 },
+      epochs: Math.ceil(plan.steps / stepsPerEpoch),
+      maxSteps: plan.steps,
+      checkpointEvery: plan.checkpointEvery,
+      labels: { source: 'quickstart' },
+    };
+    const job = expectStatus(await call('POST', '/v1/jobs', spec), [201], 'submit pretrain');
+    say(`pretrain ${job.id}: ViT (dim 48, depth 3, patch 4, 16 px), ${plan.steps} steps of batch ${plan.batch}`);
+    const t0 = Date.now();
+    const printer = progressPrinter(plan.steps);
+    const trained = await waitForJob(call, job.id, (j) => printer.update(j));
+    printer.done();
+    if (trained.state !== 'succeeded') throw new UserFacingError(`pretrain ${trained.state}: ${trained.error ?? 'no reason given'}`);
+    const checkpoints = expectStatus(await call('GET', `/v1/jobs/${job.id}/checkpoints`), [200], 'list checkpoints').checkpoints as any[];
+    const rt = trained.runtime ?? {};
+    say(
+      `  succeeded in ${seconds(Date.now() - t0)}: final loss ${Number(trained.result?.finalLoss).toFixed(4)}, ` +
+        `${checkpoints.length} checkpoint version(s) kept, latest at step ${trained.result?.checkpoint?.step}; backend ${rt.backend} (${rt.device})`,
+    );
+
+    // 3. Linear probe on the newest checkpoint.
+    const probe = expectStatus(
+      await call('POST', '/v1/jobs', { type: 'probe', source: { job: job.id, checkpoint: 'latest' }, epochs: plan.probeEpochs, lr: 1.0, batch: 256 }),
+      [201],
+      'submit probe',
+    );
+    const t1 = Date.now();
+    const probed = await waitForJob(call, probe.id);
+    if (probed.state !== 'succeeded') throw new UserFacingError(`probe ${probed.state}: ${probed.error ?? 'no reason given'}`);
+    const r = probed.result;
+    say(`probe ${probe.id}: linear probe on checkpoint v${r.checkpoint.version} (frozen backbone)`);
+    say(`  top-1 accuracy ${(r.top1 * 100).toFixed(1)} %, top-5 ${(r.top5 * 100).toFixed(1)} % on the val split, in ${seconds(Date.now() - t1)}`);
+
+    // 4. The backbone export through a signed URL, checked against its registered sha256.
+    const link = expectStatus(await call('GET', `/v1/jobs/${job.id}/checkpoints/latest/download?file=backbone`), [200], 'download link');
+    const bytes = new Uint8Array(await (await fetch(link.url)).arrayBuffer());
+    const verified = createHash('sha256').update(bytes).digest('hex') === link.sha256;
+    say(`backbone export v${link.version} (${(link.bytes / 1024).toFixed(0)} KiB, sha256 ${String(link.sha256).slice(0, 16)}…, ${verified ? 'verified' : 'MISMATCH'}), valid until ${link.expiresAt}:`);
+    say(`  ${link.url}`);
+    if (!verified) throw new UserFacingError('the downloaded backbone does not match its registered sha256');
+  } finally {
+    await stopAll();
+  }
+  say(`done in ${seconds(Date.now() - started)}; stopped the API and the runner (Postgres, Redis and S3 keep running)`);
+  process.exit(0);
+});
