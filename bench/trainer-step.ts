@@ -7,6 +7,7 @@
  *   npm run bench:trainer                                   # wasm, ViT 32×32/4, D192, depth 6, B64
  *   npm run bench:trainer -- --backends cpu,wasm --dim 64 --depth 2 --batch 16 --steps 3
  *   npm run bench:trainer -- --no-torch                     # skip the PyTorch side
+ *   npm run bench:trainer -- --kernels on                   # only our wasm kernels (default: off,on)
  *
  * The tfjs `cpu` backend takes minutes per step at the default size: pass it only with small
  * shapes. Prints median ms/step, images/s, peak process RSS, the wasm heap and tf.memory(), and
@@ -19,6 +20,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend, type BackendPreference } from '../runner/moco/backend.js';
+import { setWasmKernelsEnabled } from '../runner/moco/kernels/batch-matmul.js';
 import { resolveTrainConfig } from '../runner/moco/config.js';
 import { buildMocoModel } from '../runner/moco/model.js';
 import { createOptimizer } from '../runner/moco/optim.js';
@@ -39,6 +41,7 @@ const { values: a } = parseArgs({
     steps: { type: 'string', default: '3' },
     warmup: { type: 'string', default: '1' },
     threads: { type: 'string', default: '2' },
+    kernels: { type: 'string', default: 'off,on' },
     'no-torch': { type: 'boolean', default: false },
   },
 });
@@ -57,8 +60,10 @@ interface Row {
   loss: number;
 }
 
-async function benchTfjs(pref: BackendPreference): Promise<Row> {
+async function benchTfjs(pref: BackendPreference, kernels: 'on' | 'off'): Promise<Row> {
   const info = await selectBackend(pref);
+  setWasmKernelsEnabled(kernels === 'on');
+  const kernelLabel = info.backend !== 'wasm' ? '' : kernels === 'on' ? `, kernels ${info.kernels}` : ', stock kernels';
   const B = n('batch');
   const config = resolveTrainConfig(
     {
@@ -82,7 +87,7 @@ async function benchTfjs(pref: BackendPreference): Promise<Row> {
     loss = mocoStep(model, optimizer, x1, x2, { step: i, lr: (1.5e-4 * B) / 256, momentum: 0.99 }).loss;
     const ms = performance.now() - t0;
     peakRss = Math.max(peakRss, process.memoryUsage().rss);
-    process.stderr.write(`  ${info.backend} step ${i}${i < n('warmup') ? ' (warmup)' : ''}: ${ms.toFixed(0)} ms loss ${loss.toFixed(4)}\n`);
+    process.stderr.write(`  ${info.backend}${kernelLabel} step ${i}${i < n('warmup') ? ' (warmup)' : ''}: ${ms.toFixed(0)} ms loss ${loss.toFixed(4)}\n`);
     if (i >= n('warmup')) times.push(ms);
   }
   const heap = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.byteLength ?? null;
@@ -92,7 +97,7 @@ async function benchTfjs(pref: BackendPreference): Promise<Row> {
   disposeParams(model.momentum);
   optimizer.dispose();
   const medianMs = median(times);
-  return { backend: `tfjs-${info.backend} (${info.device}, ${info.threads} thr)`, medianMs, imagesPerSec: (B * 1000) / medianMs, peakRss, wasmHeap: heap, tfBytes, loss };
+  return { backend: `tfjs-${info.backend} (${info.device}, ${info.threads} thr${kernelLabel})`, medianMs, imagesPerSec: (B * 1000) / medianMs, peakRss, wasmHeap: heap, tfBytes, loss };
 }
 
 function benchTorch(): { medianMs: number; imagesPerSec: number; label: string } | string {
@@ -113,7 +118,11 @@ async function main() {
   const shape = `ViT 32×32/4 D${a.dim} depth ${a.depth} heads ${a.heads}, batch ${a.batch}, heads hidden ${a.hidden} out ${a.out}`;
   process.stderr.write(`one MoCo v3 step: ${shape}\n`);
   const rows: Row[] = [];
-  for (const b of a.backends!.split(',')) rows.push(await benchTfjs(b.trim() as BackendPreference));
+  // Every backend × kernel setting in this one process, so the ratios compare like with like.
+  const kernelSettings = a.kernels!.split(',').map((k) => k.trim() as 'on' | 'off');
+  for (const b of a.backends!.split(',')) {
+    for (const k of b.trim() === 'wasm' ? kernelSettings : (['off'] as const)) rows.push(await benchTfjs(b.trim() as BackendPreference, k));
+  }
   const torch = a['no-torch'] ? 'skipped (--no-torch)' : benchTorch();
   const torchMs = typeof torch === 'string' ? REPORTED_TORCH_MS : torch.medianMs;
   const torchLabel = typeof torch === 'string' ? `reported ${REPORTED_TORCH_MS} ms (DESIGN.md; not run here: ${torch})` : `measured in this run (${torch.label})`;

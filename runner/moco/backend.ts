@@ -8,6 +8,7 @@
  * a GPU or the native packages.
  */
 import * as tf from '@tensorflow/tfjs';
+import { installWasmKernels } from './kernels/batch-matmul.js';
 
 export type BackendPreference = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
 
@@ -19,6 +20,11 @@ export interface BackendInfo {
   versions: Record<string, string>;
   /** Threads the backend computes with (wasm: its pool; 1 for the js cpu backend). */
   threads: number;
+  /**
+   * Our own kernels in use: 'bmm' (the SIMD batched matMul on wasm), 'stock' (none), or
+   * 'off (reason)' when they could not be installed. MOCO_WASM_KERNELS=off turns them off.
+   */
+  kernels: string;
   /** Every candidate in order, with the reason it was not taken. */
   tried: { candidate: string; ok: boolean; error?: string }[];
 }
@@ -37,6 +43,8 @@ interface Candidate {
   /** Runs before activation: loading the package registers its backend. */
   prepare: (deps: Required<BackendDeps>) => Promise<Record<string, string>>;
   threads: () => Promise<number>;
+  /** Runs after activation: installs our kernels for this backend; says which. */
+  kernels: () => string;
 }
 
 const NATIVE_GPU: Candidate = {
@@ -45,6 +53,7 @@ const NATIVE_GPU: Candidate = {
   device: 'gpu (CUDA)',
   prepare: async ({ load }) => ({ 'tfjs-node-gpu': versionOf(await load('@tensorflow/tfjs-node-gpu')) }),
   threads: async () => 0,
+  kernels: () => 'stock',
 };
 
 const NATIVE_CPU: Candidate = {
@@ -53,6 +62,7 @@ const NATIVE_CPU: Candidate = {
   device: 'cpu (libtensorflow)',
   prepare: async ({ load }) => ({ 'tfjs-node': versionOf(await load('@tensorflow/tfjs-node')) }),
   threads: async () => 0,
+  kernels: () => 'stock',
 };
 
 const WASM: Candidate = {
@@ -65,6 +75,7 @@ const WASM: Candidate = {
     const wasm = (await import('@tensorflow/tfjs-backend-wasm')) as { getThreadsCount?: () => number };
     return wasm.getThreadsCount?.() ?? 1;
   },
+  kernels: () => (process.env.MOCO_WASM_KERNELS === 'off' ? 'off (MOCO_WASM_KERNELS=off)' : installWasmKernels()),
 };
 
 const CPU: Candidate = {
@@ -73,6 +84,7 @@ const CPU: Candidate = {
   device: 'cpu (js)',
   prepare: async () => ({}),
   threads: async () => 1,
+  kernels: () => 'stock',
 };
 
 function versionOf(mod: unknown): string {
@@ -113,7 +125,8 @@ export async function selectBackend(pref: BackendPreference = 'auto', deps: Back
       const versions = await c.prepare(d);
       if (!(await d.activate(c.backend))) throw new Error(`tf.setBackend('${c.backend}') failed`);
       tried.push({ candidate: c.name, ok: true });
-      return { backend: c.backend, device: c.device, versions: { tfjs: tf.version.tfjs, ...versions }, threads: await c.threads(), tried };
+      const threads = await c.threads();
+      return { backend: c.backend, device: c.device, versions: { tfjs: tf.version.tfjs, ...versions }, threads, kernels: c.kernels(), tried };
     } catch (err) {
       tried.push({ candidate: c.name, ok: false, error: (err as Error).message.split('\n')[0] });
     }

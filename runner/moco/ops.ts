@@ -10,6 +10,7 @@
  * Each op has a numerical-gradient test in test/unit/moco/ops.test.ts.
  */
 import * as tf from '@tensorflow/tfjs';
+import { wasmKernelsActive } from './kernels/batch-matmul.js';
 
 const T2: [number, number] = [1, 0];
 
@@ -51,7 +52,10 @@ const denseBias = customGrad((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf
   };
 }) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
 
-/** Batched product a [n, i, k] · b [n, k, j] (attention); gradients as plain batched products. */
+/**
+ * Batched product a [n, i, k] · b [n, k, j] (attention). On wasm these run on our SIMD kernel
+ * (kernels/batch-matmul.ts) when installed, else on tfjs's scalar loop.
+ */
 export const bmm = customGrad((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
   save([a, b]);
   return {
@@ -59,7 +63,11 @@ export const bmm = customGrad((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
       tf.tidy(() => {
         const [as, bs] = saved as tf.Tensor3D[];
-        return [tf.matMul(dy as tf.Tensor3D, tf.transpose(bs, T3)), tf.matMul(tf.transpose(as, T3), dy as tf.Tensor3D)];
+        const d = dy as tf.Tensor3D;
+        // Our wasm kernel (kernels/bmm.c) reads transposed operands in place; the stock kernels
+        // (and the cpu reference) get explicit transposes and plain products.
+        if (wasmKernelsActive()) return [tf.matMul(d, bs, false, true), tf.matMul(as, d, true, false)];
+        return [tf.matMul(d, tf.transpose(bs, T3)), tf.matMul(tf.transpose(as, T3), d)];
       }),
   };
 }) as unknown as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;

@@ -1,0 +1,65 @@
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { selectBackend } from '../../../runner/moco/backend.js';
+import { setWasmKernelsEnabled, wasmKernelsActive } from '../../../runner/moco/kernels/batch-matmul.js';
+import { wasmBackendInternals } from '../../../runner/moco/kernels/wasm-module.js';
+import { bmm } from '../../../runner/moco/ops.js';
+import { checkGradients, randomTensor } from './gradcheck.js';
+
+before(async () => {
+  const info = await selectBackend('wasm');
+  assert.equal(info.kernels, 'bmm');
+});
+
+/** The stock tfjs kernel's result and ours, for the same inputs. */
+function bothPaths(a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean): [tf.Tensor, tf.Tensor] {
+  setWasmKernelsEnabled(false);
+  const stock = tf.matMul(a, b, ta, tb);
+  setWasmKernelsEnabled(true);
+  return [stock, tf.matMul(a, b, ta, tb)];
+}
+
+test('our BatchMatMul matches the stock wasm kernel: every transpose, broadcast batch, odd sizes', () => {
+  const cases: [number[], number[], boolean, boolean][] = [
+    [[3, 5, 7], [3, 7, 9], false, false],
+    [[3, 7, 5], [3, 7, 9], true, false],
+    [[3, 5, 7], [3, 9, 7], false, true],
+    [[3, 7, 5], [3, 9, 7], true, true],
+    [[1, 5, 7], [4, 7, 17], false, false],
+    [[2, 5, 7], [1, 17, 7], false, true],
+    [[6, 13], [6, 20], true, false], // 2-D transposed: ours too
+    [[2, 3, 9, 8], [2, 3, 9, 8], false, true], // rank 4
+    [[12, 65, 64], [12, 64, 65], false, false], // attention-sized: 8-wide blocks + column tail
+  ];
+  for (const [sa, sb, ta, tb] of cases) {
+    tf.tidy(() => {
+      const [stock, ours] = bothPaths(randomTensor(sa, 1), randomTensor(sb, 2), ta, tb);
+      assert.deepEqual(ours.shape, stock.shape);
+      const err = tf.max(tf.abs(tf.sub(stock, ours))).dataSync()[0];
+      assert.ok(err < 1e-4, `${sa}·${sb} (tA ${ta}, tB ${tb}): max error ${err}`);
+    });
+  }
+});
+
+test('bmm has the right gradient on our kernel (transposed products in the backward pass)', () => {
+  assert.ok(wasmKernelsActive());
+  checkGradients((a, b) => bmm(a as tf.Tensor3D, b as tf.Tensor3D), [randomTensor([2, 5, 4], 4), randomTensor([2, 4, 9], 5)]);
+});
+
+test('our kernel leaks neither tensors nor heap (its scratch buffer is freed)', () => {
+  const a = randomTensor([4, 9, 8], 6), b = randomTensor([4, 10, 8], 7);
+  tf.matMul(a, b, false, true).dispose(); // first call instantiates the module
+  const tensors = tf.memory().numTensors;
+  const dataIds = tf.engine().backend.numDataIds();
+  for (let i = 0; i < 5; i++) tf.matMul(a, b, false, true).dispose();
+  assert.equal(tf.memory().numTensors, tensors);
+  assert.equal(tf.engine().backend.numDataIds(), dataIds);
+  tf.dispose([a, b]);
+});
+
+test('a backend without the expected internals is refused with a reason (stock kernels then)', () => {
+  assert.match(String(wasmBackendInternals({})), /no Emscripten module/);
+  assert.match(String(wasmBackendInternals({ wasm: { asm: {} } })), /not a WebAssembly.Memory/);
+  assert.equal(typeof wasmBackendInternals(tf.engine().backend), 'object');
+});
