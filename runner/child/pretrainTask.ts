@@ -15,12 +15,9 @@ import { readCheckpointDir } from '../supervisor/checkpointStore.js';
 import type { PretrainTask } from '../supervisor/protocol.js';
 import { selectBackend } from '../moco/backend.js';
 import { yieldingDataset } from './yieldingDataset.js';
-import { ipcLogger, TaskFailure, type TaskIO, type TaskResult } from './taskSupport.js';
+import { ipcLogger, type TaskIO, type TaskResult } from './taskSupport.js';
 
 export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<TaskResult> {
-  if (task.initDir) {
-    throw new TaskFailure('initFrom is not supported by this trainer version (it can only resume its own checkpoints)', false);
-  }
   const trainConfig = task.trainConfig as TrainConfig;
   const log = ipcLogger(io);
   const storage = new Storage(storageConfigFrom(config()));

@@ -29,14 +29,15 @@ export async function runPretrain(ctx: RunContext): Promise<RunOutcome> {
   // Resume from this job's newest checkpoint that verifies; else start from initFrom; else fresh.
   const resumeDir = join(ctx.workDir, 'resume');
   const resumed = await store.downloadNewestValid(job.id, resumeDir);
-  let initDir: string | undefined;
   if (resumed) {
     log.info({ version: resumed.version, step: resumed.step }, 'resuming from checkpoint');
   } else if (spec.initFrom) {
     const source = await initSource(ctx, spec.initFrom);
-    initDir = join(ctx.workDir, 'init');
-    await store.download(source, initDir);
-    log.info({ fromJob: spec.initFrom.job, version: source.version }, 'initialising from another job\'s checkpoint');
+    // The trainer (runner/moco/train.ts) can only resume its own run's state; training from scratch
+    // instead would silently ignore what the user asked for.
+    throw new PermanentRunError(
+      `initFrom (job ${spec.initFrom.job} v${source.version}) is not supported by this trainer version yet: it can only resume a job's own checkpoints`,
+    );
   }
 
   let lastCheckpoint: CheckpointRow | undefined = resumed ?? undefined;
@@ -52,7 +53,6 @@ export async function runPretrain(ctx: RunContext): Promise<RunOutcome> {
       backend: spec.resources.backend !== 'auto' ? spec.resources.backend : ctx.config.TFJS_BACKEND,
       manifest,
       resumeDir: resumed ? resumeDir : undefined,
-      initDir,
       workDir: join(ctx.workDir, 'checkpoints'),
       cacheDir: join(ctx.config.DATA_DIR, 'cache', 'datasets'),
     },

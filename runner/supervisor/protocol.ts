@@ -21,8 +21,6 @@ export interface PretrainTask {
   manifest: DatasetManifest;
   /** Directory holding the files of the checkpoint to resume from (full training state). */
   resumeDir?: string;
-  /** Directory holding another job's checkpoint files to initialise the weights from (retraining). */
-  initDir?: string;
   /** Where the child writes checkpoint files, one sub-directory per checkpoint. */
   workDir: string;
   cacheDir: string;

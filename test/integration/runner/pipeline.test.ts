@@ -90,6 +90,13 @@ test('a pretrain job runs queued → running → succeeded, then a probe on late
   assert.equal(sha256(bytes), versions[1].files['backbone.safetensors'].sha256);
   assert.equal(link.body.sha256, sha256(bytes));
 
+  // Retraining from this job's weights: refused at once, with the reason, until the trainer can.
+  const retrain = await h.submit({ ...spec, maxSteps: 4, initFrom: { job: job.id, checkpoint: 'latest' } });
+  const refused = await h.waitForJob(retrain.id, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'refused');
+  assert.equal(refused.state, 'failed');
+  assert.equal(refused.attempt, 1);
+  assert.match(refused.error, /initFrom \(job .* v4\) is not supported by this trainer version yet/);
+
   runner.signal('SIGTERM');
   assert.equal((await runner.exited).code, 0, runner.output().slice(-3000));
 });
