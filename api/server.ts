@@ -7,18 +7,17 @@
  */
 import { parseArgs } from 'node:util';
 import { serve } from '@hono/node-server';
-import { config as loadConfig } from '../common/config.js';
+import { config as loadConfig, DEV_WEBHOOK_SIGNING_KEY } from '../common/config.js';
 import { runMain, UserFacingError } from '../common/errors.js';
 import { createLogger } from '../common/logger.js';
 import { checkDependencies } from '../common/startup.js';
 import { runMigrations } from '../db/migrate.js';
 import { createApp } from './app.js';
 import { connect, ROLES, startBackground, type Role } from './runtime.js';
-import { DEV_WEBHOOK_SIGNING_KEY, loadApiSettings } from './settings.js';
 
-function parseRoles(): Set<Role> {
+function parseRoles(fromConfig: string): Set<Role> {
   const { values } = parseArgs({ options: { roles: { type: 'string' } }, allowPositionals: false });
-  const raw = values.roles ?? process.env.API_ROLES ?? ROLES.join(',');
+  const raw = values.roles ?? fromConfig;
   const roles = raw.split(',').map((s) => s.trim()).filter(Boolean);
   const bad = roles.find((r) => !(ROLES as readonly string[]).includes(r));
   if (bad || !roles.length) throw new UserFacingError(`--roles must be a comma-separated subset of ${ROLES.join(',')}; got ${JSON.stringify(raw)}`);
@@ -27,16 +26,15 @@ function parseRoles(): Set<Role> {
 
 runMain(async () => {
   const config = loadConfig();
-  const settings = loadApiSettings();
-  const roles = parseRoles();
+  const roles = parseRoles(config.API_ROLES);
   const logger = createLogger(config.LOG_LEVEL, 'momentum-api');
-  if (settings.WEBHOOK_SIGNING_KEY === DEV_WEBHOOK_SIGNING_KEY) {
+  if (config.WEBHOOK_SIGNING_KEY === DEV_WEBHOOK_SIGNING_KEY) {
     logger.warn('WEBHOOK_SIGNING_KEY is the development default; set your own before receivers rely on signatures');
   }
   await checkDependencies(config, { s3: true });
   await runMigrations(config.DATABASE_URL);
 
-  const runtime = connect(config, logger, settings.WEBHOOK_SIGNING_KEY);
+  const runtime = connect(config, logger, config.WEBHOOK_SIGNING_KEY);
   const background = startBackground(runtime.deps, roles);
   let server: ReturnType<typeof serve> | undefined;
   if (roles.has('http')) {

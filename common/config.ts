@@ -21,6 +21,8 @@ const url = (protocols: string[]) =>
     { message: `must be a URL starting with ${protocols.map((p) => p + '//').join(' or ')}` },
   );
 
+export const DEV_WEBHOOK_SIGNING_KEY = 'momentum-dev-webhook-signing-key';
+
 export const configSchema = z.object({
   DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://postgres@127.0.0.1:5432/momentum'),
   DATABASE_POOL_MAX: int(1, 200).default(10),
@@ -42,12 +44,21 @@ export const configSchema = z.object({
   SIGNED_URL_MAX_TTL_SECONDS: int(1, 7 * 24 * 3600).default(3600),
   /** Webhook targets on loopback or private ranges are refused unless this is true (tests, local dev). */
   WEBHOOK_ALLOW_PRIVATE: bool.default(false),
+  /**
+   * Root of the webhook signing secrets: each tenant's secret is derived from it (HMAC), so every
+   * replica agrees without a secret column. The default is for a developer's machine only.
+   */
+  WEBHOOK_SIGNING_KEY: z.string().min(16, 'must be at least 16 characters').default(DEV_WEBHOOK_SIGNING_KEY),
+  /** What an API process runs: a comma-separated subset of http,dispatcher,reconciler,webhooks. */
+  API_ROLES: z.string().regex(/^[a-z]+(,[a-z]+)*$/, 'a comma-separated list such as http,dispatcher').default('http,dispatcher,reconciler,webhooks'),
   RUNNER_CONCURRENCY: int(1, 64).default(1),
   /** Seconds a runner has after SIGTERM to checkpoint the running job and exit. */
   RUNNER_GRACE_SECONDS: int(1, 3600).default(60),
   /** BullMQ lock of a running job; renewed every lock/2 from a thread that never trains. */
   RUNNER_LOCK_MS: int(1000).default(60_000),
   RUNNER_MAX_ATTEMPTS: int(1, 100).default(5),
+  /** Take one job, run it, exit (scale-to-zero: one container per job). Same as `runner --once`. */
+  RUNNER_ONCE: bool.default(false),
   /** `auto` picks tensorflow (GPU, then CPU), then wasm, then cpu. */
   TFJS_BACKEND: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
   DATA_DIR: z.string().min(1).default('./var'),

@@ -22,9 +22,9 @@ export const datasetRef = z
   .regex(/^[a-z0-9][a-z0-9._-]{0,62}(@(\d{1,6}|latest))?$/, 'must be "name", "name@latest" or "name@N"');
 
 /** A checkpoint of a job: an alias (`latest`, `best`, a user alias) or a version `v3` / `3`. */
-export const checkpointRef = z
-  .string()
-  .regex(/^(v?\d{1,6}|[a-z][a-z0-9_-]{0,31})$/, 'must be a version ("v3") or an alias ("latest", "best")');
+export const CHECKPOINT_REF_PATTERN = /^(v?\d{1,6}|[a-z][a-z0-9_-]{0,31})$/;
+export const CHECKPOINT_REF_MESSAGE = 'must be a version ("v3") or an alias ("latest", "best")';
+export const checkpointRef = z.string().regex(CHECKPOINT_REF_PATTERN, CHECKPOINT_REF_MESSAGE);
 
 export const modelSpec = z.strictObject({
   arch: z.enum(ARCHS).default('vit_small'),

@@ -16,19 +16,15 @@ import { runMigrations } from '../db/migrate.js';
 import { CancelWatch } from './supervisor/cancelWatch.js';
 import { newRunnerId, Runner } from './worker.js';
 
-function onceRequested(argv: readonly string[], env: NodeJS.ProcessEnv): boolean {
+function onceRequested(argv: readonly string[], fromConfig: boolean): boolean {
   const unknown = argv.filter((a) => a !== '--once');
   if (unknown.length) throw new UserFacingError(`runner: unknown argument ${unknown[0]} (usage: runner [--once])`);
-  const fromEnv = env.RUNNER_ONCE?.toLowerCase();
-  if (fromEnv && !['true', 'false', '1', '0', 'yes', 'no'].includes(fromEnv)) {
-    throw new UserFacingError(`invalid configuration: RUNNER_ONCE=${JSON.stringify(env.RUNNER_ONCE)}: must be true or false`);
-  }
-  return argv.includes('--once') || fromEnv === 'true' || fromEnv === '1' || fromEnv === 'yes';
+  return argv.includes('--once') || fromConfig;
 }
 
 runMain(async () => {
-  const once = onceRequested(process.argv.slice(2), process.env);
   const c = config();
+  const once = onceRequested(process.argv.slice(2), c.RUNNER_ONCE);
   const log = createLogger(c.LOG_LEVEL, 'runner');
   await checkDependencies(c, { s3: true });
   await runMigrations(c.DATABASE_URL);

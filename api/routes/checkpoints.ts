@@ -3,7 +3,7 @@
  * download URLs for the full training state or the backbone export.
  */
 import { createRoute, z } from '@hono/zod-openapi';
-import { checkpointRef } from '../../contracts/jobSpec.js';
+import { CHECKPOINT_REF_MESSAGE, CHECKPOINT_REF_PATTERN } from '../../contracts/jobSpec.js';
 import { CHECKPOINT_FILES } from '../../contracts/storageKeys.js';
 import {
   aliasesOf,
@@ -38,7 +38,11 @@ const CheckpointSchema = z
   })
   .openapi('Checkpoint');
 
-const RefParams = JobIdParam.extend({ ref: checkpointRef.openapi({ param: { name: 'ref', in: 'path' }, example: 'latest' }) });
+// Built from @hono/zod-openapi's z (not the contract's schema object): zod 4 attaches .openapi()
+// only to schemas created after the extension loaded, and contracts/ must not depend on import order.
+const RefParams = JobIdParam.extend({
+  ref: z.string().regex(CHECKPOINT_REF_PATTERN, CHECKPOINT_REF_MESSAGE).openapi({ param: { name: 'ref', in: 'path' }, example: 'latest' }),
+});
 const userAlias = z
   .string()
   .regex(/^[a-z][a-z0-9_-]{0,31}$/, 'lowercase letter first, then letters, digits, _ or -, at most 32')

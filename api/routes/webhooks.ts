@@ -4,7 +4,6 @@ import { requireScope } from '../auth/middleware.js';
 import type { AppDeps } from '../deps.js';
 import { commonErrors, json, router, security } from '../openapi.js';
 import { tenantWebhookSecret } from '../webhooks/signing.js';
-import { loadApiSettings } from '../settings.js';
 
 const secretRoute = createRoute({
   method: 'get',
@@ -21,7 +20,7 @@ const secretRoute = createRoute({
 
 export function webhookRoutes(deps: AppDeps) {
   const app = router();
-  const root = deps.webhookSigningKey ?? loadApiSettings().WEBHOOK_SIGNING_KEY;
+  const root = deps.webhookSigningKey ?? deps.config.WEBHOOK_SIGNING_KEY;
   app.openapi(secretRoute, (c) =>
     c.json(
       {
