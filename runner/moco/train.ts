@@ -68,6 +68,12 @@ export interface TrainHooks {
   onCheckpoint?: (c: Checkpoint) => void | Promise<void>;
   /** The files of a checkpoint of this run to continue from. */
   resumeFrom?: Pick<CheckpointFiles, typeof STATE_FILE | typeof STATE_META_FILE> & Partial<CheckpointFiles>;
+  /**
+   * Retraining: start from the weights (both encoders) of another run's checkpoint, with a fresh
+   * optimizer, step count, schedules and data order. Ignored when `resumeFrom` is given: a resumed
+   * retraining run continues from its own checkpoint.
+   */
+  initFrom?: Pick<CheckpointFiles, typeof STATE_FILE | typeof STATE_META_FILE>;
   log?: (message: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -114,20 +120,28 @@ function assertResumable(saved: TrainConfig, now: TrainConfig): void {
   }
 }
 
-function restore(model: MocoModel, optimizer: Optimizer, files: NonNullable<TrainHooks['resumeFrom']>): { meta: StateMeta; augmentRng: Prng } {
-  const state = readState(files);
-  assertResumable(state.meta.config, model.config);
+/** Copies both encoders' tensors from a checkpoint into the model (which must have the same names). */
+function loadEncoders(model: MocoModel, state: ReturnType<typeof readState>, what: string): void {
   for (const [group, target] of [
     ['query', model.query],
     ['momentum', model.momentum],
   ] as const) {
     const loaded = group === 'query' ? state.query : state.momentum;
     for (const name of Object.keys(target)) {
-      if (!loaded[name]) throw new RangeError(`cannot resume: the checkpoint lacks ${group}/${name}`);
+      if (!loaded[name]) throw new RangeError(`cannot ${what}: the checkpoint lacks ${group}/${name}`);
+      if (loaded[name].shape.join('x') !== target[name].shape.join('x')) {
+        throw new RangeError(`cannot ${what}: ${group}/${name} is [${loaded[name].shape}] in the checkpoint, [${target[name].shape}] here`);
+      }
       target[name].dispose();
       target[name] = loaded[name];
     }
   }
+}
+
+function restore(model: MocoModel, optimizer: Optimizer, files: NonNullable<TrainHooks['resumeFrom']>): { meta: StateMeta; augmentRng: Prng } {
+  const state = readState(files);
+  assertResumable(state.meta.config, model.config);
+  loadEncoders(model, state, 'resume');
   optimizer.restore(state.optimizerSlots, state.meta.optimizer.scalars);
   return { meta: state.meta, augmentRng: Prng.fromState(state.meta.rng.augment) };
 }
@@ -152,6 +166,17 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
     lastLoss = r.meta.lastLoss;
     augmentRng = r.augmentRng;
     log('resumed', { step });
+  } else if (hooks.initFrom) {
+    const state = readState(hooks.initFrom);
+    // Architecture and heads must match to take the weights over; everything else may change.
+    for (const key of ['model'] as const) {
+      if (JSON.stringify(state.meta.config[key]) !== JSON.stringify(config[key])) {
+        throw new RangeError(`cannot initialise from that checkpoint: config.${key} differs (${JSON.stringify(state.meta.config[key])})`);
+      }
+    }
+    loadEncoders(model, state, 'initialise from that checkpoint');
+    Object.values(state.optimizerSlots).forEach((t) => t.dispose());
+    log('initialised from checkpoint', { fromStep: state.meta.step });
   }
   const trainable = trainableNames(model).reduce((n, name) => n + model.query[name].size, 0);
   const parameters = { trainable, total: countParams(model.query) };
