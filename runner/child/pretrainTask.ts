@@ -11,7 +11,7 @@ import { Storage, storageConfigFrom } from '../../common/storage.js';
 import { openDatasetSplit } from '../datasets/index.js';
 import { train, type StepMetrics as TrainerStepMetrics, type TrainHooks } from '../moco/train.js';
 import { totalSteps, type TrainConfig } from '../moco/config.js';
-import { readCheckpointDir } from '../supervisor/checkpointStore.js';
+import { readCheckpointDir, STATE_FILES } from '../supervisor/checkpointStore.js';
 import type { PretrainTask } from '../supervisor/protocol.js';
 import { selectBackend } from '../moco/backend.js';
 import { yieldingDataset } from './yieldingDataset.js';
@@ -26,6 +26,7 @@ export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<T
     const runtime = { backend, device, versions, threads };
     const data = yieldingDataset(openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir }));
     const resumeFrom = task.resumeDir ? await readCheckpointDir(task.resumeDir) : undefined;
+    const initFrom = !resumeFrom && task.initDir ? await readCheckpointDir(task.initDir, STATE_FILES) : undefined;
     const startStep = resumeFrom ? (JSON.parse(new TextDecoder().decode(resumeFrom['state.json'])) as { step: number }).step : 0;
     const { stopAt } = totalSteps(trainConfig, data.size);
     await io.send({ type: 'ready', runtime, totalSteps: stopAt, startStep });
@@ -35,6 +36,7 @@ export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<T
     const result = await train(trainConfig, { train: data }, {
       signal: io.stop.abortSignal,
       resumeFrom: resumeFrom as TrainHooks['resumeFrom'],
+      initFrom: initFrom as TrainHooks['initFrom'],
       onStep(m) {
         last = m;
         void io.send({ type: 'step', metrics: { ...m }, totalSteps: stopAt });

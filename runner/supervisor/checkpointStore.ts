@@ -24,6 +24,7 @@ import type { CheckpointReady } from './protocol.js';
 
 export const ALL_CHECKPOINT_FILES: readonly string[] = Object.values(CHECKPOINT_FILES);
 export const BACKBONE_FILES: readonly string[] = [CHECKPOINT_FILES.backbone, CHECKPOINT_FILES.backboneMeta];
+export const STATE_FILES: readonly string[] = [CHECKPOINT_FILES.state, CHECKPOINT_FILES.stateMeta];
 
 export class ChecksumMismatchError extends Error {
   override name = 'ChecksumMismatchError';

@@ -9,7 +9,7 @@ import { pretrainSpec, type PretrainSpec } from '../../contracts/jobSpec.js';
 import type { DatasetManifest } from '../../contracts/datasetSpec.js';
 import { getJobOfTenant, resolveCheckpoint, resolveDatasetVersion, runningSecondsSoFar, SupersededError, type CheckpointRow } from '../../db/runs.js';
 import { buildTrainConfig } from '../trainConfig.js';
-import { CheckpointStore } from './checkpointStore.js';
+import { CheckpointStore, STATE_FILES } from './checkpointStore.js';
 import { PermanentRunError, type RunContext, type RunOutcome } from './context.js';
 import { superviseChild } from './superviseChild.js';
 import { describeStop, outcomeOfChild } from './outcomes.js';
@@ -29,15 +29,14 @@ export async function runPretrain(ctx: RunContext): Promise<RunOutcome> {
   // Resume from this job's newest checkpoint that verifies; else start from initFrom; else fresh.
   const resumeDir = join(ctx.workDir, 'resume');
   const resumed = await store.downloadNewestValid(job.id, resumeDir);
+  const initDir = join(ctx.workDir, 'init');
   if (resumed) {
     log.info({ version: resumed.version, step: resumed.step }, 'resuming from checkpoint');
   } else if (spec.initFrom) {
+    // Retraining: the weights of another job's checkpoint, with a fresh optimizer and schedule.
     const source = await initSource(ctx, spec.initFrom);
-    // The trainer (runner/moco/train.ts) can only resume its own run's state; training from scratch
-    // instead would silently ignore what the user asked for.
-    throw new PermanentRunError(
-      `initFrom (job ${spec.initFrom.job} v${source.version}) is not supported by this trainer version yet: it can only resume a job's own checkpoints`,
-    );
+    await store.download(source, initDir, STATE_FILES);
+    log.info({ fromJob: spec.initFrom.job, version: source.version, step: source.step }, 'initialising from checkpoint');
   }
 
   let lastCheckpoint: CheckpointRow | undefined = resumed ?? undefined;
@@ -53,6 +52,7 @@ export async function runPretrain(ctx: RunContext): Promise<RunOutcome> {
       backend: spec.resources.backend !== 'auto' ? spec.resources.backend : ctx.config.TFJS_BACKEND,
       manifest,
       resumeDir: resumed ? resumeDir : undefined,
+      initDir: !resumed && spec.initFrom ? initDir : undefined,
       workDir: join(ctx.workDir, 'checkpoints'),
       cacheDir: join(ctx.config.DATA_DIR, 'cache', 'datasets'),
     },

@@ -21,6 +21,8 @@ export interface PretrainTask {
   manifest: DatasetManifest;
   /** Directory holding the files of the checkpoint to resume from (full training state). */
   resumeDir?: string;
+  /** Retraining: another job's checkpoint (state files) whose weights start this run. */
+  initDir?: string;
   /** Where the child writes checkpoint files, one sub-directory per checkpoint. */
   workDir: string;
   cacheDir: string;

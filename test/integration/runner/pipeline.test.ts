@@ -90,12 +90,15 @@ test('a pretrain job runs queued → running → succeeded, then a probe on late
   assert.equal(sha256(bytes), versions[1].files['backbone.safetensors'].sha256);
   assert.equal(link.body.sha256, sha256(bytes));
 
-  // Retraining from this job's weights: refused at once, with the reason, until the trainer can.
+  // Retraining from this job's weights: a new job starts from them with a fresh step count.
   const retrain = await h.submit({ ...spec, maxSteps: 4, initFrom: { job: job.id, checkpoint: 'latest' } });
-  const refused = await h.waitForJob(retrain.id, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'refused');
-  assert.equal(refused.state, 'failed');
-  assert.equal(refused.attempt, 1);
-  assert.match(refused.error, /initFrom \(job .* v4\) is not supported by this trainer version yet/);
+  const retrained = await h.waitForJob(retrain.id, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'retrained');
+  assert.equal(retrained.state, 'succeeded', retrained.error ?? '');
+  assert.equal(retrained.attempt, 1);
+  const [initEvent] = await sql`select count(*)::int as n from job_logs where job_id = ${retrain.id} and message like '%initialis%'`;
+  assert.ok(initEvent.n >= 1, 'the run says it started from the source checkpoint');
+  const retrainVersions = await h.api('GET', `/v1/jobs/${retrain.id}/checkpoints`);
+  assert.equal(retrainVersions.body.checkpoints.at(-1).step, 4, 'steps count from zero, not from the source job');
 
   runner.signal('SIGTERM');
   assert.equal((await runner.exited).code, 0, runner.output().slice(-3000));
