@@ -6,10 +6,20 @@ export class UserFacingError extends Error {
   override name = 'UserFacingError';
 }
 
-/** Runs an entry point; a UserFacingError becomes one clear line on stderr and exit code 1. */
-export function runMain(main: () => Promise<unknown>): void {
+/** A command-line mistake reported by node:util parseArgs (unknown option, missing value). */
+function isUsageError(err: unknown): err is Error {
+  return err instanceof Error && String((err as { code?: unknown }).code ?? '').startsWith('ERR_PARSE_ARGS_');
+}
+
+/**
+ * Runs an entry point; a UserFacingError or a command-line mistake becomes one clear line on
+ * stderr and exit code 1.
+ */
+export function runMain(main: () => Promise<unknown>, usage?: string): void {
   main().catch((err: unknown) => {
-    if (err instanceof UserFacingError) {
+    if (isUsageError(err)) {
+      process.stderr.write(`momentum: ${err.message}${usage ? `\nusage: ${usage}` : ''}\n`);
+    } else if (err instanceof UserFacingError) {
       process.stderr.write(`momentum: ${err.message}\n`);
     } else {
       process.stderr.write(`momentum: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

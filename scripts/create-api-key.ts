@@ -13,6 +13,8 @@ import { runMigrations } from '../db/migrate.js';
 import { generateApiKey } from '../api/auth/keys.js';
 import { SCOPES } from '../api/auth/scopes.js';
 
+const USAGE = `npm run create-key -- [--tenant default] [--name admin] [--scopes ${SCOPES.join(',')}] [--json]`;
+
 runMain(async () => {
   const { values } = parseArgs({
     options: {
@@ -20,8 +22,13 @@ runMain(async () => {
       name: { type: 'string', default: 'admin' },
       scopes: { type: 'string', default: 'admin' },
       json: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
     },
   });
+  if (values.help) {
+    console.log(`usage: ${USAGE}`);
+    return;
+  }
   const scopes = values.scopes!.split(',').map((s) => s.trim()).filter(Boolean);
   const bad = scopes.find((s) => !(SCOPES as readonly string[]).includes(s));
   if (bad || !scopes.length) throw new UserFacingError(`--scopes must be a comma-separated subset of ${SCOPES.join(',')}; got ${JSON.stringify(values.scopes)}`);
@@ -44,4 +51,4 @@ runMain(async () => {
   } finally {
     await database.close();
   }
-});
+}, USAGE);
