@@ -11,7 +11,7 @@ ENV NODE_ENV=production \
 COPY package.json package-lock.json ./
 # --omit=optional skips tfjs-node(-gpu), whose install downloads libtensorflow. The pure-JS tfjs
 # packages are regular dependencies of the monorepo; the API does not load them, so they are
-# removed to keep the image small. tsx (a dev dependency) runs the TypeScript sources.
+# removed to keep the image small. tsx (a runtime dependency) runs the TypeScript sources.
 RUN npm ci --omit=optional --no-audit --no-fund \
  && rm -rf node_modules/@tensorflow \
  && npm cache clean --force
@@ -21,6 +21,7 @@ COPY common ./common
 COPY contracts ./contracts
 COPY db ./db
 COPY api ./api
+COPY dashboard ./dashboard
 COPY scripts ./scripts
 
 USER node
