@@ -11,6 +11,10 @@
  *
  * BullMQ is written before the transaction commits: a crash in between re-dispatches the row, which
  * the ids above make idempotent. Wakes on `wake()` (a request in this process wrote rows) and polls.
+ * Wake-ups coalesce under load: when the previous pass moved more than one request's rows, the
+ * next starts no sooner than `coalesceMs` after it, so one pass (one transaction, one BullMQ
+ * round-trip) carries the rows of many requests. When requests come one at a time, a wake-up runs
+ * a pass at once (dispatch latency stays one Redis write).
  */
 import { createHash } from 'node:crypto';
 import type { Queue } from 'bullmq';
@@ -26,10 +30,15 @@ export interface DispatcherOptions {
   queues: Queues;
   logger: Logger;
   pollMs?: number;
+  /** Least time between the starts of two passes. Default 10 ms. */
+  coalesceMs?: number;
   batchSize?: number;
   webhookAttempts?: number;
   webhookBackoffMs?: number;
 }
+
+/** A submission writes two rows (enqueue, job.queued); a pass with more served several requests. */
+const ROWS_PER_SUBMISSION = 2;
 
 /** Rows failing this often are left for a person (visible with their last_error), not retried forever. */
 const MAX_ROW_ATTEMPTS = 20;
@@ -60,10 +69,17 @@ export class OutboxDispatcher {
   private again = false;
   private stopped = true;
   private readonly pollMs: number;
+  private readonly coalesceMs: number;
   private readonly batchSize: number;
+  private lastPassAt = -Infinity;
+  /** Rows the last pass claimed: more than one request's worth means load, and wake-ups coalesce. */
+  private lastPassRows = 0;
+  /** When the pending timer fires (performance.now() time). */
+  private timerDue = Infinity;
 
   constructor(private readonly o: DispatcherOptions) {
     this.pollMs = o.pollMs ?? 250;
+    this.coalesceMs = o.coalesceMs ?? 10;
     this.batchSize = o.batchSize ?? 200;
   }
 
@@ -72,19 +88,36 @@ export class OutboxDispatcher {
     this.wake();
   }
 
-  /** Runs a pass now (or right after the current one). */
+  /** Runs a pass now, or as soon as the current one ended and `coalesceMs` passed since it began. */
   wake(): void {
     if (this.stopped) return;
     if (this.running) {
       this.again = true;
       return;
     }
+    const now = performance.now();
+    const startAt = this.lastPassAt + this.coalesceMs;
+    if (this.lastPassRows > ROWS_PER_SUBMISSION && startAt > now) {
+      if (this.timerDue > startAt) this.schedule(startAt - now);
+      return;
+    }
     clearTimeout(this.timer);
+    this.timerDue = Infinity;
+    this.lastPassAt = now;
     this.running = this.loop().finally(() => {
       this.running = undefined;
-      if (!this.stopped) this.timer = setTimeout(() => this.wake(), this.again ? 0 : this.pollMs);
+      if (!this.stopped) this.schedule(this.again ? 0 : this.pollMs);
       this.again = false;
     });
+  }
+
+  private schedule(delayMs: number): void {
+    clearTimeout(this.timer);
+    this.timerDue = performance.now() + delayMs;
+    this.timer = setTimeout(() => {
+      this.timerDue = Infinity;
+      this.wake();
+    }, delayMs);
   }
 
   async stop(): Promise<void> {
@@ -96,7 +129,8 @@ export class OutboxDispatcher {
   private async loop(): Promise<void> {
     try {
       // Drain: keep going while full batches come back.
-      while ((await this.dispatchOnce()) === this.batchSize && !this.stopped);
+      do this.lastPassRows = await this.dispatchOnce();
+      while (this.lastPassRows === this.batchSize && !this.stopped);
     } catch (err) {
       this.o.logger.error({ err }, 'outbox dispatch failed; retrying');
     }

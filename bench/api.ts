@@ -4,7 +4,9 @@
  * (../shared/baselines/api_ceiling/run.sh) in the same sitting, and the dispatch latency from POST
  * to a BullMQ worker picking the job up. Prints a table and ratios; asserts nothing.
  *
- * Env: CONC="8 32" DUR=8 (seconds per wrk run), DISPATCH_N=200, SKIP_CEILING=1, CEILING_DIR=<cache>.
+ * Env: CONC="8 32" DUR=8 (seconds per wrk run), DISPATCH_N=200, SKIP_CEILING=1, CEILING_DIR=<cache>,
+ * BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" (flags for the API process, e.g. to profile it),
+ * BENCH_SKIP_READ=1 (submissions only: a profile of the write path alone).
  * Uses a scratch database, bucket and queue prefix of its own, removed at the end.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -134,7 +136,8 @@ runMain(async () => {
       // BENCH_ROLES=http measures the HTTP path alone (dispatcher elsewhere); the default is how a single replica runs.
       API_ROLES: process.env.BENCH_ROLES ?? 'http,dispatcher,reconciler,webhooks',
     };
-    api = spawn(process.execPath, ['--import', 'tsx', 'api/server.ts'], { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
+    const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+    api = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'api/server.ts'], { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
     const url = `http://127.0.0.1:${PORT}`;
     await waitForHttp(`${url}/healthz`, api);
 
@@ -147,7 +150,9 @@ runMain(async () => {
     const ratios: string[] = [];
     for (const c of CONC) {
       const submit = wrk([`-c${c}`, '-s', `${root}bench/api-submit.lua`, url], { MOMENTUM_API_KEY: key.secret, BENCH_RUN: `${tag}-${c}` });
-      const read = wrk([`-c${c}`, '-s', `${root}bench/api-read.lua`, `${url}/v1/jobs/${seedJob}`], { MOMENTUM_API_KEY: key.secret });
+      const read = process.env.BENCH_SKIP_READ
+        ? { rps: NaN, p50ms: NaN, p99ms: NaN, non2xx: 0 }
+        : wrk([`-c${c}`, '-s', `${root}bench/api-read.lua`, `${url}/v1/jobs/${seedJob}`], { MOMENTUM_API_KEY: key.secret });
       const cPost = ceil.get(`POST /jobs c=${c}`);
       const cGet = ceil.get(`GET /jobs/:id c=${c}`);
       rows.push(`c=${String(c).padEnd(3)} submit  ${fmt(submit)}   | ceiling insert ${cPost ? fmt(cPost) : 'n/a'}`);

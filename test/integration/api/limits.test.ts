@@ -1,0 +1,124 @@
+/**
+ * The hot-path middleware as a real Node server runs it: the per-key rate limit counted locally and
+ * sent to Redis in batches (exact within a replica, shared across replicas), and JSON bodies read
+ * straight from the socket with the size limit (413, malformed JSON, BOM), which `app.request`
+ * in the other tests does not exercise.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { createApp } from '../../../api/app.js';
+import { createHarness, pretrain, seedReadyDataset, type Harness } from './harness.js';
+
+const minute = () => Math.floor(Date.now() / 60_000);
+
+/** Runs `fn` again (once) when a rate-limit window boundary fell inside it: its counts would be split. */
+async function inOneWindow(fn: () => Promise<void>): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    const start = minute();
+    try {
+      await fn();
+      return;
+    } catch (err) {
+      if (minute() === start || attempt > 0) throw err;
+    }
+  }
+}
+
+describe('rate limit counted locally, shared through Redis', () => {
+  let h: Harness;
+  before(async () => {
+    h = await createHarness({ API_RATE_LIMIT_PER_MINUTE: 10 });
+  });
+  after(async () => h.close());
+
+  test('exact within one replica under concurrency: 30 at once, exactly 10 pass', async () => {
+    await inOneWindow(async () => {
+      await h.deps.redis.del(...(await h.deps.redis.keys(`${h.config.QUEUE_PREFIX}:ratelimit:*`)), 'none');
+      const fresh = createApp(h.deps).app; // a new limiter: no local count from earlier tests
+      const statuses = await Promise.all(
+        Array.from({ length: 30 }, async () => (await fresh.request('/v1/jobs', { headers: { authorization: `Bearer ${h.keys.readOnly}` } })).status),
+      );
+      assert.equal(statuses.filter((s) => s === 200).length, 10, JSON.stringify(statuses));
+      assert.equal(statuses.filter((s) => s === 429).length, 20);
+    });
+  });
+
+  test("a second replica counts the first one's hits", async () => {
+    await inOneWindow(async () => {
+      await h.deps.redis.del(...(await h.deps.redis.keys(`${h.config.QUEUE_PREFIX}:ratelimit:*`)), 'none');
+      const replicaA = createApp(h.deps).app;
+      const replicaB = createApp(h.deps).app;
+      const get = (app: typeof replicaA) => app.request('/v1/jobs', { headers: { authorization: `Bearer ${h.keys.admin}` } });
+      for (let i = 0; i < 6; i++) assert.equal((await get(replicaA)).status, 200);
+      const first = await get(replicaB);
+      assert.equal(first.status, 200);
+      assert.equal(first.headers.get('ratelimit-remaining'), '3', 'B starts from the shared count (7 of 10)');
+      const rest = [];
+      for (let i = 0; i < 4; i++) rest.push((await get(replicaB)).status);
+      assert.deepEqual(rest, [200, 200, 200, 429]);
+    });
+  });
+});
+
+describe('JSON bodies over a real socket', () => {
+  let h: Harness;
+  let server: ReturnType<typeof serve>;
+  let port: number;
+  before(async () => {
+    h = await createHarness({ API_MAX_BODY_BYTES: 2048 });
+    await seedReadyDataset(h, h.tenantA, 'fmnist', 1);
+    server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' });
+    await new Promise((r) => server.once('listening', r));
+    port = (server.address() as AddressInfo).port;
+  });
+  after(async () => {
+    await new Promise((r) => server.close(r));
+    await h.close();
+  });
+
+  /** POSTs raw bytes; `chunked` leaves out Content-Length. */
+  function post(body: Buffer, opts: { chunked?: boolean } = {}): Promise<{ status: number; json: any }> {
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string> = { authorization: `Bearer ${h.keys.admin}`, 'content-type': 'application/json' };
+      if (!opts.chunked) headers['content-length'] = String(body.length);
+      const req = http.request({ host: '127.0.0.1', port, path: '/v1/jobs', method: 'POST', headers }, (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode!, json: JSON.parse(text) }));
+      });
+      req.on('error', reject);
+      if (opts.chunked) {
+        // Several writes: the limit must hold across chunks.
+        for (let i = 0; i < body.length; i += 512) req.write(body.subarray(i, i + 512));
+        req.end();
+      } else req.end(body);
+    });
+  }
+
+  const big = Buffer.from(JSON.stringify(pretrain('fmnist', { labels: { note: 'x'.repeat(200) }, webhook: undefined, seed: 1 })).replace('}', `,"pad":"${'y'.repeat(3000)}"}`));
+
+  test('a valid body creates the job', async () => {
+    const res = await post(Buffer.from(JSON.stringify(pretrain('fmnist'))));
+    assert.equal(res.status, 201, JSON.stringify(res.json));
+    assert.equal(res.json.dataset, 'fmnist@1');
+  });
+
+  test('over the limit: 413, with Content-Length and chunked', async () => {
+    for (const chunked of [false, true]) {
+      const res = await post(big, { chunked });
+      assert.equal(res.status, 413, `chunked=${chunked}`);
+      assert.equal(res.json.error.code, 'payload_too_large');
+    }
+  });
+
+  test('malformed JSON: 400 malformed_json; a leading BOM is accepted as Request.text() would', async () => {
+    const bad = await post(Buffer.from('{"type":"pretrain",'));
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error.code, 'malformed_json');
+    const bom = await post(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify(pretrain('fmnist')))]));
+    assert.equal(bom.status, 201, JSON.stringify(bom.json));
+  });
+});
