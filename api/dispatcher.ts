@@ -63,6 +63,25 @@ export async function enqueueRun(queue: Queue, payload: RunJobPayload): Promise<
   return 'added';
 }
 
+export interface DeliveryRetryOptions {
+  /** BullMQ attempts for this queue job. Default 8. */
+  attempts?: number;
+  /** First retry delay; doubles each time. Default 2000 ms. */
+  backoffMs?: number;
+}
+
+/** Puts a webhook delivery on the webhooks queue with jobId = delivery id (adding twice is harmless). */
+export async function enqueueDelivery(queue: Queue, deliveryId: string, o: DeliveryRetryOptions = {}): Promise<void> {
+  const data: WebhookPayload = { deliveryId };
+  await queue.add('deliver', data, {
+    jobId: deliveryId,
+    attempts: o.attempts ?? 8,
+    backoff: { type: 'exponential', delay: o.backoffMs ?? 2000 },
+    removeOnComplete: { age: 24 * 3600 },
+    removeOnFail: { age: 7 * 24 * 3600 },
+  });
+}
+
 export class OutboxDispatcher {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
@@ -207,13 +226,6 @@ export class OutboxDispatcher {
       insert into webhook_deliveries (id, job_id, event, url, payload)
       values (${deliveryId}, ${msg.jobId}, ${msg.event}, ${webhook.url}, ${JSON.stringify(payload)}::jsonb)
       on conflict (id) do nothing`;
-    const data: WebhookPayload = { deliveryId };
-    await this.o.queues.webhooks.add('deliver', data, {
-      jobId: deliveryId,
-      attempts: this.o.webhookAttempts ?? 8,
-      backoff: { type: 'exponential', delay: this.o.webhookBackoffMs ?? 2000 },
-      removeOnComplete: { age: 24 * 3600 },
-      removeOnFail: { age: 7 * 24 * 3600 },
-    });
+    await enqueueDelivery(this.o.queues.webhooks, deliveryId, { attempts: this.o.webhookAttempts, backoffMs: this.o.webhookBackoffMs });
   }
 }

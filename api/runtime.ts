@@ -71,7 +71,14 @@ export function startBackground(deps: AppDeps, roles: ReadonlySet<Role>): Backgr
     deps.onOutboxWritten = () => bg.dispatcher!.wake();
   }
   if (roles.has('reconciler')) {
-    bg.reconciler = new Reconciler({ sql: deps.sql, queues: deps.queues, logger: deps.logger.child({ component: 'reconciler' }) });
+    bg.reconciler = new Reconciler({
+      sql: deps.sql,
+      db: deps.db,
+      queues: deps.queues,
+      logger: deps.logger.child({ component: 'reconciler' }),
+      // A runner renews its lock every RUNNER_LOCK_MS/2; two lock periods without a live queue job is a lost run.
+      staleRunMs: deps.config.RUNNER_LOCK_MS * 2,
+    });
     bg.reconciler.start();
   }
   if (roles.has('webhooks')) {
