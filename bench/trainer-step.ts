@@ -8,14 +8,18 @@
  *   npm run bench:trainer -- --backends cpu,wasm --dim 64 --depth 2 --batch 16 --steps 3
  *   npm run bench:trainer -- --no-torch                     # skip the PyTorch side
  *   npm run bench:trainer -- --kernels on                   # only our wasm kernels (default: off,on)
+ *   npm run bench:trainer -- --wasm-threads 2               # only 2 wasm threads (default: 1,2)
+ *
+ * Kernel settings share one process (our BatchMatMul switches at run time); each wasm thread
+ * count needs its own process (fixed when the backend starts), run one after the other.
  *
  * The tfjs `cpu` backend takes minutes per step at the default size: pass it only with small
  * shapes. Prints median ms/step, images/s, peak process RSS, the wasm heap and tf.memory(), and
  * the ratio to PyTorch (or to the reported 3.1 s when torch is unavailable).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
@@ -42,6 +46,8 @@ const { values: a } = parseArgs({
     warmup: { type: 'string', default: '1' },
     threads: { type: 'string', default: '2' },
     kernels: { type: 'string', default: 'off,on' },
+    'wasm-threads': { type: 'string', default: '1,2' },
+    'rows-json': { type: 'string' },
     'no-torch': { type: 'boolean', default: false },
   },
 });
@@ -100,6 +106,17 @@ async function benchTfjs(pref: BackendPreference, kernels: 'on' | 'off'): Promis
   return { backend: `tfjs-${info.backend} (${info.device}, ${info.threads} thr${kernelLabel})`, medianMs, imagesPerSec: (B * 1000) / medianMs, peakRss, wasmHeap: heap, tfBytes, loss };
 }
 
+/** This benchmark in a child process with one wasm thread count; returns its rows. */
+function runChild(threads: string): Row[] {
+  const json = join(mkdtempSync(join(tmpdir(), 'moco-bench-')), 'rows.json');
+  const args = process.argv.slice(2).filter((x, i, all) => !['--wasm-threads', '--rows-json'].includes(x) && !['--wasm-threads', '--rows-json'].includes(all[i - 1]));
+  const r = spawnSync(process.execPath, [...process.execArgv, process.argv[1], ...args, '--wasm-threads', threads, '--rows-json', json, '--no-torch'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  if (r.status !== 0 || !existsSync(json)) throw new Error(`benchmark child (--wasm-threads ${threads}) exited ${r.status}`);
+  return JSON.parse(readFileSync(json, 'utf8')) as Row[];
+}
+
 function benchTorch(): { medianMs: number; imagesPerSec: number; label: string } | string {
   const script = '/work/shared/baselines/pytorch_moco_step.py';
   const python = '/usr/bin/python3';
@@ -118,21 +135,30 @@ async function main() {
   const shape = `ViT 32×32/4 D${a.dim} depth ${a.depth} heads ${a.heads}, batch ${a.batch}, heads hidden ${a.hidden} out ${a.out}`;
   process.stderr.write(`one MoCo v3 step: ${shape}\n`);
   const rows: Row[] = [];
-  // Every backend × kernel setting in this one process, so the ratios compare like with like.
-  const kernelSettings = a.kernels!.split(',').map((k) => k.trim() as 'on' | 'off');
-  for (const b of a.backends!.split(',')) {
-    for (const k of b.trim() === 'wasm' ? kernelSettings : (['off'] as const)) rows.push(await benchTfjs(b.trim() as BackendPreference, k));
+  const threadCounts = a['wasm-threads']!.split(',').map((t) => t.trim());
+  if (threadCounts.length > 1) {
+    for (const t of threadCounts) rows.push(...runChild(t));
+  } else {
+    process.env.MOCO_WASM_THREADS = threadCounts[0];
+    // Every backend × kernel setting in this one process, so the ratios compare like with like.
+    const kernelSettings = a.kernels!.split(',').map((k) => k.trim() as 'on' | 'off');
+    for (const b of a.backends!.split(',')) {
+      for (const k of b.trim() === 'wasm' ? kernelSettings : (['off'] as const)) rows.push(await benchTfjs(b.trim() as BackendPreference, k));
+    }
+    if (a['rows-json']) return writeFileSync(a['rows-json'], JSON.stringify(rows));
   }
   const torch = a['no-torch'] ? 'skipped (--no-torch)' : benchTorch();
   const torchMs = typeof torch === 'string' ? REPORTED_TORCH_MS : torch.medianMs;
   const torchLabel = typeof torch === 'string' ? `reported ${REPORTED_TORCH_MS} ms (DESIGN.md; not run here: ${torch})` : `measured in this run (${torch.label})`;
   console.log(`\n${shape}`);
-  console.log('| backend | median ms/step | images/s | peak RSS | wasm heap | tf.memory | time ÷ PyTorch |');
-  console.log('|---|---|---|---|---|---|---|');
+  console.log('| backend | median ms/step | images/s | peak RSS | wasm heap | tf.memory | speed-up vs first row | time ÷ PyTorch |');
+  console.log('|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
-    console.log(`| ${r.backend} | ${r.medianMs.toFixed(0)} | ${r.imagesPerSec.toFixed(2)} | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${mib(r.tfBytes)} | ${(r.medianMs / torchMs).toFixed(2)}× |`);
+    const speedup = `${(rows[0].medianMs / r.medianMs).toFixed(2)}×`;
+    console.log(`| ${r.backend} | ${r.medianMs.toFixed(0)} | ${r.imagesPerSec.toFixed(2)} | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${mib(r.tfBytes)} | ${speedup} | ${(r.medianMs / torchMs).toFixed(2)}× |`);
   }
-  if (typeof torch !== 'string') console.log(`| pytorch | ${torch.medianMs.toFixed(0)} | ${torch.imagesPerSec.toFixed(2)} | – | – | – | 1× |`);
+  if (typeof torch !== 'string') console.log(`| pytorch | ${torch.medianMs.toFixed(0)} | ${torch.imagesPerSec.toFixed(2)} | – | – | – | – | 1× |`);
+  console.log(`load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   console.log(`PyTorch: ${torchLabel}`);
 }
 

@@ -9,6 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { installWasmKernels } from './kernels/batch-matmul.js';
+import { activateWasm, wantedWasmThreads } from './kernels/wasm-threads.js';
 
 export type BackendPreference = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
 
@@ -26,7 +27,7 @@ export interface BackendInfo {
    */
   kernels: string;
   /** Every candidate in order, with the reason it was not taken. */
-  tried: { candidate: string; ok: boolean; error?: string }[];
+  tried: { candidate: string; ok: boolean; error?: string; note?: string }[];
 }
 
 export interface BackendDeps {
@@ -42,6 +43,8 @@ interface Candidate {
   device: string;
   /** Runs before activation: loading the package registers its backend. */
   prepare: (deps: Required<BackendDeps>) => Promise<Record<string, string>>;
+  /** Makes the backend current (default: deps.activate(backend)); `note` says what was given up. */
+  activate?: (deps: Required<BackendDeps>) => Promise<{ ok: boolean; note?: string }>;
   threads: () => Promise<number>;
   /** Runs after activation: installs our kernels for this backend; says which. */
   kernels: () => string;
@@ -70,8 +73,10 @@ const WASM: Candidate = {
   backend: 'wasm',
   device: 'cpu (wasm simd)',
   prepare: async ({ load }) => ({ 'tfjs-backend-wasm': versionOf(await load('@tensorflow/tfjs-backend-wasm')) }),
+  // Stock tfjs 4.22 runs wasm single-threaded under Node; kernels/wasm-threads.ts works around it
+  // (MOCO_WASM_THREADS, default every core) and falls back to one thread, with a note, if it fails.
+  activate: async ({ load, activate }) => activateWasm(wantedWasmThreads(), (await load('@tensorflow/tfjs-backend-wasm')) as object, activate),
   threads: async () => {
-    // Under Node, tfjs 4.22 runs the wasm backend single-threaded (see docs/trainer.md).
     const wasm = (await import('@tensorflow/tfjs-backend-wasm')) as { getThreadsCount?: () => number };
     return wasm.getThreadsCount?.() ?? 1;
   },
@@ -123,8 +128,9 @@ export async function selectBackend(pref: BackendPreference = 'auto', deps: Back
   for (const c of candidatesFor(pref)) {
     try {
       const versions = await c.prepare(d);
-      if (!(await d.activate(c.backend))) throw new Error(`tf.setBackend('${c.backend}') failed`);
-      tried.push({ candidate: c.name, ok: true });
+      const { ok, note } = c.activate ? await c.activate(d) : { ok: await d.activate(c.backend), note: undefined };
+      if (!ok) throw new Error(`tf.setBackend('${c.backend}') failed${note ? ` (${note})` : ''}`);
+      tried.push({ candidate: c.name, ok: true, ...(note ? { note } : {}) });
       const threads = await c.threads();
       return { backend: c.backend, device: c.device, versions: { tfjs: tf.version.tfjs, ...versions }, threads, kernels: c.kernels(), tried };
     } catch (err) {

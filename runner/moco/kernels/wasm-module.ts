@@ -38,9 +38,14 @@ export function wasmBackendInternals(backend: unknown): WasmBackendInternals | s
 
 const compiled = new Map<string, WebAssembly.Module>();
 
-/** Instantiates kernels/<name>.wasm with the backend heap as its memory; returns its exports. */
+/**
+ * Instantiates kernels/<name>.wasm with the backend heap as its memory; returns its exports. A
+ * shared heap (the threaded tfjs build) takes the <name>.shared.wasm build, whose memory import
+ * is declared shared.
+ */
 export function instantiateKernel<T>(name: string, memory: WebAssembly.Memory): T {
-  let mod = compiled.get(name);
-  if (!mod) compiled.set(name, (mod = new WebAssembly.Module(readFileSync(new URL(`./${name}.wasm`, import.meta.url)))));
+  const file = memory.buffer instanceof SharedArrayBuffer ? `${name}.shared.wasm` : `${name}.wasm`;
+  let mod = compiled.get(file);
+  if (!mod) compiled.set(file, (mod = new WebAssembly.Module(readFileSync(new URL(`./${file}`, import.meta.url)))));
   return new WebAssembly.Instance(mod, { env: { memory } }).exports as T;
 }

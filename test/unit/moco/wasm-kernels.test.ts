@@ -7,9 +7,15 @@ import { wasmBackendInternals } from '../../../runner/moco/kernels/wasm-module.j
 import { bmm } from '../../../runner/moco/ops.js';
 import { checkGradients, randomTensor } from './gradcheck.js';
 
+// Two threads whatever the machine: covers the threaded build (shared heap, bmm.shared.wasm) and
+// the Node workarounds of kernels/wasm-threads.ts.
+process.env.MOCO_WASM_THREADS = '2';
+
 before(async () => {
   const info = await selectBackend('wasm');
   assert.equal(info.kernels, 'bmm');
+  assert.equal(info.threads, 2, JSON.stringify(info.tried));
+  assert.ok((tf.engine().backend as unknown as { wasm: { HEAPF32: Float32Array } }).wasm.HEAPF32.buffer instanceof SharedArrayBuffer);
 });
 
 /** The stock tfjs kernel's result and ours, for the same inputs. */
