@@ -28,8 +28,12 @@ export async function ensureDatabaseExists(url: string): Promise<void> {
       try {
         await sql.unsafe(`create database "${name.replaceAll('"', '""')}"`);
       } catch (err) {
-        // Two processes creating it at once: the loser sees duplicate_database and carries on.
-        if ((err as { code?: string }).code !== '42P04') throw err;
+        // Two processes creating it at once: the loser sees duplicate_database (42P04), or a
+        // unique violation on pg_database (23505) when both passed the catalog check together.
+        const code = (err as { code?: string }).code;
+        if (code !== '42P04' && code !== '23505') {
+          throw new UserFacingError(`cannot create database ${JSON.stringify(name)} on DATABASE_URL=${redactUrl(url)}: ${describe(err)}`);
+        }
       }
     }
   } catch (err) {

@@ -249,5 +249,9 @@ export const webhookDeliveries = pgTable(
     createdAt: createdAt(),
     deliveredAt: timestamp('delivered_at', { withTimezone: true }),
   },
-  (t) => [index('webhook_deliveries_job_idx').on(t.jobId)],
+  (t) => [
+    index('webhook_deliveries_job_idx').on(t.jobId),
+    // The reconciler looks for unfinished deliveries by age every pass; keep that off a full scan.
+    index('webhook_deliveries_unfinished_idx').on(t.createdAt).where(sql`${t.status} in ('pending','retrying')`),
+  ],
 );

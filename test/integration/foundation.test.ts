@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import postgres from 'postgres';
 import { runMigrations } from '../../db/migrate.js';
 import { baseConfig, uniqueName } from '../support/services.js';
@@ -41,8 +42,9 @@ test('migrations create the database, and running them twice changes nothing', a
     for (const t of ['tenants', 'api_keys', 'datasets', 'dataset_versions', 'jobs', 'job_events', 'metrics', 'checkpoints', 'checkpoint_aliases', 'evaluations', 'outbox', 'webhook_deliveries']) {
       assert.ok(names.includes(t), `table ${t} exists`);
     }
+    const journal = JSON.parse(readFileSync('db/migrations/meta/_journal.json', 'utf8')) as { entries: unknown[] };
     const [{ n }] = await sql`select count(*)::int as n from drizzle.__drizzle_migrations`;
-    assert.equal(n, 1);
+    assert.equal(n, journal.entries.length, 'each migration applied once');
     await sql.end();
   });
 });
