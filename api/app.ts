@@ -19,6 +19,7 @@ import { jobActivityRoutes } from './routes/jobActivity.js';
 import { jobRoutes } from './routes/jobs.js';
 import { keyRoutes } from './routes/keys.js';
 import { webhookRoutes } from './routes/webhooks.js';
+import { dashboardRoutes } from '../dashboard/routes.js';
 
 export const API_VERSION = '1.0.0';
 
@@ -60,6 +61,8 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
     },
   });
   app.get('/docs', swaggerUI({ url: '/openapi.json' }));
+  app.route('/dashboard', dashboardRoutes());
+  app.get('/', (c) => c.redirect('/dashboard'));
 
   return { app, metrics: metrics.registry, keyCache };
 }

@@ -1,0 +1,29 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHarness, type Harness } from './harness.js';
+
+let h: Harness;
+before(async () => (h = await createHarness()));
+after(() => h.close());
+
+test('the dashboard is one self-contained page that only talks to /v1', async () => {
+  const res = await h.app.request('/dashboard');
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type') ?? '', /text\/html/);
+  assert.match(res.headers.get('content-security-policy') ?? '', /default-src 'self'/);
+  const html = await res.text();
+  assert.match(html, /<title>Momentum<\/title>/);
+  // Everything it shows comes from the API: the routes it calls exist in the OpenAPI document.
+  const doc = (await (await h.app.request('/openapi.json')).json()) as { paths: Record<string, unknown> };
+  for (const path of ['/v1/jobs', '/v1/jobs/{id}', '/v1/jobs/{id}/metrics', '/v1/jobs/{id}/checkpoints', '/v1/jobs/{id}/evaluations', '/v1/jobs/{id}/events', '/v1/jobs/{id}/cancel', '/v1/jobs/{id}/checkpoints/{ref}/download']) {
+    assert.ok(doc.paths[path], `${path} is in the API`);
+    assert.ok(html.includes(path.replace('/v1', '').split('/{')[0]), `the page calls ${path}`);
+  }
+  assert.doesNotMatch(html, /https?:\/\//, 'no external script, style or font');
+});
+
+test('the root redirects to the dashboard', async () => {
+  const res = await h.app.request('/');
+  assert.equal(res.status, 302);
+  assert.equal(res.headers.get('location'), '/dashboard');
+});
