@@ -8,6 +8,7 @@
  *   npm run bench:trainer -- --backends cpu,wasm --dim 64 --depth 2 --batch 16 --steps 3
  *   npm run bench:trainer -- --no-torch                     # skip the PyTorch side
  *   npm run bench:trainer -- --kernels on                   # only our wasm kernels (default: off,on)
+ *   npm run bench:trainer -- --kernels off,bmm,on           # stock / our BatchMatMul only / all ours
  *   npm run bench:trainer -- --wasm-threads 2               # only 2 wasm threads (default: 1,2)
  *
  * Kernel settings share one process (our BatchMatMul switches at run time); each wasm thread
@@ -66,10 +67,12 @@ interface Row {
   loss: number;
 }
 
-async function benchTfjs(pref: BackendPreference, kernels: 'on' | 'off'): Promise<Row> {
+type KernelSetting = 'off' | 'bmm' | 'on';
+
+async function benchTfjs(pref: BackendPreference, kernels: KernelSetting): Promise<Row> {
   const info = await selectBackend(pref);
-  setWasmKernelsEnabled(kernels === 'on');
-  const kernelLabel = info.backend !== 'wasm' ? '' : kernels === 'on' ? `, kernels ${info.kernels}` : ', stock kernels';
+  setWasmKernelsEnabled(kernels !== 'off', kernels === 'on');
+  const kernelLabel = info.backend !== 'wasm' ? '' : kernels === 'on' ? `, kernels ${info.kernels}` : kernels === 'bmm' ? ', kernels bmm only' : ', stock kernels';
   const B = n('batch');
   const config = resolveTrainConfig(
     {
@@ -141,7 +144,7 @@ async function main() {
   } else {
     process.env.MOCO_WASM_THREADS = threadCounts[0];
     // Every backend × kernel setting in this one process, so the ratios compare like with like.
-    const kernelSettings = a.kernels!.split(',').map((k) => k.trim() as 'on' | 'off');
+    const kernelSettings = a.kernels!.split(',').map((k) => k.trim() as KernelSetting);
     for (const b of a.backends!.split(',')) {
       for (const k of b.trim() === 'wasm' ? kernelSettings : (['off'] as const)) rows.push(await benchTfjs(b.trim() as BackendPreference, k));
     }

@@ -22,7 +22,7 @@ export interface BackendInfo {
   /** Threads the backend computes with (wasm: its pool; 1 for the js cpu backend). */
   threads: number;
   /**
-   * Our own kernels in use: 'bmm' (the SIMD batched matMul on wasm), 'stock' (none), or
+   * Our own kernels in use: 'bmm+gelu' (our SIMD batched matMul and fused GELU on wasm), 'stock' (none), or
    * 'off (reason)' when they could not be installed. MOCO_WASM_KERNELS=off turns them off.
    */
   kernels: string;

@@ -10,7 +10,8 @@
  * Each op has a numerical-gradient test in test/unit/moco/ops.test.ts.
  */
 import * as tf from '@tensorflow/tfjs';
-import { wasmKernelsActive } from './kernels/batch-matmul.js';
+import { wasmGeluActive, wasmKernelsActive } from './kernels/batch-matmul.js';
+import { geluFused, geluGradFused } from './kernels/gelu.js';
 
 const T2: [number, number] = [1, 0];
 
@@ -137,7 +138,20 @@ const SQRT1_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
 /** Exact GELU, x·Φ(x) with Φ via erf (not the tanh approximation), as PyTorch's default. */
-export const gelu = customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
+export function gelu<T extends tf.Tensor>(x: T): T {
+  return (wasmGeluActive() ? geluOnWasmKernel : geluComposed)(x);
+}
+
+/** The same on our fused wasm kernels (kernels/gelu.c): one pass forward, one backward. */
+const geluOnWasmKernel = customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([x]);
+  return {
+    value: geluFused(x),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => geluGradFused(saved[0], dy),
+  };
+}) as unknown as <T extends tf.Tensor>(x: T) => T;
+
+const geluComposed = customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x]);
   return {
     value: tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, SQRT1_2))))),

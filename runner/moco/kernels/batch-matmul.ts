@@ -12,6 +12,7 @@
  * both paths in one process). Our kernel is deterministic (fixed summation order per element).
  */
 import * as tf from '@tensorflow/tfjs';
+import { geluKernelFor, registerGeluKernels } from './gelu.js';
 import { instantiateKernel, wasmBackendInternals, type WasmBackendInternals } from './wasm-module.js';
 
 interface BmmExports {
@@ -21,6 +22,7 @@ interface BmmExports {
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 
 let enabled = true;
+let geluEnabled = true;
 let installed: { status: string } | null = null;
 const instances = new WeakMap<object, BmmExports | string>();
 
@@ -79,33 +81,51 @@ function makeKernelFunc(stock: tf.KernelConfig): tf.KernelFunc {
 }
 
 /**
- * Registers our BatchMatMul for the wasm backend (once per process) when the active backend is
- * wasm and its internals are as expected; returns what was done ('bmm' or the reason it was not).
+ * Registers our kernels for the wasm backend (once per process) when the active backend is wasm
+ * and its internals are as expected: BatchMatMul (wrapping the stock one) and the fused GELU
+ * kernels. Returns what was done ('bmm+gelu' or the reason it was not).
  */
 export function installWasmKernels(): string {
   if (installed) return installed.status;
   const backend = tf.findBackend('wasm');
   if (!backend) return 'off (no wasm backend)';
-  const k = kernelFor(backend);
-  if (typeof k === 'string') {
-    installed = { status: `off (${k})` };
-    console.warn(`moco: stock tfjs wasm kernels only: ${k}`);
-    return installed.status;
+  let k = kernelFor(backend);
+  if (typeof k !== 'string') {
+    try {
+      geluKernelFor(backend);
+    } catch (err) {
+      k = `cannot instantiate gelu.wasm: ${(err as Error).message}`;
+    }
   }
   const stock = tf.getKernel('BatchMatMul', 'wasm');
-  if (!stock) return 'off (no stock BatchMatMul kernel for wasm)';
+  if (typeof k === 'string' || !stock) {
+    const why = typeof k === 'string' ? k : 'no stock BatchMatMul kernel for wasm';
+    installed = { status: `off (${why})` };
+    console.warn(`moco: stock tfjs wasm kernels only: ${why}`);
+    return installed.status;
+  }
   tf.unregisterKernel('BatchMatMul', 'wasm');
   tf.registerKernel({ ...stock, kernelFunc: makeKernelFunc(stock) });
-  installed = { status: 'bmm' };
+  registerGeluKernels();
+  installed = { status: 'bmm+gelu' };
   return installed.status;
 }
 
-/** Switches our kernels on or off at run time (benchmarks: both paths in one process). */
-export function setWasmKernelsEnabled(on: boolean): void {
+/**
+ * Switches our kernels on or off at run time (benchmarks: both paths in one process); `gelu`
+ * (default: same as `on`) lets a benchmark measure the fused GELU on its own.
+ */
+export function setWasmKernelsEnabled(on: boolean, gelu = on): void {
   enabled = on;
+  geluEnabled = on && gelu;
 }
 
-/** True when our BatchMatMul runs on the current backend (so ops may emit transposed products). */
+/** True when our kernels run on the current backend (ops may emit transposed products, fused GELU). */
 export function wasmKernelsActive(): boolean {
-  return enabled && installed?.status === 'bmm' && tf.getBackend() === 'wasm';
+  return enabled && installed?.status === 'bmm+gelu' && tf.getBackend() === 'wasm';
+}
+
+/** True when ops.ts's gelu should run on our fused kernel. */
+export function wasmGeluActive(): boolean {
+  return geluEnabled && wasmKernelsActive();
 }

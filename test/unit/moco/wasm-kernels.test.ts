@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../../runner/moco/backend.js';
 import { setWasmKernelsEnabled, wasmKernelsActive } from '../../../runner/moco/kernels/batch-matmul.js';
 import { wasmBackendInternals } from '../../../runner/moco/kernels/wasm-module.js';
-import { bmm } from '../../../runner/moco/ops.js';
+import { bmm, gelu } from '../../../runner/moco/ops.js';
 import { checkGradients, randomTensor } from './gradcheck.js';
 
 // Two threads whatever the machine: covers the threaded build (shared heap, bmm.shared.wasm) and
@@ -13,7 +13,7 @@ process.env.MOCO_WASM_THREADS = '2';
 
 before(async () => {
   const info = await selectBackend('wasm');
-  assert.equal(info.kernels, 'bmm');
+  assert.equal(info.kernels, 'bmm+gelu');
   assert.equal(info.threads, 2, JSON.stringify(info.tried));
   assert.ok((tf.engine().backend as unknown as { wasm: { HEAPF32: Float32Array } }).wasm.HEAPF32.buffer instanceof SharedArrayBuffer);
 });
@@ -53,12 +53,43 @@ test('bmm has the right gradient on our kernel (transposed products in the backw
   checkGradients((a, b) => bmm(a as tf.Tensor3D, b as tf.Tensor3D), [randomTensor([2, 5, 4], 4), randomTensor([2, 4, 9], 5)]);
 });
 
-test('our kernel leaks neither tensors nor heap (its scratch buffer is freed)', () => {
+test('fused GELU matches the composed one (values and gradients), odd sizes included', () => {
+  for (const n of [1, 3, 4, 7, 1001]) {
+    tf.tidy(() => {
+      const x = randomTensor([n], n, 3);
+      const dyWeights = randomTensor([n], n + 1);
+      const run = (on: boolean) => {
+        setWasmKernelsEnabled(on);
+        const { value, grads } = tf.valueAndGrads((x: tf.Tensor) => tf.sum(tf.mul(gelu(x), dyWeights)))([x]);
+        return [gelu(x), value, grads[0]];
+      };
+      const stock = run(false), ours = run(true);
+      stock.forEach((s, i) => {
+        const err = tf.max(tf.abs(tf.sub(s, ours[i]))).dataSync()[0];
+        assert.ok(err < 2e-6 * Math.max(1, Math.sqrt(n)), `n ${n}, output ${i}: max error ${err}`);
+      });
+    });
+  }
+  // Far tails: GELU(x) → x for x ≫ 0 and → 0 for x ≪ 0, gradient → 1 and 0, no NaN.
+  const far = tf.tensor1d([-30, -9, -4.5, 4.5, 9, 30]);
+  const close = (got: ArrayLike<number>, want: number[]) => want.forEach((w, i) => assert.ok(Math.abs(got[i] - w) < 1e-4, `${got[i]} vs ${w}`));
+  close(gelu(far).dataSync(), [0, 0, 0, 4.5, 9, 30]);
+  close(tf.grad((x: tf.Tensor) => tf.sum(gelu(x)))(far).dataSync(), [0, 0, 0, 1, 1, 1]);
+  far.dispose();
+});
+
+test('gelu on our fused kernel passes the numerical gradient check', () => {
+  assert.ok(wasmKernelsActive());
+  checkGradients((x) => gelu(x), [randomTensor([2, 5], 12, 2)]);
+});
+
+test('our kernels leak neither tensors nor heap (the bmm scratch buffer is freed)', () => {
   const a = randomTensor([4, 9, 8], 6), b = randomTensor([4, 10, 8], 7);
   tf.matMul(a, b, false, true).dispose(); // first call instantiates the module
   const tensors = tf.memory().numTensors;
   const dataIds = tf.engine().backend.numDataIds();
   for (let i = 0; i < 5; i++) tf.matMul(a, b, false, true).dispose();
+  for (let i = 0; i < 5; i++) tf.grad((x: tf.Tensor) => tf.sum(gelu(x)))(a).dispose();
   assert.equal(tf.memory().numTensors, tensors);
   assert.equal(tf.engine().backend.numDataIds(), dataIds);
   tf.dispose([a, b]);
