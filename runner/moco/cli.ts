@@ -30,38 +30,58 @@ import { train, type StepMetrics } from './train.js';
 
 const FILES: (keyof CheckpointFiles)[] = ['state.safetensors', 'state.json', 'backbone.safetensors', 'backbone.json'];
 
-const { values: a } = parseArgs({
-  options: {
-    data: { type: 'string', default: 'synthetic' },
-    out: { type: 'string', default: 'var/moco-local' },
-    backend: { type: 'string', default: 'auto' },
-    arch: { type: 'string', default: 'vit_tiny' },
-    dim: { type: 'string' },
-    depth: { type: 'string' },
-    heads: { type: 'string' },
-    patch: { type: 'string' },
-    'image-size': { type: 'string' },
-    'pos-embed': { type: 'string' },
-    pooling: { type: 'string' },
-    'train-patch-projection': { type: 'boolean', default: false },
-    batch: { type: 'string', default: '64' },
-    'micro-batch': { type: 'string' },
-    lr: { type: 'string' },
-    optimizer: { type: 'string' },
-    'warmup-epochs': { type: 'string' },
-    epochs: { type: 'string', default: '10' },
-    'max-steps': { type: 'string' },
-    'hidden-dim': { type: 'string', default: '1024' },
-    'out-dim': { type: 'string', default: '256' },
-    'no-predictor': { type: 'boolean', default: false },
-    temperature: { type: 'string' },
-    'checkpoint-every': { type: 'string', default: '100' },
-    seed: { type: 'string', default: '0' },
-    limit: { type: 'string' },
-    resume: { type: 'boolean', default: false },
-    probe: { type: 'boolean', default: false },
-  },
-});
+const USAGE = `usage: npm run train:local -- [--data synthetic|<IDX folder>] [--out var/moco-local] [--backend auto|tensorflow|wasm|cpu]
+  [--arch vit_tiny|vit_small|vit_base|resnet18|resnet50] [--dim N] [--depth N] [--heads N] [--patch N] [--image-size N]
+  [--pos-embed sincos|learned|none] [--pooling cls|gap|gap_no_ln] [--train-patch-projection] [--batch N] [--micro-batch N]
+  [--lr X] [--optimizer adamw|lars] [--warmup-epochs X] [--epochs N] [--max-steps N] [--hidden-dim N] [--out-dim N]
+  [--no-predictor] [--temperature X] [--checkpoint-every N] [--seed N] [--limit N] [--resume] [--probe]`;
+
+/** The command line; a mistake in it is one line plus the usage, not a stack trace. */
+function parseOptions() {
+  try {
+    return parseArgs({ options: OPTIONS });
+  } catch (err) {
+    process.stderr.write(`train:local: ${(err as Error).message}\n${USAGE}\n`);
+    process.exit(2);
+  }
+}
+
+const OPTIONS = {
+  data: { type: 'string', default: 'synthetic' },
+  out: { type: 'string', default: 'var/moco-local' },
+  backend: { type: 'string', default: 'auto' },
+  arch: { type: 'string', default: 'vit_tiny' },
+  dim: { type: 'string' },
+  depth: { type: 'string' },
+  heads: { type: 'string' },
+  patch: { type: 'string' },
+  'image-size': { type: 'string' },
+  'pos-embed': { type: 'string' },
+  pooling: { type: 'string' },
+  'train-patch-projection': { type: 'boolean', default: false },
+  batch: { type: 'string', default: '64' },
+  'micro-batch': { type: 'string' },
+  lr: { type: 'string' },
+  optimizer: { type: 'string' },
+  'warmup-epochs': { type: 'string' },
+  epochs: { type: 'string', default: '10' },
+  'max-steps': { type: 'string' },
+  'hidden-dim': { type: 'string', default: '1024' },
+  'out-dim': { type: 'string', default: '256' },
+  'no-predictor': { type: 'boolean', default: false },
+  temperature: { type: 'string' },
+  'checkpoint-every': { type: 'string', default: '100' },
+  seed: { type: 'string', default: '0' },
+  limit: { type: 'string' },
+  resume: { type: 'boolean', default: false },
+  probe: { type: 'boolean', default: false },
+  help: { type: 'boolean', default: false },
+} as const;
+const { values: a } = parseOptions();
+if (a.help) {
+  process.stdout.write(USAGE + '\n');
+  process.exit(0);
+}
 
 const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
 
@@ -154,6 +174,8 @@ async function main() {
 }
 
 main().catch((err) => {
-  process.stderr.write(`\n${(err as Error).stack ?? err}\n`);
+  // Bad settings (RangeError naming the field) and divergence are the user's to fix: one line.
+  const known = err instanceof RangeError || (err as Error).name === 'TrainingDivergedError';
+  process.stderr.write(`\ntrain:local: ${known ? (err as Error).message : ((err as Error).stack ?? err)}\n`);
   process.exit(1);
 });
