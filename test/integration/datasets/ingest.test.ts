@@ -108,6 +108,22 @@ test('CIFAR-10 binary batches: planar records become HWC, test_batch validates',
   assert.deepEqual(await examplesOf([val!]), await examplesOf([c10.subset(valIdx)]));
 });
 
+test('CIFAR-100 binary files: fine labels, train.bin trains and test.bin validates', async () => {
+  const c100 = generateSyntheticDataset({ numClasses: 100, perClass: 2, size: 32, channels: 3, seed: 5 });
+  // One image of every class trains, the other validates (an absent class would be refused).
+  const seen = new Set<number>();
+  const trainIdx: number[] = [];
+  const valIdx: number[] = [];
+  c100.labels.forEach((label, i) => (seen.has(label) ? valIdx : (seen.add(label), trainIdx)).push(i));
+  const body = await writeCifarArchive({ train: c100.subset(trainIdx), val: c100.subset(valIdx) }, { variant: 100, container: 'tar.gz' });
+  const { manifest, train, val } = await ingestOk(body, { format: 'cifar100' });
+  assert.equal(manifest.classes.length, 100);
+  assert.deepEqual(manifest.splits.train.classCounts, new Array(100).fill(1));
+  assert.equal(manifest.splits.val?.count, 100);
+  assert.deepEqual(await examplesOf([train]), await examplesOf([c100.subset(trainIdx)]));
+  assert.deepEqual(await examplesOf([val!]), await examplesOf([c100.subset(valIdx)]));
+});
+
 test('unlabeled folder: images anywhere, labels -1, no classes', async () => {
   const { manifest, splits } = await ingestOk(await writeImageFolderArchive(rgb, { container: 'zip', unlabeled: true }), { format: 'unlabeled' });
   assert.deepEqual(manifest.classes, []);
