@@ -6,9 +6,11 @@
  *    step, the PRNG state, the data-order position, the optimizer's scalars and the config.
  *  - backbone.safetensors + backbone.json: the query backbone only, under the reference
  *    PyTorch names and layouts (timm VisionTransformer / torchvision ResNet): conv weights OIHW,
- *    Linear weights [out, in], q/k/v fused into `attn.qkv`. Loads in PyTorch with
- *    `model.load_state_dict(safetensors.torch.load_file(...), strict=False)` and back into
- *    Momentum with `loadBackbone` (the linear probe does).
+ *    Linear weights [out, in], q/k/v fused into `attn.qkv`. A ViT export loads in PyTorch with
+ *    `model.load_state_dict(safetensors.torch.load_file(...))` (strict; checked, features
+ *    included, by scripts/check_pytorch_export.py and test/integration/pytorch-export.test.ts);
+ *    a ResNet export needs `strict=False` (no `num_batches_tracked`, no `fc`). Back into Momentum
+ *    with `readBackbone` (the linear probe does).
  */
 import * as tf from '@tensorflow/tfjs';
 import { isVit, type ModelConfig, type TrainConfig } from './config.js';
