@@ -10,11 +10,7 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../runner/moco/backend.js';
 import { setWasmKernelsEnabled } from '../runner/moco/kernels/batch-matmul.js';
-import { resolveTrainConfig } from '../runner/moco/config.js';
-import { buildMocoModel } from '../runner/moco/model.js';
-import { createOptimizer } from '../runner/moco/optim.js';
-import { Prng } from '../runner/moco/rng.js';
-import { mocoStep } from '../runner/moco/step.js';
+import { benchmarkStep } from './benchmarkStep.js';
 
 const { values: a } = parseArgs({
   options: {
@@ -41,20 +37,7 @@ async function main() {
   const info = await selectBackend(a.backend as 'wasm');
   setWasmKernelsEnabled(a.kernels === 'on');
   const B = n('batch');
-  const config = resolveTrainConfig(
-    {
-      model: { arch: 'vit_tiny', imageSize: 32, patch: 4, dim: n('dim'), depth: n('depth'), heads: n('heads') },
-      moco: { projector: { hiddenDim: n('hidden'), outDim: n('out') }, predictor: { hiddenDim: n('hidden') } },
-      optim: { batch: B },
-    },
-    { height: 32, width: 32, size: B },
-  );
-  const model = buildMocoModel(config);
-  const optimizer = createOptimizer(config.optim);
-  const rng = new Prng(0);
-  const view = () => tf.tensor4d(rng.normalArray(B * 32 * 32 * 3, 0, 1), [B, 32, 32, 3]);
-  const [x1, x2] = [view(), view()];
-  const step = (i: number) => mocoStep(model, optimizer, x1, x2, { step: i, lr: (1.5e-4 * B) / 256, momentum: 0.99 });
+  const { step } = benchmarkStep({ dim: n('dim'), depth: n('depth'), heads: n('heads'), batch: B, hidden: n('hidden'), out: n('out') });
   step(0); // warm-up
   const t0 = performance.now();
   const prof = await tf.profile(() => {

@@ -26,12 +26,8 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend, type BackendPreference } from '../runner/moco/backend.js';
 import { setWasmKernelsEnabled } from '../runner/moco/kernels/batch-matmul.js';
-import { resolveTrainConfig } from '../runner/moco/config.js';
-import { buildMocoModel } from '../runner/moco/model.js';
-import { createOptimizer } from '../runner/moco/optim.js';
 import { disposeParams } from '../runner/moco/params.js';
-import { Prng } from '../runner/moco/rng.js';
-import { mocoStep } from '../runner/moco/step.js';
+import { benchmarkStep } from './benchmarkStep.js';
 
 const { values: a } = parseArgs({
   options: {
@@ -53,7 +49,8 @@ const { values: a } = parseArgs({
   },
 });
 const n = (k: keyof typeof a) => Number(a[k]);
-const REPORTED_TORCH_MS = 3100; // DESIGN.md section 4: PyTorch 1.13 + OpenBLAS on 2 cores
+const REPORTED_TORCH_MS = 3100; // DESIGN.md section 4: PyTorch 1.13 + OpenBLAS on 2 cores, default shape
+const DEFAULT_SHAPE = { dim: '192', depth: '6', heads: '3', batch: '64', hidden: '1024', out: '256' };
 const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor((xs.length - 1) / 2)];
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 
@@ -74,26 +71,22 @@ async function benchTfjs(pref: BackendPreference, kernels: KernelSetting): Promi
   setWasmKernelsEnabled(kernels !== 'off', kernels === 'on');
   const kernelLabel = info.backend !== 'wasm' ? '' : kernels === 'on' ? `, kernels ${info.kernels}` : kernels === 'bmm' ? ', kernels bmm only' : ', stock kernels';
   const B = n('batch');
-  const config = resolveTrainConfig(
-    {
-      model: { arch: 'vit_tiny', imageSize: 32, patch: 4, dim: n('dim'), depth: n('depth'), heads: n('heads') },
-      moco: { projector: { hiddenDim: n('hidden'), outDim: n('out') }, predictor: { hiddenDim: n('hidden') } },
-      optim: { batch: B, microBatch: a['micro-batch'] ? Number(a['micro-batch']) : undefined },
-    },
-    { height: 32, width: 32, size: B },
-  );
-  const model = buildMocoModel(config);
-  const optimizer = createOptimizer(config.optim);
-  const rng = new Prng(0);
-  const view = () => tf.tensor4d(rng.normalArray(B * 32 * 32 * 3, 0, 1), [B, 32, 32, 3]);
-  const [x1, x2] = [view(), view()];
+  const bench = benchmarkStep({
+    dim: n('dim'),
+    depth: n('depth'),
+    heads: n('heads'),
+    batch: B,
+    hidden: n('hidden'),
+    out: n('out'),
+    microBatch: a['micro-batch'] ? Number(a['micro-batch']) : undefined,
+  });
   const times: number[] = [];
   let peakRss = process.memoryUsage().rss;
   let loss = NaN;
   const total = n('warmup') + n('steps');
   for (let i = 0; i < total; i++) {
     const t0 = performance.now();
-    loss = mocoStep(model, optimizer, x1, x2, { step: i, lr: (1.5e-4 * B) / 256, momentum: 0.99 }).loss;
+    loss = bench.step(i).loss;
     const ms = performance.now() - t0;
     peakRss = Math.max(peakRss, process.memoryUsage().rss);
     process.stderr.write(`  ${info.backend}${kernelLabel} step ${i}${i < n('warmup') ? ' (warmup)' : ''}: ${ms.toFixed(0)} ms loss ${loss.toFixed(4)}\n`);
@@ -101,10 +94,10 @@ async function benchTfjs(pref: BackendPreference, kernels: KernelSetting): Promi
   }
   const heap = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.byteLength ?? null;
   const tfBytes = tf.memory().numBytes;
-  [x1, x2].forEach((t) => t.dispose());
-  disposeParams(model.query);
-  disposeParams(model.momentum);
-  optimizer.dispose();
+  bench.dispose();
+  disposeParams(bench.model.query);
+  disposeParams(bench.model.momentum);
+  bench.optimizer.dispose();
   const medianMs = median(times);
   return { backend: `tfjs-${info.backend} (${info.device}, ${info.threads} thr${kernelLabel})`, medianMs, imagesPerSec: (B * 1000) / medianMs, peakRss, wasmHeap: heap, tfBytes, loss };
 }
@@ -151,14 +144,21 @@ async function main() {
     if (a['rows-json']) return writeFileSync(a['rows-json'], JSON.stringify(rows));
   }
   const torch = a['no-torch'] ? 'skipped (--no-torch)' : benchTorch();
-  const torchMs = typeof torch === 'string' ? REPORTED_TORCH_MS : torch.medianMs;
-  const torchLabel = typeof torch === 'string' ? `reported ${REPORTED_TORCH_MS} ms (DESIGN.md; not run here: ${torch})` : `measured in this run (${torch.label})`;
+  // The reported figure is for the default shape only: at another shape there is nothing to compare.
+  const defaultShape = ['dim', 'depth', 'heads', 'batch', 'hidden', 'out'].every((k) => a[k as keyof typeof a] === DEFAULT_SHAPE[k as keyof typeof DEFAULT_SHAPE]);
+  const torchMs = typeof torch !== 'string' ? torch.medianMs : defaultShape ? REPORTED_TORCH_MS : NaN;
+  const torchLabel =
+    typeof torch !== 'string'
+      ? `measured in this run (${torch.label})`
+      : defaultShape
+        ? `reported ${REPORTED_TORCH_MS} ms (DESIGN.md; not run here: ${torch})`
+        : `not run (${torch}); the reported ${REPORTED_TORCH_MS} ms is for the default shape only`;
   console.log(`\n${shape}`);
   console.log('| backend | median ms/step | images/s | peak RSS | wasm heap | tf.memory | speed-up vs first row | time ÷ PyTorch |');
   console.log('|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     const speedup = `${(rows[0].medianMs / r.medianMs).toFixed(2)}×`;
-    console.log(`| ${r.backend} | ${r.medianMs.toFixed(0)} | ${r.imagesPerSec.toFixed(2)} | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${mib(r.tfBytes)} | ${speedup} | ${(r.medianMs / torchMs).toFixed(2)}× |`);
+    console.log(`| ${r.backend} | ${r.medianMs.toFixed(0)} | ${r.imagesPerSec.toFixed(2)} | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${mib(r.tfBytes)} | ${speedup} | ${Number.isNaN(torchMs) ? '–' : `${(r.medianMs / torchMs).toFixed(2)}×`} |`);
   }
   if (typeof torch !== 'string') console.log(`| pytorch | ${torch.medianMs.toFixed(0)} | ${torch.imagesPerSec.toFixed(2)} | – | – | – | – | 1× |`);
   console.log(`load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);

@@ -1,0 +1,55 @@
+/**
+ * The benchmark's MoCo v3 step, shared by bench/trainer-step.ts (timing) and
+ * bench/trainer-profile.ts (per-kernel profile): a ViT on 32×32 images with patch 4, fixed random
+ * views (no augmentation on either side, as in ../shared/baselines/pytorch_moco_step.py), AdamW at
+ * the reference lr for the batch, momentum 0.99.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { resolveTrainConfig } from '../runner/moco/config.js';
+import { buildMocoModel, type MocoModel } from '../runner/moco/model.js';
+import { createOptimizer, type Optimizer } from '../runner/moco/optim.js';
+import { Prng } from '../runner/moco/rng.js';
+import { mocoStep, type StepResult } from '../runner/moco/step.js';
+
+export interface BenchmarkShape {
+  dim: number;
+  depth: number;
+  heads: number;
+  batch: number;
+  hidden: number;
+  out: number;
+  microBatch?: number;
+}
+
+export interface BenchmarkStep {
+  model: MocoModel;
+  optimizer: Optimizer;
+  /** Runs step i of the benchmark on the fixed views. */
+  step(i: number): StepResult;
+  dispose(): void;
+}
+
+export function benchmarkStep(s: BenchmarkShape): BenchmarkStep {
+  const config = resolveTrainConfig(
+    {
+      model: { arch: 'vit_tiny', imageSize: 32, patch: 4, dim: s.dim, depth: s.depth, heads: s.heads },
+      moco: { projector: { hiddenDim: s.hidden, outDim: s.out }, predictor: { hiddenDim: s.hidden } },
+      optim: { batch: s.batch, microBatch: s.microBatch },
+    },
+    { height: 32, width: 32, size: s.batch },
+  );
+  const model = buildMocoModel(config);
+  const optimizer = createOptimizer(config.optim);
+  const rng = new Prng(0);
+  const view = () => tf.tensor4d(rng.normalArray(s.batch * 32 * 32 * 3, 0, 1), [s.batch, 32, 32, 3]);
+  const [x1, x2] = [view(), view()];
+  return {
+    model,
+    optimizer,
+    step: (i) => mocoStep(model, optimizer, x1, x2, { step: i, lr: (1.5e-4 * s.batch) / 256, momentum: 0.99 }),
+    dispose: () => {
+      x1.dispose();
+      x2.dispose();
+    },
+  };
+}
