@@ -30,7 +30,10 @@ test('after a SIGKILL another runner resumes from the newest checkpoint and matc
   const sql = h.database.sql;
   const first = h.startRunner();
   await h.uploadSyntheticDataset('shapes-crash');
-  const spec = tinyPretrain('shapes-crash', { optim: { batch: 8 }, maxSteps: 12, checkpointEvery: 4, resources: { backend: 'cpu' } });
+  // Long enough that a progress flush (once a second) lands between checkpoints whatever the
+  // machine's speed: with 12 steps a fast machine finished before the test could kill it.
+  const STEPS = 48;
+  const spec = tinyPretrain('shapes-crash', { optim: { batch: 8 }, maxSteps: STEPS, checkpointEvery: 8, resources: { backend: 'cpu' } });
   const job = await h.submit(spec);
 
   // Kill it once a checkpoint is registered and it has trained past it (steps to be redone).
@@ -49,7 +52,7 @@ test('after a SIGKILL another runner resumes from the newest checkpoint and matc
   const done = await h.waitForJob(job.id, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'finished on the second runner');
   assert.equal(done.state, 'succeeded', JSON.stringify(done));
   assert.equal(done.attempt, 2);
-  assert.equal(done.result.steps, 12);
+  assert.equal(done.result.steps, STEPS);
 
   // The second attempt started from the newest checkpoint, and says why it had to.
   const events = await sql`select to_state, attempt, reason from job_events where job_id = ${job.id} and kind = 'state' order by id`;
@@ -61,7 +64,7 @@ test('after a SIGKILL another runner resumes from the newest checkpoint and matc
 
   // Steps trained twice overwrote their metrics.
   const [metrics] = await sql`select count(*)::int as n, count(distinct step)::int as steps, min(step)::int as lo, max(step)::int as hi from metrics where job_id = ${job.id} and name = 'loss'`;
-  assert.deepEqual({ ...metrics }, { n: 12, steps: 12, lo: 1, hi: 12 });
+  assert.deepEqual({ ...metrics }, { n: STEPS, steps: STEPS, lo: 1, hi: STEPS });
 
   // The same run without interruption, in this process, on the same data and config.
   const [version] = await sql`select dv.manifest from jobs j join dataset_versions dv on dv.id = j.dataset_version_id where j.id = ${job.id}`;
@@ -71,9 +74,9 @@ test('after a SIGKILL another runner resumes from the newest checkpoint and matc
   let finalFiles: Record<string, Uint8Array> | undefined;
   const data = openDatasetSplit(h.bucket.storage, manifest, 'train', { cacheDir: join(h.config.DATA_DIR, 'reference-cache') });
   const reference = await train(config, { train: data }, { onCheckpoint: (c) => void (c.reason === 'final' && (finalFiles = c.files)) });
-  assert.equal(reference.steps, 12);
+  assert.equal(reference.steps, STEPS);
   const [latest] = await sql`select c.step, c.files from checkpoints c join checkpoint_aliases a on a.checkpoint_id = c.id where a.job_id = ${job.id} and a.alias = 'latest'`;
-  assert.equal(latest.step, 12);
+  assert.equal(latest.step, STEPS);
   assert.equal(latest.files['backbone.safetensors'].sha256, sha256(finalFiles!['backbone.safetensors']), 'backbone bit-identical to the uninterrupted run');
   assert.equal(latest.files['state.safetensors'].sha256, sha256(finalFiles!['state.safetensors']), 'full state (optimizer too) bit-identical');
 
