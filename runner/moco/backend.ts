@@ -92,12 +92,17 @@ const CPU: Candidate = {
   kernels: () => 'stock',
 };
 
+/**
+ * A tfjs package's version: `version` (a string, or an object of package → version as in
+ * tfjs-node), else its own `version_<name>` export (tfjs-backend-wasm has only `version_wasm`).
+ */
 function versionOf(mod: unknown): string {
-  const m = mod as { version?: unknown; version_core?: unknown } | null;
-  const v = m?.version;
+  const m = (mod ?? {}) as Record<string, unknown>;
+  const v = m.version;
   if (typeof v === 'string') return v;
   if (v && typeof v === 'object') return Object.values(v as Record<string, string>)[0] ?? 'unknown';
-  return 'unknown';
+  const named = Object.keys(m).find((k) => k.startsWith('version_') && typeof m[k] === 'string');
+  return named ? (m[named] as string) : 'unknown';
 }
 
 export function candidatesFor(pref: BackendPreference): Candidate[] {

@@ -39,6 +39,7 @@ test('a missing GPU package falls back to tfjs-node, then to wasm', async () => 
   assert.equal(real.backend, 'wasm');
   assert.deepEqual(real.tried.map((t) => t.ok), [false, false, true]);
   assert.ok(real.threads >= 1);
+  assert.match(real.versions['tfjs-backend-wasm'], /^\d+\.\d+\.\d+$/, 'the wasm package reports its version');
 });
 
 test('an explicit preference never falls back silently', async () => {
