@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
+import type { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../../common/config.js';
 import { Storage, storageConfigFrom } from '../../common/storage.js';
 import { connectDatabase, type Database } from '../../db/client.js';
@@ -60,6 +61,12 @@ export async function createTestStorage(): Promise<TestStorage> {
       storage.destroy();
     },
   };
+}
+
+/** Removes every Redis key under a test run's queue prefix, so the shared Redis keeps nothing of it. */
+export async function removeQueueKeys(redis: Redis, prefix: string): Promise<void> {
+  const leftovers = await redis.keys(`${prefix}:*`);
+  if (leftovers.length) await redis.del(...leftovers);
 }
 
 /** A configuration pointing at this run's own database, bucket and queue prefix. */

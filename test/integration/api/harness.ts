@@ -10,7 +10,7 @@ import { createApp } from '../../../api/app.js';
 import { closeQueues, createQueues, type AppDeps } from '../../../api/deps.js';
 import { generateApiKey } from '../../../api/auth/keys.js';
 import { ensureTenant, insertApiKey } from '../../../db/apiKeys.js';
-import { createTestDatabase, createTestStorage, testConfig, type TestDatabase, type TestStorage } from '../../support/services.js';
+import { createTestDatabase, createTestStorage, removeQueueKeys, testConfig, type TestDatabase, type TestStorage } from '../../support/services.js';
 import { BULLMQ_CONNECTION_OPTIONS } from '../../../contracts/queues.js';
 import { checkpointPrefix } from '../../../contracts/storageKeys.js';
 
@@ -84,9 +84,7 @@ export async function createHarness(overrides: Partial<Config> = {}, depOverride
     },
     async close() {
       await closeQueues(queues);
-      // Leave no keys behind in the shared Redis.
-      const leftovers = await redis.keys(`${config.QUEUE_PREFIX}:*`);
-      if (leftovers.length) await redis.del(...leftovers);
+      await removeQueueKeys(redis, config.QUEUE_PREFIX);
       redis.disconnect();
       await bucket.cleanup();
       await database.cleanup();

@@ -18,7 +18,7 @@ import { ensureTenant, insertApiKey } from '../../../db/apiKeys.js';
 import { BULLMQ_CONNECTION_OPTIONS } from '../../../contracts/queues.js';
 import { generateSyntheticDataset, writeIdxArchive } from '../../../runner/datasets/index.js';
 import { configEnv } from '../../../runner/supervisor/context.js';
-import { createTestDatabase, createTestStorage, testConfig, uniqueName, type TestDatabase, type TestStorage } from '../../support/services.js';
+import { createTestDatabase, createTestStorage, removeQueueKeys, testConfig, uniqueName, type TestDatabase, type TestStorage } from '../../support/services.js';
 
 const REPO = join(import.meta.dirname, '..', '..', '..');
 
@@ -158,8 +158,7 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
       await Promise.all(runners.map((r) => r.exited));
       await dispatcher.stop();
       await closeQueues(queues);
-      const leftovers = await redis.keys(`${config.QUEUE_PREFIX}:*`);
-      if (leftovers.length) await redis.del(...leftovers);
+      await removeQueueKeys(redis, config.QUEUE_PREFIX);
       redis.disconnect();
       await bucket.cleanup();
       await database.cleanup();
