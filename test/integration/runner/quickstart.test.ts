@@ -8,11 +8,13 @@ import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { configEnv } from '../../../runner/supervisor/context.js';
-import { createTestDatabase, createTestStorage, testConfig, uniqueName, type TestDatabase, type TestStorage } from '../../support/services.js';
+import { Redis } from 'ioredis';
+import { baseConfig, createTestDatabase, createTestStorage, removeQueueKeys, testConfig, uniqueName, type TestDatabase, type TestStorage } from '../../support/services.js';
 
 const REPO = join(import.meta.dirname, '..', '..', '..');
 let database: TestDatabase;
 let bucket: TestStorage;
+let queuePrefix: string | undefined;
 
 before(async () => {
   database = await createTestDatabase();
@@ -20,17 +22,24 @@ before(async () => {
 });
 
 after(async () => {
+  // The quickstart's API and runner used this run's queue prefix: leave nothing of it in Redis.
+  if (queuePrefix) {
+    const redis = new Redis(baseConfig.REDIS_URL);
+    await removeQueueKeys(redis, queuePrefix);
+    redis.disconnect();
+  }
   await bucket?.cleanup();
   await database?.cleanup();
 });
 
 test('the quickstart runs the whole flow and exits 0', async () => {
   const dataDir = join(REPO, 'var', 'tmp', uniqueName('quickstart-test'));
-  const config = testConfig({ DATABASE_URL: database.url, S3_BUCKET: bucket.bucket, DATA_DIR: dataDir, LOG_LEVEL: 'info' });
+  const c = testConfig({ DATABASE_URL: database.url, S3_BUCKET: bucket.bucket, DATA_DIR: dataDir, LOG_LEVEL: 'info' });
+  queuePrefix = c.QUEUE_PREFIX;
   const run = await new Promise<{ code: number | null; out: string }>((resolve) => {
     const proc = spawn(process.execPath, ['--import', 'tsx', 'scripts/quickstart.ts', '--small'], {
       cwd: REPO,
-      env: { ...process.env, ...configEnv(config) },
+      env: { ...process.env, ...configEnv(c) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
