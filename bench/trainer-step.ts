@@ -29,16 +29,19 @@ import { setWasmKernelsEnabled } from '../runner/moco/kernels/batch-matmul.js';
 import { disposeParams } from '../runner/moco/params.js';
 import { benchmarkStep } from './benchmarkStep.js';
 
+/** The shape of DESIGN.md's measurements (and of the baseline script's defaults). */
+const DEFAULT_SHAPE = { dim: '192', depth: '6', heads: '3', batch: '64', hidden: '1024', out: '256' };
+
 const { values: a } = parseArgs({
   options: {
     backends: { type: 'string', default: 'wasm' },
-    dim: { type: 'string', default: '192' },
-    depth: { type: 'string', default: '6' },
-    heads: { type: 'string', default: '3' },
-    batch: { type: 'string', default: '64' },
+    dim: { type: 'string', default: DEFAULT_SHAPE.dim },
+    depth: { type: 'string', default: DEFAULT_SHAPE.depth },
+    heads: { type: 'string', default: DEFAULT_SHAPE.heads },
+    batch: { type: 'string', default: DEFAULT_SHAPE.batch },
     'micro-batch': { type: 'string' },
-    hidden: { type: 'string', default: '1024' },
-    out: { type: 'string', default: '256' },
+    hidden: { type: 'string', default: DEFAULT_SHAPE.hidden },
+    out: { type: 'string', default: DEFAULT_SHAPE.out },
     steps: { type: 'string', default: '3' },
     warmup: { type: 'string', default: '1' },
     threads: { type: 'string', default: '2' },
@@ -50,7 +53,6 @@ const { values: a } = parseArgs({
 });
 const n = (k: keyof typeof a) => Number(a[k]);
 const REPORTED_TORCH_MS = 3100; // DESIGN.md section 4: PyTorch 1.13 + OpenBLAS on 2 cores, default shape
-const DEFAULT_SHAPE = { dim: '192', depth: '6', heads: '3', batch: '64', hidden: '1024', out: '256' };
 const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor((xs.length - 1) / 2)];
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 
@@ -145,7 +147,7 @@ async function main() {
   }
   const torch = a['no-torch'] ? 'skipped (--no-torch)' : benchTorch();
   // The reported figure is for the default shape only: at another shape there is nothing to compare.
-  const defaultShape = ['dim', 'depth', 'heads', 'batch', 'hidden', 'out'].every((k) => a[k as keyof typeof a] === DEFAULT_SHAPE[k as keyof typeof DEFAULT_SHAPE]);
+  const defaultShape = (Object.keys(DEFAULT_SHAPE) as (keyof typeof DEFAULT_SHAPE)[]).every((k) => a[k] === DEFAULT_SHAPE[k]);
   const torchMs = typeof torch !== 'string' ? torch.medianMs : defaultShape ? REPORTED_TORCH_MS : NaN;
   const torchLabel =
     typeof torch !== 'string'
