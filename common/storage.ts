@@ -105,7 +105,7 @@ export class Storage {
   /** Uploads bytes (multipart above one part) and returns their size and sha256. */
   async put(key: string, body: Uint8Array | string, contentType = 'application/octet-stream'): Promise<PutResult> {
     const bytes = typeof body === 'string' ? Buffer.from(body) : body;
-    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const sha256 = sha256Hex(bytes);
     if (bytes.byteLength <= PART_SIZE) {
       await this.client.send(
         new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentType: contentType, Metadata: { sha256 } }),

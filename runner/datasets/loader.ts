@@ -7,11 +7,11 @@
  * lives in memory; `read(indices)` only copies rows, and waits only for shards not yet loaded (a
  * shard a read needs jumps the download queue).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DatasetManifest, ShardInfo } from '../../contracts/datasetSpec.js';
-import type { Storage } from '../../common/storage.js';
+import { sha256Hex, type Storage } from '../../common/storage.js';
 import type { ImageDataset } from '../moco/dataset.js';
 import { decodeShard, type DecodedShard } from './shardFormat.js';
 
@@ -160,7 +160,7 @@ export class ShardedImageDataset implements ImageDataset {
   private async fetch(info: ShardInfo): Promise<DecodedShard> {
     const cached = join(this.options.cacheDir, `${info.sha256}.shard`);
     const hit = await readFile(cached).catch(() => null);
-    if (hit && sha256(hit) === info.sha256) {
+    if (hit && sha256Hex(hit) === info.sha256) {
       this.stats.cacheHits++;
       return decodeShard(hit);
     }
@@ -168,7 +168,7 @@ export class ShardedImageDataset implements ImageDataset {
     const bytes = await this.storage.get(info.key);
     this.stats.downloads++;
     this.stats.bytesDownloaded += bytes.length;
-    const got = sha256(bytes);
+    const got = sha256Hex(bytes);
     if (got !== info.sha256) {
       throw new ShardChecksumError(`shard ${info.key} has sha256 ${got}, the manifest says ${info.sha256}; refusing corrupt data`);
     }
@@ -178,8 +178,4 @@ export class ShardedImageDataset implements ImageDataset {
     await rename(tmp, cached);
     return decodeShard(bytes);
   }
-}
-
-function sha256(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
 }

@@ -4,7 +4,6 @@
  * registered version always has all its bytes. Downloads verify every file's sha256. Retention
  * keeps the newest K versions plus the aliased and evaluated ones.
  */
-import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Db } from '../../db/client.js';
@@ -18,7 +17,7 @@ import {
   type CheckpointRow,
 } from '../../db/runs.js';
 import { CHECKPOINT_FILES, checkpointPrefix } from '../../contracts/storageKeys.js';
-import type { Storage } from '../../common/storage.js';
+import { sha256Hex, type Storage } from '../../common/storage.js';
 import type { Logger } from '../../common/logger.js';
 import type { CheckpointReady } from './protocol.js';
 
@@ -105,7 +104,7 @@ export class CheckpointStore {
       const record = files[name];
       if (!record) throw new ChecksumMismatchError(`checkpoint v${ck.version} has no ${name}`);
       const bytes = await this.storage.get(record.key);
-      const sha256 = createHash('sha256').update(bytes).digest('hex');
+      const sha256 = sha256Hex(bytes);
       if (sha256 !== record.sha256 || bytes.byteLength !== record.bytes) {
         throw new ChecksumMismatchError(
           `checkpoint v${ck.version} ${name}: sha256 ${sha256} (${bytes.byteLength} bytes) does not match the registered ${record.sha256} (${record.bytes} bytes)`,
