@@ -8,15 +8,20 @@
  */
 import type { DatasetManifest } from '../contracts/datasetSpec.js';
 import type { PretrainSpec, ProbeSpec } from '../contracts/jobSpec.js';
-import { resolveTrainConfig, totalSteps, type TrainConfig } from './moco/config.js';
+import { planRun, resolveTrainConfigWithSources, type TrainConfig, type ValueSource } from './moco/config.js';
 import type { ProbeConfig } from './moco/probe.js';
 
 export function buildTrainConfig(spec: PretrainSpec, manifest: DatasetManifest): TrainConfig {
+  return buildTrainConfigWithSources(spec, manifest).config;
+}
+
+/** The resolved config and, per field, where its value came from (kept with the job as an event). */
+export function buildTrainConfigWithSources(spec: PretrainSpec, manifest: DatasetManifest): { config: TrainConfig; sources: Record<string, ValueSource> } {
   const datasetSide = Math.min(manifest.height, manifest.width);
   if (spec.model.imageSize !== undefined && spec.model.imageSize > datasetSide) {
     throw new RangeError(`model.imageSize ${spec.model.imageSize} is larger than the dataset's ${manifest.height}×${manifest.width} images`);
   }
-  const config = resolveTrainConfig(
+  const resolved = resolveTrainConfigWithSources(
     {
       model: spec.model,
       moco: spec.moco,
@@ -24,15 +29,18 @@ export function buildTrainConfig(spec: PretrainSpec, manifest: DatasetManifest):
       augment: spec.augment,
       epochs: spec.epochs,
       maxSteps: spec.maxSteps ?? null,
+      budget: spec.budget ?? null,
+      monitor: spec.monitor,
       checkpointEvery: spec.checkpointEvery,
       seed: spec.seed,
     },
-    { height: manifest.height, width: manifest.width, size: manifest.splits.train.count },
+    { height: manifest.height, width: manifest.width, size: manifest.splits.train.count, channels: manifest.channels, numClasses: manifest.classes.length },
   );
-  if (totalSteps(config, manifest.splits.train.count).stopAt < 1) {
+  const config = resolved.config;
+  if (planRun(config, manifest.splits.train.count).totalSteps < 1) {
     throw new RangeError(`the run would train 0 steps (dataset of ${manifest.splits.train.count} images, optim.batch ${config.optim.batch})`);
   }
-  return config;
+  return resolved;
 }
 
 /** The linear probe's settings (MoCo v3 protocol: SGD momentum 0.9, no weight decay, cosine). */

@@ -5,6 +5,7 @@
  *   k1, k2 = f_k(x1), f_k(x2)                                 (no gradient; in chunks)
  *   q1, q2 = f_q(x1), f_q(x2)                                 (in micro-batches)
  *   loss = ctr(q1, k2) + ctr(q2, k1)                         (each × 2τ)
+ *   top-1 = share of queries whose positive key scores highest (a by-product, no gradient)
  *   loss.backward(); update(f_q)                             (gradients accumulated per
  *                                                             micro-batch and direction)
  *
@@ -14,7 +15,7 @@
  * (and in a ResNet backbone) normalises over the micro-batch (and each key chunk), not the batch.
  */
 import * as tf from '@tensorflow/tfjs';
-import { contrastivePart, prepareKeys } from './loss.js';
+import { contrastiveHits, contrastivePart, prepareKeys } from './loss.js';
 import { keyForward, momentumUpdate, queryForward, trainableNames, type MocoModel } from './model.js';
 import { clipByGlobalNorm, globalNorm, type Optimizer } from './optim.js';
 import type { Params } from './params.js';
@@ -31,6 +32,8 @@ export class TrainingDivergedError extends Error {
 
 export interface StepResult {
   loss: number;
+  /** Share of the 2N queries whose own key scores highest among the batch's N keys (chance 1/N). */
+  contrastiveTop1: number;
   /** Global gradient norm over all trained tensors (before clipping). */
   gradNorm: number;
   /** Gradient norm of the patch projection (null when frozen or not a ViT). */
@@ -79,6 +82,7 @@ export function mocoStep(model: MocoModel, optimizer: Optimizer, x1: tf.Tensor4D
   const bnStats: Params = {};
   let grads: Params | null = null;
   let loss = 0;
+  let hits = 0;
   // The two directions are independent terms of the loss: each gets its own backward pass, so
   // only one view's activations are alive at a time (half the peak memory, same gradient).
   const directions: [tf.Tensor4D, tf.Tensor2D][] = [
@@ -87,17 +91,25 @@ export function mocoStep(model: MocoModel, optimizer: Optimizer, x1: tf.Tensor4D
   ];
   for (let s = 0; s < N; s += mb) {
     for (const [x, keys] of directions) {
+      let hitCount: tf.Scalar | undefined;
       const { value, grads: g } = tf.tidy(() => {
         const qx = rows(x, s, mb);
         const lossOf = (...trained: tf.Tensor[]) => {
           const p: Params = { ...fixed };
           names.forEach((n, i) => (p[n] = trained[i]));
-          return contrastivePart(queryForward(model, p, qx, bnStats), keys, s, tau);
+          const q = queryForward(model, p, qx, bnStats);
+          hitCount = tf.keep(contrastiveHits(q, keys, s));
+          return contrastivePart(q, keys, s, tau);
         };
         return tf.valueAndGrads(lossOf)(names.map((n) => model.query[n]));
       });
       loss += value.dataSync()[0];
       value.dispose();
+      const counted = hitCount as tf.Scalar | undefined;
+      if (counted) {
+        hits += counted.dataSync()[0];
+        counted.dispose();
+      }
       if (grads === null) grads = Object.fromEntries(names.map((n, i) => [n, g[i]]));
       else {
         const acc: Params = grads;
@@ -124,6 +136,7 @@ export function mocoStep(model: MocoModel, optimizer: Optimizer, x1: tf.Tensor4D
   const patchNames = names.filter((n) => n.startsWith('backbone.patch_embed.'));
   const result: StepResult = {
     loss,
+    contrastiveTop1: hits / (2 * N),
     gradNorm,
     gradNormPatchProjection: patchNames.length ? globalNorm(g, patchNames) : null,
     gradNormLastBlock: globalNorm(g, names.filter((n) => n.startsWith(lastBlockPrefix(model)))),

@@ -91,6 +91,8 @@ export type ChildMessage =
   | { type: 'step'; metrics: StepMetrics; totalSteps?: number }
   | CheckpointReady
   | { type: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; message: string }
+  /** Something to keep with the job as an event row (e.g. `schedule-fixed`: the run's length). */
+  | { type: 'event'; kind: string; data: Record<string, unknown> }
   /** The run did all its work. */
   | { type: 'completed'; result: Record<string, unknown> }
   /** The run ended early because the parent sent `stop` (its last checkpoint, if any, was sent before). */
