@@ -33,6 +33,7 @@ const USAGE = `usage: momentum <command> [options]     (env: MOMENTUM_URL, MOMEN
   jobs logs <job> [--follow] | jobs events <job> [--follow]
   retrain <job> --dataset name@N [--from-checkpoint latest] [--idempotency-key K] [--wait] [--timeout S]
   checkpoints list <job>
+  evaluations <job>                       (probe results beside the random-init and raw-pixel baselines)
   checkpoints download <job> [version|alias] [--file backbone|state] [-o path]
   datasets create <name> [--description D]
   datasets upload <name> <archive> --format imagefolder|idx|cifar10|cifar100|unlabeled [--image-size N] [--wait] [--timeout S]
@@ -265,8 +266,28 @@ async function main(argv: string[]): Promise<number> {
   else if (command === 'retrain') await retrain(api, rest, flags);
   else if (command === 'checkpoints') await checkpoints(api, rest, flags);
   else if (command === 'datasets') await datasets(api, rest, flags);
+  else if (command === 'evaluations') await evaluations(api, rest);
   else throw new CliError(EXIT.usage, `unknown command ${command}\n\n${USAGE}`);
   return EXIT.ok;
+}
+
+/** The evaluations of a job as JSON (stdout), and on stderr a table: model and baselines, with the gains. */
+async function evaluations(api: MomentumClient, [jobId]: string[]): Promise<void> {
+  const body = await api.call('GET', `/v1/jobs/${need(jobId, '<job>')}/evaluations`);
+  out(body);
+  const pct = (v: unknown) => (typeof v === 'number' ? `${(100 * v).toFixed(1)} %`.padStart(8) : '       –');
+  for (const e of body.evaluations as any[]) {
+    say(`v${e.checkpointVersion} (step ${e.checkpointStep}), probe ${e.probeJobId}:`);
+    say('  subject          linear top-1  top-5    kNN top-1');
+    for (const name of ['model', 'random_init', 'raw_pixels']) {
+      const s = e.subjects?.[name];
+      if (s) say(`  ${name.padEnd(16)} ${pct(s.linear?.top1)}     ${pct(s.linear?.top5)} ${pct(s.knn?.top1)}`);
+    }
+    if (!e.subjects) say(`  model            ${pct(e.top1)}     ${pct(e.top5)}`);
+    for (const [name, g] of Object.entries((e.gains ?? {}) as Record<string, { linearTop1: number; knnTop1: number }>)) {
+      say(`  gain over ${name}: ${(100 * g.linearTop1).toFixed(1)} points linear, ${(100 * g.knnTop1).toFixed(1)} points kNN`);
+    }
+  }
 }
 
 main(process.argv.slice(2)).then(

@@ -167,9 +167,22 @@ export const probeSpec = z.strictObject({
   /** Labeled dataset to probe on; defaults to the pretrain job's dataset. */
   dataset: datasetRef.optional(),
   epochs: int(1, 1000).default(10),
-  /** SGD base learning rate (× batch / 256), momentum 0.9, no weight decay, cosine schedule. */
-  lr: positive(1000).default(0.1),
+  /**
+   * SGD base learning rate (× batch / 256), momentum 0.9, no weight decay, cosine schedule. When
+   * omitted, the probe tries `lrCandidates` and keeps the best on a held-out part of the TRAINING
+   * split (never the evaluation split); given, it is used as is.
+   */
+  lr: positive(1000).optional(),
+  lrCandidates: z.array(positive(1000)).min(1).max(8).optional(),
+  /** Share of the training split held out to choose the lr. */
+  heldOutFraction: z.number().min(0.01).max(0.5).default(0.1),
   batch: int(1, 65536).default(256),
+  /** Features: the class tokens of the last n blocks, concatenated (DINO's linear evaluation uses 4). */
+  readout: z.strictObject({ lastBlocks: int(1, 48).default(1) }).prefault({}),
+  /** Cosine kNN on the same features (votes weighted by exp(similarity / 0.07)). */
+  knn: z.strictObject({ k: int(1, 1000).default(20) }).prefault({}),
+  /** Also evaluate, with the same protocol, the architecture at its random init (same seed) and raw pixels. */
+  baselines: z.boolean().default(true),
   ...common,
 });
 

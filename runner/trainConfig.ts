@@ -9,7 +9,8 @@
 import type { DatasetManifest } from '../contracts/datasetSpec.js';
 import type { PretrainSpec, ProbeSpec } from '../contracts/jobSpec.js';
 import { planRun, resolveTrainConfigWithSources, type TrainConfig, type ValueSource } from './moco/config.js';
-import type { ProbeConfig } from './moco/probe.js';
+import type { EvalProtocol } from './moco/evaluate.js';
+import { DEFAULT_PROTOCOL } from './moco/evaluate.js';
 
 export function buildTrainConfig(spec: PretrainSpec, manifest: DatasetManifest): TrainConfig {
   return buildTrainConfigWithSources(spec, manifest).config;
@@ -43,10 +44,23 @@ export function buildTrainConfigWithSources(spec: PretrainSpec, manifest: Datase
   return resolved;
 }
 
-/** The linear probe's settings (MoCo v3 protocol: SGD momentum 0.9, no weight decay, cosine). */
-export function buildProbeConfig(spec: ProbeSpec, manifest: DatasetManifest): Partial<ProbeConfig> {
+/**
+ * The evaluation protocol of a probe job (linear probe: SGD momentum 0.9, no weight decay, cosine,
+ * on standardized features; lr chosen on held-out training images), stored with its result.
+ */
+export function buildProbeConfig(spec: ProbeSpec, manifest: DatasetManifest): EvalProtocol {
   const trainCount = manifest.splits.train.count;
   if (trainCount < 1) throw new RangeError('the probe dataset has no training images');
-  // A batch larger than the split would train on nothing: use the whole split as one batch.
-  return { epochs: spec.epochs, lr: spec.lr, batch: Math.min(spec.batch, trainCount), seed: spec.seed };
+  return {
+    ...DEFAULT_PROTOCOL,
+    epochs: spec.epochs,
+    // A batch larger than the split would train on nothing: use the whole split as one batch.
+    batch: Math.min(spec.batch, trainCount),
+    seed: spec.seed,
+    lrCandidates: spec.lr !== undefined ? [spec.lr] : (spec.lrCandidates ?? DEFAULT_PROTOCOL.lrCandidates),
+    heldOutFraction: spec.heldOutFraction,
+    readout: { lastBlocks: spec.readout.lastBlocks },
+    knn: { ...DEFAULT_PROTOCOL.knn, k: spec.knn.k },
+    baselines: spec.baselines,
+  };
 }

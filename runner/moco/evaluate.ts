@@ -182,7 +182,7 @@ export async function evaluateBackbone(
   files: BackboneFiles,
   data: { train: ImageDataset; val: ImageDataset },
   protocol: Partial<EvalProtocol> & { seed: number },
-  hooks: EvalHooks = {},
+  hooks: EvalHooks & { initSeed?: number } = {},
 ): Promise<EvaluationReport> {
   const classes = data.train.numClasses;
   if (classes < 2) throw new RangeError('the evaluation needs a labelled training set with at least 2 classes');
@@ -197,7 +197,8 @@ export async function evaluateBackbone(
     disposeParams(params);
   }
   if (p.baselines) {
-    const init = initialBackbone(meta.model, p.seed);
+    // The random-init twin: the backbone the pretrain run started from (its seed, its frozen patch projection).
+    const init = initialBackbone(meta.model, hooks.initSeed ?? p.seed);
     try {
       subjects.random_init = await backboneSubject({ params: init, model: meta.model }, data, p, hooks);
       hooks.log?.('evaluated', { subject: 'random_init', linearTop1: subjects.random_init.linear.top1 });

@@ -36,6 +36,8 @@ export interface ProbeTask {
   backboneDir: string;
   manifest: DatasetManifest;
   probeConfig: unknown;
+  /** Seed of the pretrain run: the random-init baseline is its initial backbone. */
+  initSeed?: number;
   backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
   cacheDir: string;
 }

@@ -22,7 +22,7 @@ after(async () => {
 
 test('a pretrain job runs queued → running → succeeded, then a probe on latest records its accuracy', async () => {
   const sql = h.database.sql;
-  const spec = tinyPretrain('shapes', { maxSteps: 24, checkpointEvery: 6, keepCheckpoints: 2, resources: { backend: 'wasm' } });
+  const spec = tinyPretrain('shapes', { maxSteps: 24, checkpointEvery: 6, keepCheckpoints: 2, monitor: { knnEvery: 12, knnBank: 48, knnQueries: 24 }, resources: { backend: 'wasm' } });
   const job = await h.submit(spec);
   const done = await h.waitForJob(job.id, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'finished');
   assert.equal(done.state, 'succeeded', JSON.stringify(done));
@@ -65,16 +65,40 @@ test('a pretrain job runs queued → running → succeeded, then a probe on late
   const events = await h.api('GET', `/v1/jobs/${job.id}/events`);
   assert.equal(events.status, 200);
 
+  // Watching it learn: contrastive top-1 every step, kNN top-1 before the first step and every 12.
+  const top1 = await sql`select step from metrics where job_id = ${job.id} and name = 'contrastiveTop1' order by step`;
+  assert.equal(top1.length, 24);
+  const knn = await sql`select step, value from metrics where job_id = ${job.id} and name = 'knnTop1' order by step`;
+  assert.deepEqual(knn.map((k) => k.step), [0, 12, 24]);
+  assert.ok(knn.every((k) => k.value >= 0 && k.value <= 1));
+  // What ran and why: the resolved config with sources, and the fixed schedule.
+  const kinds = events.body.events.map((e: { kind: string }) => e.kind);
+  const resolved = events.body.events.find((e: { kind: string }) => e.kind === 'config-resolved');
+  assert.ok(resolved, `events: ${kinds}`);
+  assert.equal(resolved.data.sources['model.patch'], 'user');
+  assert.equal(resolved.data.sources['augment.cropMinScale'], 'dataset-size default');
+  const fixed = events.body.events.find((e: { kind: string }) => e.kind === 'schedule-fixed');
+  assert.deepEqual([fixed?.data.totalSteps, fixed?.data.source], [24, 'maxSteps']);
+
   // The probe: on `latest`, with the pretrain job's own dataset.
-  const probe = await h.submit({ type: 'probe', source: { job: job.id, checkpoint: 'latest' }, epochs: 8, batch: 64, lr: 1, resources: { backend: 'wasm' } });
+  const probe = await h.submit({ type: 'probe', source: { job: job.id, checkpoint: 'latest' }, epochs: 4, batch: 64, lrCandidates: [0.1, 1], resources: { backend: 'wasm' } });
   const probed = await h.waitForJob(probe.id, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'probe finished');
   assert.equal(probed.state, 'succeeded', JSON.stringify(probed));
   assert.equal(probed.result.checkpoint.version, 4);
   assert.ok(probed.result.top1 >= 0 && probed.result.top1 <= 1, `top1 ${probed.result.top1}`);
   assert.ok(probed.result.top5 >= probed.result.top1);
-  const [evaluation] = await sql`select kind, top1, checkpoint_id from evaluations where job_id = ${probe.id}`;
+  const [evaluation] = await sql`select kind, top1, knn_top1, subjects, protocol, checkpoint_id from evaluations where job_id = ${probe.id}`;
   assert.equal(evaluation.kind, 'linear');
   assert.equal(evaluation.top1, probed.result.top1);
+  // Both baselines beside the result, same protocol, stored and served.
+  assert.deepEqual(Object.keys(evaluation.subjects).sort(), ['model', 'random_init', 'raw_pixels']);
+  assert.equal(evaluation.subjects.model.linear.top1, evaluation.top1);
+  assert.equal(evaluation.knn_top1, evaluation.subjects.model.knn.top1);
+  assert.deepEqual([evaluation.protocol.name, evaluation.protocol.standardize, evaluation.protocol.lrCandidates], ['momentum.linear-probe/2', true, [0.1, 1]]);
+  const served = await h.api('GET', `/v1/jobs/${job.id}/evaluations`);
+  const row = served.body.evaluations.find((e: { probeJobId: string }) => e.probeJobId === probe.id);
+  assert.ok(Math.abs(row.gains.random_init.linearTop1 - (evaluation.top1 - evaluation.subjects.random_init.linear.top1)) < 1e-12);
+  assert.ok(row.gains.raw_pixels && row.protocol && row.subjects.raw_pixels);
   // The first evaluation of the job makes its checkpoint `best`.
   const best = await h.api('GET', `/v1/jobs/${job.id}/checkpoints/best`);
   assert.equal(best.body.version, 4);
