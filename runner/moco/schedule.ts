@@ -14,6 +14,8 @@ export interface RunPlan {
   stepsPerEpoch: number;
   /** What fixed totalSteps: the epochs, `maxSteps`, or the time budget sized from throughput. */
   source: 'epochs' | 'maxSteps' | 'budget';
+  /** Steps between kNN monitor evaluations when a budget chose them (0: only at the end). */
+  knnEvery?: number;
 }
 
 /** Fraction of the run spent going from 0 to 1 (last step = 1). */

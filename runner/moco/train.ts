@@ -215,16 +215,18 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
   // kNN monitor: on a fixed labeled subset of the training split, with the query backbone as it is.
   const monitor = config.monitor.knn && data.numClasses >= 2 ? await KnnMonitor.open(data, config.monitor, config.seed) : null;
   let monitorMs = 0;
-  let monitorRuns = 0;
   const measureKnn = () => {
     const t = clock();
     const backbone = stripPrefix(model.query, 'backbone.');
     const knnTop1 = (monitor as KnnMonitor).evaluate(backbone, config.model);
     monitorMs = clock() - t;
-    monitorRuns += 1;
     return knnTop1;
   };
-  const knnDue = (s: number) => monitor !== null && (s === plan.totalSteps || s % knnInterval(config.monitor, plan.totalSteps) === 0);
+  const knnDue = (s: number) => {
+    if (monitor === null) return false;
+    const every = plan.knnEvery ?? knnInterval(config.monitor, plan.totalSteps);
+    return s === plan.totalSteps || (every > 0 && s % every === 0);
+  };
   if (monitor && step === 0) {
     const knnTop1 = measureKnn();
     await hooks.onMonitor?.({ step: 0, knnTop1, ms: monitorMs });
@@ -337,15 +339,19 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
     const now = clock();
     const msPerStep = Math.max(1e-3, (now - calibrationStart - calibrationMonitorMs) / Math.max(1, step - 1));
     const every = config.monitor.knnEvery;
+    const budgetMs = budgetMinutes * 60_000;
+    // Automatic monitoring spends at most a tenth of what is left of the budget.
+    const evaluations = every === null && monitor ? Math.min(AUTO_KNN_EVALUATIONS, Math.floor((0.1 * (budgetMs - (now - startedClock))) / Math.max(1, monitorMs))) : 0;
     const fit = stepsForBudget({
-      budgetMs: budgetMinutes * 60_000,
+      budgetMs,
       elapsedMs: now - startedClock,
       stepsDone: step,
       msPerStep,
-      monitor: monitor ? { ms: monitorMs, every, count: every === null ? Math.max(0, AUTO_KNN_EVALUATIONS - monitorRuns + 1) : undefined } : undefined,
+      monitor: monitor ? { ms: monitorMs, every, count: every === null ? evaluations : undefined } : undefined,
     });
     const total = Math.min(fit, ceiling.totalSteps);
     plan = planWithTotal(config, spe, total, total < ceiling.totalSteps ? 'budget' : ceiling.source);
+    if (monitor && every === null) plan.knnEvery = evaluations > 0 ? Math.max(1, Math.ceil((total - step) / evaluations)) : 0;
     planFixed = true;
     const measured = { msPerStep, imagesPerSec: (config.optim.batch * 1000) / msPerStep, monitorMs, elapsedMs: now - startedClock, budgetMinutes };
     log('budget sized the run', { totalSteps: plan.totalSteps, warmupSteps: plan.warmupSteps, ...measured });

@@ -108,6 +108,7 @@ async function waitForJob(api: Api, id: string, onUpdate?: (job: any) => void): 
 
 interface State {
   datasetRef?: string;
+  probeDatasetRef?: string;
   pretrainJob?: string;
   probeJob?: string;
 }
@@ -123,6 +124,13 @@ runMain(async () => {
       patch: { type: 'string', default: '7' },
       heads: { type: 'string', default: '4' },
       readout: { type: 'string', default: '4' },
+      /** Reuse an ingested full dataset version (`name@N`) instead of uploading it again. */
+      dataset: { type: 'string' },
+      /** Probe on the first N / M images of the train / test files (default: all, 60000 / 10000). */
+      'probe-train': { type: 'string' },
+      'probe-val': { type: 'string' },
+      'knn-bank': { type: 'string', default: '5000' },
+      'knn-queries': { type: 'string', default: '1000' },
     },
   });
   const phase = values.phase;
@@ -155,19 +163,11 @@ runMain(async () => {
 
     if (phase !== 'evaluate') {
       // 1. The full data set through the API: presigned upload, then the runner ingests it.
-      const name = 'fashion-mnist-full';
-      const archive = await fashionMnistIdxArchive(FASHION_MNIST_DIR);
-      await api('POST', '/v1/datasets', { name, description: 'Fashion-MNIST 60k/10k (experiment)' }).catch((e: Error) => {
-        if (!/exists/.test(e.message)) throw e;
-      });
-      const version = await api('POST', `/v1/datasets/${name}/versions`, { options: { format: 'idx' }, fileName: 'fashion-mnist.tar.gz', sizeBytes: archive.byteLength });
-      const put = await fetch(version.upload.url, { method: 'PUT', body: new Uint8Array(archive) });
-      if (!put.ok) throw new UserFacingError(`upload failed: HTTP ${put.status}`);
-      const finalized = await api('POST', `/v1/datasets/${name}/versions/${version.version}/finalize`);
-      const ingest = await waitForJob(api, finalized.job.id);
-      if (ingest.state !== 'succeeded') throw new UserFacingError(`ingestion ${ingest.state}: ${ingest.error}`);
-      state.datasetRef = `${name}@${version.version}`;
-      say(`dataset ${state.datasetRef}: ${ingest.result.train} train + ${ingest.result.val} test images`);
+      state.datasetRef = values.dataset ?? (await upload(api, 'fashion-mnist-full', 'Fashion-MNIST 60k/10k (experiment)', await fashionMnistIdxArchive(FASHION_MNIST_DIR)));
+      if (values['probe-train'] || values['probe-val']) {
+        const limit = { train: values['probe-train'] ? Number(values['probe-train']) : undefined, val: values['probe-val'] ? Number(values['probe-val']) : undefined };
+        state.probeDatasetRef = await upload(api, 'fashion-mnist-probe', `Fashion-MNIST ${JSON.stringify(limit)} (experiment probe)`, await fashionMnistIdxArchive(FASHION_MNIST_DIR, limit));
+      }
 
       // 2. Pretrain under a wall-clock budget; the small-image recipe fills what is not given here.
       const spec = {
@@ -176,6 +176,7 @@ runMain(async () => {
         model: { arch: 'vit_tiny', patch: Number(values.patch), dim: Number(values.dim), depth: Number(values.depth), heads: Number(values.heads) },
         optim: { batch: 256 },
         budget: { minutes: Number(values.minutes) },
+        monitor: { knnBank: Number(values['knn-bank']), knnQueries: Number(values['knn-queries']) },
         epochs: 100,
         checkpointEvery: 200,
         labels: { experiment: 'fashion-mnist' },
@@ -200,6 +201,7 @@ runMain(async () => {
       const probe = await api('POST', '/v1/jobs', {
         type: 'probe',
         source: { job: state.pretrainJob, checkpoint: 'latest' },
+        ...(state.probeDatasetRef ? { dataset: state.probeDatasetRef } : {}),
         readout: { lastBlocks: Number(values.readout) },
         labels: { experiment: 'fashion-mnist' },
       });
@@ -215,6 +217,21 @@ runMain(async () => {
   }
   process.exit(0);
 });
+
+/** Uploads an IDX archive as a new version of `name` through the API and waits for its ingestion. */
+async function upload(api: Api, name: string, description: string, archive: Buffer): Promise<string> {
+  await api('POST', '/v1/datasets', { name, description }).catch((e: Error) => {
+    if (!/exists/.test(e.message)) throw e;
+  });
+  const version = await api('POST', `/v1/datasets/${name}/versions`, { options: { format: 'idx' }, fileName: `${name}.tar.gz`, sizeBytes: archive.byteLength });
+  const put = await fetch(version.upload.url, { method: 'PUT', body: new Uint8Array(archive) });
+  if (!put.ok) throw new UserFacingError(`upload failed: HTTP ${put.status}`);
+  const finalized = await api('POST', `/v1/datasets/${name}/versions/${version.version}/finalize`);
+  const ingest = await waitForJob(api, finalized.job.id);
+  if (ingest.state !== 'succeeded') throw new UserFacingError(`ingestion ${ingest.state}: ${ingest.error}`);
+  say(`dataset ${name}@${version.version}: ${ingest.result.train} train + ${ingest.result.val} test images`);
+  return `${name}@${version.version}`;
+}
 
 async function report(api: Api, state: State, outDir: string, result: any): Promise<void> {
   const pretrain = await api('GET', `/v1/jobs/${state.pretrainJob}`);
