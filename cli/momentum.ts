@@ -255,10 +255,11 @@ async function main(argv: string[]): Promise<number> {
     },
   });
   const [command, ...rest] = positionals;
-  if (values.help || !command) {
-    say(USAGE);
-    return values.help ? EXIT.ok : EXIT.usage;
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return EXIT.ok;
   }
+  if (!command) throw new CliError(EXIT.usage, 'no command given; --help lists the commands');
   const flags = values as Flags;
   const api = client();
   if (command === 'jobs') await jobs(api, rest, flags);
@@ -285,7 +286,11 @@ main(process.argv.slice(2)).then(
       say(`momentum: cannot reach the API at ${process.env.MOMENTUM_URL ?? 'http://127.0.0.1:8787'}: ${(err.cause as Error)?.message ?? err.message}`);
       process.exit(EXIT.unavailable);
     }
-    if (err instanceof SyntaxError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (err as { code?: string }).code === 'ENOENT') {
+    if (String((err as { code?: string }).code).startsWith('ERR_PARSE_ARGS_')) {
+      say(`momentum: ${(err as Error).message.split(/\.(\s|$)/)[0]}; --help lists the commands and options`);
+      process.exit(EXIT.usage);
+    }
+    if (err instanceof SyntaxError || (err as { code?: string }).code === 'ENOENT') {
       say(`momentum: ${(err as Error).message}`);
       process.exit(EXIT.usage);
     }

@@ -50,6 +50,7 @@ const IdempotencyHeader = z.object({
 const submitRoute = createRoute({
   method: 'post',
   path: '/jobs',
+  operationId: 'submitJob',
   tags: ['jobs'],
   summary: 'Submit a pretrain or probe job',
   security,
@@ -66,6 +67,7 @@ const submitRoute = createRoute({
 const listRoute = createRoute({
   method: 'get',
   path: '/jobs',
+  operationId: 'listJobs',
   tags: ['jobs'],
   summary: 'List jobs, newest first',
   security,
@@ -88,6 +90,7 @@ const listRoute = createRoute({
 const getRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}',
+  operationId: 'getJob',
   tags: ['jobs'],
   summary: 'Get a job',
   security,
@@ -99,6 +102,7 @@ const getRoute = createRoute({
 const cancelRoute = createRoute({
   method: 'post',
   path: '/jobs/{id}/cancel',
+  operationId: 'cancelJob',
   tags: ['jobs'],
   summary: 'Cancel a job (queued: at once; running: asks the runner)',
   security,
@@ -110,6 +114,7 @@ const cancelRoute = createRoute({
 const retryRoute = createRoute({
   method: 'post',
   path: '/jobs/{id}/retry',
+  operationId: 'retryJob',
   tags: ['jobs'],
   summary: 'Queue a failed or canceled job again (a new attempt)',
   security,
@@ -132,6 +137,7 @@ const RetrainBody = z
 const retrainRoute = createRoute({
   method: 'post',
   path: '/jobs/{id}/retrain',
+  operationId: 'retrainJob',
   tags: ['jobs'],
   summary: "A new pretrain job from this job's spec on another dataset version, optionally initialised from one of its checkpoints",
   security,

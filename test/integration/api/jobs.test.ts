@@ -36,7 +36,8 @@ describe('POST /v1/jobs', () => {
     assert.equal(body.dataset, 'fmnist@2', 'name alone resolves to the newest ready version');
     assert.equal(body.spec.dataset, 'fmnist@2');
     assert.equal(body.spec.optim.batch, 64);
-    assert.equal(body.spec.moco.momentum, 0.99, 'defaults are applied and stored');
+    assert.equal(body.spec.method, 'mocov3', 'defaults are applied and stored');
+    assert.equal(body.spec.moco.momentumSchedule, 'cosine');
     assert.equal(res.headers.get('location'), `/v1/jobs/${body.id}`);
     const outbox = await h.database.sql`select topic, payload from outbox where payload->>'jobId' = ${body.id} order by id`;
     assert.deepEqual(outbox.map((r) => r.topic), ['job.enqueue', 'job.event']);

@@ -1,0 +1,29 @@
+/** The OpenAPI document as generated clients see it: every operation named, names unique. */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHarness, type Harness } from './harness.js';
+
+let h: Harness;
+before(async () => (h = await createHarness()));
+after(() => h.close());
+
+const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options'] as const;
+
+test('every operation has a unique camelCase operationId', async () => {
+  const doc = (await (await h.app.request('/openapi.json')).json()) as { paths: Record<string, Record<string, { operationId?: string }>> };
+  const seen = new Map<string, string>();
+  let operations = 0;
+  for (const [path, item] of Object.entries(doc.paths)) {
+    for (const method of METHODS) {
+      const op = item[method];
+      if (!op) continue;
+      operations++;
+      const where = `${method.toUpperCase()} ${path}`;
+      assert.ok(op.operationId, `${where} has no operationId`);
+      assert.match(op.operationId, /^[a-z][A-Za-z0-9]*$/, `${where}: operationId ${op.operationId} is not camelCase`);
+      assert.ok(!seen.has(op.operationId), `${where} reuses ${op.operationId} of ${seen.get(op.operationId)}`);
+      seen.set(op.operationId, where);
+    }
+  }
+  assert.ok(operations >= 30, `only ${operations} operations found`);
+});
