@@ -25,6 +25,7 @@ import { jobEvents, type JobState } from '../../db/schema.js';
 import { isTerminal } from '../../contracts/lifecycle.js';
 import type { RunJobPayload } from '../../contracts/queues.js';
 import { PermanentRunError, type RunContext, type RunnerServices, type RunOutcome } from './context.js';
+import type { DeviceSlot } from './deviceSlots.js';
 import type { RunControl } from './runControl.js';
 import { runPretrain } from './pretrainRun.js';
 import { runProbe } from './probeRun.js';
@@ -47,6 +48,7 @@ export async function processDelivery(
   bullJob: Job<RunJobPayload>,
   token: string,
   control: RunControl,
+  deviceSlot?: DeviceSlot,
 ): Promise<AttemptResult> {
   const { db, config } = services;
   const jobId = bullJob.data.jobId;
@@ -96,6 +98,7 @@ export async function processDelivery(
     attempt,
     log: runLog,
     control,
+    deviceSlot,
     workDir,
     publishProgress: (p) => bullJob.updateProgress({ ...p }),
   };
