@@ -27,3 +27,11 @@ test('every operation has a unique camelCase operationId', async () => {
   }
   assert.ok(operations >= 30, `only ${operations} operations found`);
 });
+
+test('a misspelt field is answered with the nearest known one', async () => {
+  const res = await h.request('POST', '/v1/jobs', { body: { type: 'pretrain', dataset: 'x', optim: { bacth: 64 } } });
+  assert.equal(res.status, 400);
+  const body = (await res.json()) as { error: { message: string; details: { path: string; message: string }[] } };
+  assert.equal(body.error.message, 'optim.bacth: unknown field; did you mean batch?');
+  assert.deepEqual(body.error.details.map((d) => d.path), ['optim.bacth']);
+});
