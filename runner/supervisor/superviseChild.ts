@@ -11,6 +11,7 @@ import { RunChild, type ChildOutcome } from './childProcess.js';
 import { configEnv, type RunContext } from './context.js';
 import { JobLogWriter } from './jobLogWriter.js';
 import { MetricsWriter } from './metricsWriter.js';
+import { SpikeDetector, watchedSeries, type Spike } from '../moco/spikes.js';
 import type { CheckpointReady, ChildTask, RuntimeInfo, StopReason } from './protocol.js';
 
 export interface SuperviseOptions {
@@ -43,6 +44,15 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
   let lastStep: number | undefined;
   let totalSteps: number | undefined;
   let checkpoints: Promise<void> = Promise.resolve();
+  // Loss and gradient-norm spikes of a pretrain run become `spike` events (docs/trainer.md).
+  const spikes = task.kind === 'pretrain' ? new SpikeDetector() : undefined;
+  const recordSpike = (s: Spike) => {
+    const reason = `${s.series} ${s.value.toPrecision(4)} > ${s.factor}× its running median ${s.median.toPrecision(4)}`;
+    logs.add('warn', `spike at step ${s.step}: ${reason}`);
+    void recordJobEvent(db, job.id, 'spike', { attempt: ctx.attempt, reason, data: s }).catch((err: unknown) =>
+      log.warn({ err: (err as Error).message }, 'could not record a spike event'),
+    );
+  };
 
   const child = RunChild.start(
     task,
@@ -59,6 +69,7 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
         lastStep = msg.metrics.step;
         totalSteps = msg.totalSteps ?? totalSteps;
         metrics.add(msg.metrics, totalSteps);
+        spikes?.observe(msg.metrics.step, watchedSeries(msg.metrics)).forEach(recordSpike);
       },
       onCheckpoint(msg) {
         const handle = opts.onCheckpoint;

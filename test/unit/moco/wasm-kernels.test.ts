@@ -10,10 +10,17 @@ import { checkGradients, randomTensor } from './gradcheck.js';
 // Two threads whatever the machine: covers the threaded build (shared heap, bmm.shared.wasm) and
 // the Node workarounds of kernels/wasm-threads.ts.
 process.env.MOCO_WASM_THREADS = '2';
+// A native BLAS that cannot be loaded: the wasm kernels must stand alone (the fallback of a machine
+// without OpenBLAS), and the backend must say why BLAS is not used.
+const MISSING_BLAS = '/nonexistent/libopenblas.so.0';
+process.env.MOCO_BLAS_LIBRARY = MISSING_BLAS;
 
 before(async () => {
   const info = await selectBackend('wasm');
   assert.equal(info.kernels, 'bmm+gelu');
+  assert.equal(typeof info.blas, 'string');
+  assert.match(info.blas as string, /^no native BLAS: /);
+  assert.ok((info.blas as string).includes(MISSING_BLAS), info.blas as string);
   assert.equal(info.threads, 2, JSON.stringify(info.tried));
   assert.ok((tf.engine().backend as unknown as { wasm: { HEAPF32: Float32Array } }).wasm.HEAPF32.buffer instanceof SharedArrayBuffer);
 });
