@@ -164,6 +164,7 @@ export interface Operations {
       body: {
         type: "pretrain";
         dataset: string;
+        method?: "mocov3" | "simclr" | "byol";
         model?: {
           arch?: "vit_tiny" | "vit_small" | "vit_base" | "resnet18" | "resnet50";
           imageSize?: number;
