@@ -3,6 +3,7 @@
  * Prints JSON on stdout (for jq), progress on stderr. Exit codes, for CI:
  *   0 ok · 1 usage or unexpected error · 2 the API refused the request (4xx) · 3 the job ended
  *   failed or canceled · 4 timed out waiting · 5 checksum mismatch on a download · 6 API unreachable or 5xx
+ *   · 7 a promotion's quality gate failed (the alias did not move)
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -12,8 +13,10 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { ApiCallError, MomentumClient } from './client.js';
+import { parseGateRule } from '../contracts/gate.js';
+import { parseModelRef } from '../contracts/models.js';
 
-const EXIT = { ok: 0, usage: 1, refused: 2, jobFailed: 3, timeout: 4, checksum: 5, unavailable: 6 } as const;
+const EXIT = { ok: 0, usage: 1, refused: 2, jobFailed: 3, timeout: 4, checksum: 5, unavailable: 6, gateFailed: 7 } as const;
 const TERMINAL = ['succeeded', 'failed', 'canceled'];
 
 class CliError extends Error {
@@ -31,14 +34,22 @@ const USAGE = `usage: momentum <command> [options]     (env: MOMENTUM_URL, MOMEN
   jobs get <job> | jobs list [--state S] [--type T] [--label k:v] [--limit N]
   jobs cancel <job> | jobs wait <job> [--timeout S]
   jobs logs <job> [--follow] | jobs events <job> [--follow]
-  retrain <job> --dataset name@N [--from-checkpoint latest] [--idempotency-key K] [--wait] [--timeout S]
+  retrain <job|model@ref> --dataset name@N [--from-checkpoint latest|model@ref] [--idempotency-key K] [--wait] [--timeout S]
+      [--promote ALIAS [--gate 'linear>=ALIAS-0.5']... [--model NAME] [--probe-epochs N] [--probe-lr X] [--probe-batch N]]
+      --promote: wait, probe the gate's aliases and the new model under one protocol on its dataset,
+      and move ALIAS of the model to it if every gate rule passes (exit 7 if not)
   checkpoints list <job>
-  checkpoints download <job> [version|alias] [--file backbone|state] [-o path]
+  checkpoints download <job|model@ref> [version|alias] [--file backbone|state] [-o path]
+  models list | models get <name> | models versions <name> | models gates <name>
+  models register <name> <job> [version|alias] [--alias A]...
+  models alias <name> <alias> <version> [--expect N|none]
+  models lineage <model@ref>
   datasets create <name> [--description D]
   datasets upload <name> <archive> --format imagefolder|idx|cifar10|cifar100|unlabeled [--image-size N] [--wait] [--timeout S]
   datasets get <name> [version]
 
-exit codes: 0 ok, 1 usage, 2 refused by the API (4xx), 3 job failed/canceled, 4 timeout, 5 checksum mismatch, 6 API unreachable/5xx`;
+exit codes: 0 ok, 1 usage, 2 refused by the API (4xx), 3 job failed/canceled, 4 timeout, 5 checksum mismatch, 6 API unreachable/5xx,
+            7 a promotion's gate failed`;
 
 const out = (v: unknown) => process.stdout.write(JSON.stringify(v, null, 2) + '\n');
 const say = (msg: string) => process.stderr.write(msg + '\n');
@@ -149,13 +160,101 @@ async function jobs(api: MomentumClient, args: string[], flags: Flags) {
 }
 
 async function retrain(api: MomentumClient, args: string[], flags: Flags) {
-  const id = need(args[0], 'job id');
+  const target = need(args[0], 'job id or model@ref');
+  const fromModel = parseModelRef(target);
   const body: Record<string, unknown> = { dataset: need(flags.dataset, '--dataset name@N') };
-  if (flags['from-checkpoint']) body.initFrom = flags['from-checkpoint'];
   const headers: Record<string, string> = flags['idempotency-key'] ? { 'idempotency-key': flags['idempotency-key'] } : {};
-  const job = await api.call('POST', `/v1/jobs/${id}/retrain`, { body, headers });
-  say(`retraining ${id} as ${job.id} on ${job.dataset}${job.spec.initFrom ? ` from ${job.spec.initFrom.checkpoint}` : ''}`);
-  out(flags.wait ? await waitForJob(api, job.id, timeout(flags)) : job);
+  let job;
+  if (fromModel) {
+    // A model version: its job's spec, its weights.
+    if (flags['from-checkpoint']) throw new CliError(EXIT.usage, '--from-checkpoint: a model version is its own starting point');
+    job = await api.call('POST', `/v1/models/${fromModel.name}/versions/${target.slice(target.indexOf('@') + 1)}/retrain`, { body, headers });
+  } else {
+    if (flags['from-checkpoint']) body.initFrom = flags['from-checkpoint'];
+    job = await api.call('POST', `/v1/jobs/${target}/retrain`, { body, headers });
+  }
+  const from = job.spec.initFrom ? ` from ${job.spec.initFrom.model ?? job.spec.initFrom.checkpoint}` : '';
+  say(`retraining ${target} as ${job.id} on ${job.dataset}${from}`);
+  if (!flags.promote) return out(flags.wait ? await waitForJob(api, job.id, timeout(flags)) : job);
+  const model = flags.model ?? fromModel?.name;
+  if (!model) throw new CliError(EXIT.usage, '--promote needs the model: retrain a model@ref, or name it with --model');
+  await promote(api, await waitForJob(api, job.id, timeout(flags)), model, flags);
+}
+
+/**
+ * The gated promotion of a freshly trained job. A gate compares numbers measured the same way on the
+ * same data, so every alias the gate names is probed first under the protocol and on the dataset
+ * version the new job's probe uses; then the new job is probed with `promote`, and the runner decides
+ * and moves the alias (or not) in one transaction. Exit 7 when the gate failed.
+ */
+async function promote(api: MomentumClient, job: any, model: string, flags: Flags) {
+  const alias = flags.promote!;
+  const gate = flags.gate ?? [];
+  const rules = gate.map((text) => parseGateRule(text) ?? usage(`--gate ${JSON.stringify(text)}: not a gate rule (e.g. 'linear>=${alias}-0.5')`));
+  const protocol: Record<string, unknown> = { epochs: Number(flags['probe-epochs'] ?? 10) };
+  if (flags['probe-lr']) protocol.lr = Number(flags['probe-lr']);
+  if (flags['probe-batch']) protocol.batch = Number(flags['probe-batch']);
+  const key = flags['idempotency-key'];
+  const probe = async (spec: Record<string, unknown>, suffix: string) => {
+    const headers: Record<string, string> = key ? { 'idempotency-key': `${key}:${suffix}` } : {};
+    const submitted = await api.call('POST', '/v1/jobs', { body: { type: 'probe', dataset: job.dataset, ...protocol, ...spec }, headers });
+    return waitForJob(api, submitted.id, timeout(flags));
+  };
+  for (const baseline of new Set(rules.map((r) => r.alias).filter((a): a is string => a !== null))) {
+    const current = await api.call('GET', `/v1/models/${model}/versions/${baseline}`).catch((e) => {
+      if (e instanceof ApiCallError && e.status === 404) return null;
+      throw e;
+    });
+    if (!current) {
+      say(`${model}@${baseline} does not exist yet: nothing to compare with`);
+      continue;
+    }
+    say(`probing ${model}@${baseline} (v${current.version}) on ${job.dataset} for the gate`);
+    await probe({ source: { model: `${model}@${current.version}` } }, `baseline-${baseline}`);
+  }
+  say(`probing ${job.id} and promoting it to ${model}@${alias} if ${gate.length ? gate.join(' and ') : 'it finishes'}`);
+  const probed = await probe({ source: { job: job.id, checkpoint: 'latest' }, promote: { model, alias, gate } }, 'promote');
+  const decision = probed.result?.gate;
+  out({ job: job.id, probe: probed.id, top1: probed.result?.top1 ?? null, gate: decision ?? null });
+  if (!decision) throw new CliError(EXIT.gateFailed, `probe ${probed.id} recorded no gate decision`);
+  for (const r of decision.rules ?? []) say(`${r.passed ? 'pass' : 'FAIL'} ${r.rule}: ${r.reason}`);
+  if (!decision.passed) throw new CliError(EXIT.gateFailed, `gate failed: ${model}@${alias} stays at ${decision.previousVersion === null ? 'nothing' : `v${decision.previousVersion}`}`);
+  say(decision.moved ? `${model}@${alias} → v${decision.version} (was ${decision.previousVersion === null ? 'unset' : `v${decision.previousVersion}`})` : `${model}@${alias} is already v${decision.version}`);
+}
+
+function usage(message: string): never {
+  throw new CliError(EXIT.usage, message);
+}
+
+async function models(api: MomentumClient, args: string[], flags: Flags) {
+  const [sub, name, third, fourth] = args;
+  switch (sub) {
+    case 'list':
+      return out(await api.call('GET', '/v1/models'));
+    case 'get':
+      return out(await api.call('GET', `/v1/models/${need(name, 'model name')}`));
+    case 'versions':
+      return out(await api.call('GET', `/v1/models/${need(name, 'model name')}/versions`));
+    case 'gates':
+      return out(await api.call('GET', `/v1/models/${need(name, 'model name')}/gates`));
+    case 'register': {
+      const body = { job: need(third, 'job id'), checkpoint: fourth ?? 'latest', aliases: flags.alias ?? [] };
+      const version = await api.call('POST', `/v1/models/${need(name, 'model name')}/versions`, { body });
+      say(`registered ${body.job} ${body.checkpoint} as ${version.ref}${version.aliases.length ? ` (${version.aliases.join(', ')})` : ''}`);
+      return out(version);
+    }
+    case 'alias': {
+      const body: Record<string, unknown> = { version: Number(need(fourth, 'version')) };
+      if (flags.expect !== undefined) body.expectedVersion = flags.expect === 'none' ? null : Number(flags.expect);
+      return out(await api.call('PUT', `/v1/models/${need(name, 'model name')}/aliases/${need(third, 'alias')}`, { body }));
+    }
+    case 'lineage': {
+      const ref = parseModelRef(need(name, 'model@ref')) ?? usage(`${name}: expected model@version or model@alias`);
+      return out(await api.call('GET', `/v1/models/${ref.name}/versions/${name!.slice(name!.indexOf('@') + 1)}/lineage`));
+    }
+    default:
+      throw new CliError(EXIT.usage, USAGE);
+  }
 }
 
 async function checkpoints(api: MomentumClient, args: string[], flags: Flags) {
@@ -163,7 +262,11 @@ async function checkpoints(api: MomentumClient, args: string[], flags: Flags) {
   if (sub === 'list') return out(await api.call('GET', `/v1/jobs/${need(id, 'job id')}/checkpoints`));
   if (sub !== 'download') throw new CliError(EXIT.usage, USAGE);
   const file = flags.file ?? 'backbone';
-  const link = await api.call('GET', `/v1/jobs/${need(id, 'job id')}/checkpoints/${ref}/download?file=${encodeURIComponent(file)}`);
+  // `model@ref` downloads a model version; anything else names a job and one of its checkpoints.
+  const model = parseModelRef(need(id, 'job id or model@ref'));
+  const link = model
+    ? await api.call('GET', `/v1/models/${model.name}/versions/${id!.slice(id!.indexOf('@') + 1)}/download?file=${encodeURIComponent(file)}`)
+    : await api.call('GET', `/v1/jobs/${id}/checkpoints/${ref}/download?file=${encodeURIComponent(file)}`);
   const target = flags.output ?? link.fileName;
   const partial = `${target}.partial`;
   const res = await fetch(link.url);
@@ -228,7 +331,7 @@ async function uploadArchive(api: MomentumClient, path: string, upload: any): Pr
   await api.call('POST', upload.completeUrl, { body: { uploadId: upload.uploadId, parts } });
 }
 
-type Flags = Record<string, string | undefined> & { wait?: any; follow?: any };
+type Flags = Record<string, string | undefined> & { wait?: any; follow?: any; gate?: string[]; alias?: string[] };
 const timeout = (flags: Flags) => Number(flags.timeout ?? 24 * 3600);
 
 async function main(argv: string[]): Promise<number> {
@@ -251,6 +354,14 @@ async function main(argv: string[]): Promise<number> {
       format: { type: 'string' },
       'image-size': { type: 'string' },
       description: { type: 'string' },
+      promote: { type: 'string' },
+      gate: { type: 'string', multiple: true },
+      model: { type: 'string' },
+      'probe-epochs': { type: 'string' },
+      'probe-lr': { type: 'string' },
+      'probe-batch': { type: 'string' },
+      alias: { type: 'string', multiple: true },
+      expect: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -265,6 +376,7 @@ async function main(argv: string[]): Promise<number> {
   else if (command === 'retrain') await retrain(api, rest, flags);
   else if (command === 'checkpoints') await checkpoints(api, rest, flags);
   else if (command === 'datasets') await datasets(api, rest, flags);
+  else if (command === 'models') await models(api, rest, flags);
   else throw new CliError(EXIT.usage, `unknown command ${command}\n\n${USAGE}`);
   return EXIT.ok;
 }
