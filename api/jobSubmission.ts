@@ -12,6 +12,7 @@ import { resolveReadyVersion } from '../db/datasets.js';
 import { parseDatasetRef, type JobSpec, type ProbeSpec, type PretrainSpec, type WeightsSource } from '../contracts/jobSpec.js';
 import { resolveModelRef } from '../db/models.js';
 import { refuseWebhookTarget } from './webhooks/targets.js';
+import { refuseOverActiveJobLimit, refuseOverStorageLimit, refuseSpecThatCannotFit } from './quotas.js';
 
 export interface SubmitOptions {
   tenantId: string;
@@ -34,6 +35,10 @@ export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOption
     const why = await refuseWebhookTarget(spec.webhook.url, deps.config.WEBHOOK_ALLOW_PRIVATE);
     if (why) throw invalid('webhook.url', why);
   }
+  // Issue 10: what cannot fit a runner, and tenants past their limits, are refused before the insert.
+  if (spec.type === 'pretrain') refuseSpecThatCannotFit(deps, spec);
+  await refuseOverActiveJobLimit(deps, opts.tenantId);
+  if (spec.type === 'pretrain') await refuseOverStorageLimit(deps, opts.tenantId);
   const resolved = spec.type === 'pretrain' ? await preparePretrain(deps, opts.tenantId, spec) : await prepareProbe(deps, opts.tenantId, spec);
   const requestHash = opts.idempotencyKey
     ? createHash('sha256').update(opts.operation).update('\0').update(JSON.stringify(spec)).digest('hex')

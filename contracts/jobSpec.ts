@@ -47,8 +47,8 @@ export const modelSpec = z.strictObject({
 export const mocoSpec = z.strictObject({
   /** InfoNCE temperature; defaults to 0.2 for ViT and 1.0 for ResNet. */
   temperature: positive(10).optional(),
-  /** Initial momentum of the key encoder; rises to 1 on a half-cosine when schedule is cosine. */
-  momentum: probability.default(0.99),
+  /** Initial momentum of the key encoder; rises to 1 on a half-cosine when schedule is cosine. Defaults: 0.99 (MoCo v3), 0.996 (BYOL). */
+  momentum: probability.optional(),
   momentumSchedule: z.enum(['cosine', 'constant']).default('cosine'),
   projector: z
     .strictObject({
@@ -59,7 +59,8 @@ export const mocoSpec = z.strictObject({
     .prefault({}),
   predictor: z
     .strictObject({
-      enabled: z.boolean().default(true),
+      /** Defaults to true for MoCo v3 and BYOL; SimCLR has none. */
+      enabled: z.boolean().optional(),
       layers: int(1, 4).default(2),
       hiddenDim: int(8, 16384).default(4096),
     })
@@ -133,9 +134,13 @@ export const weightsSource = z
   .refine((s) => s.job !== undefined || s.checkpoint === undefined, { message: 'a checkpoint belongs to a job: name the job too, or use model', path: ['checkpoint'] });
 export type WeightsSource = z.infer<typeof weightsSource>;
 
+/** The self-supervised objective: MoCo v3, or SimCLR / BYOL as baselines on the same backbone and data path. */
+export const METHODS = ['mocov3', 'simclr', 'byol'] as const;
+
 export const pretrainSpec = z.strictObject({
   type: z.literal('pretrain'),
   dataset: datasetRef,
+  method: z.enum(METHODS).default('mocov3'),
   model: modelSpec.prefault({}),
   moco: mocoSpec.prefault({}),
   optim: optimSpec.prefault({}),

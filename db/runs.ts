@@ -71,26 +71,49 @@ export interface MetricPoint {
   value: number;
 }
 
-/** Upserts metric points: a step written again (a resumed run) overwrites, never duplicates. */
-export async function upsertMetrics(db: DbOrTx, jobId: string, points: readonly MetricPoint[]): Promise<void> {
+/**
+ * Fences a write by the attempt that makes it: takes a share lock on the job row (a new attempt's
+ * start, which takes the row for update, waits for the write to commit, or the write waits for the
+ * start and then sees the new attempt) and refuses when the job's attempt is no longer `attempt`.
+ */
+async function assertCurrentAttempt(tx: DbOrTx, jobId: string, attempt: number): Promise<void> {
+  const [row] = await tx.select({ attempt: jobs.attempt }).from(jobs).where(eq(jobs.id, jobId)).for('share');
+  if (!row) throw new SupersededError(`job ${jobId} no longer exists`);
+  if (row.attempt !== attempt) throw new SupersededError(`attempt ${attempt} of job ${jobId} was superseded by attempt ${row.attempt}`);
+}
+
+/**
+ * Upserts metric points: a step written again (a resumed run) overwrites, never duplicates. With
+ * `attempt`, the write is fenced: a superseded attempt's points are refused (SupersededError).
+ */
+export async function upsertMetrics(db: Db, jobId: string, points: readonly MetricPoint[], attempt?: number): Promise<void> {
   const finite = points.filter((p) => Number.isFinite(p.value));
-  for (let i = 0; i < finite.length; i += 1000) {
-    await db
-      .insert(metrics)
-      .values(finite.slice(i, i + 1000).map((p) => ({ jobId, step: p.step, name: p.name, value: p.value })))
-      .onConflictDoUpdate({
-        target: [metrics.jobId, metrics.name, metrics.step],
-        set: { value: sql`excluded.value`, at: sql`now()` },
-      });
-  }
+  if (!finite.length) return;
+  await db.transaction(async (tx) => {
+    if (attempt !== undefined) await assertCurrentAttempt(tx, jobId, attempt);
+    for (let i = 0; i < finite.length; i += 1000) {
+      await tx
+        .insert(metrics)
+        .values(finite.slice(i, i + 1000).map((p) => ({ jobId, step: p.step, name: p.name, value: p.value })))
+        .onConflictDoUpdate({
+          target: [metrics.jobId, metrics.name, metrics.step],
+          set: { value: sql`excluded.value`, at: sql`now()` },
+        });
+    }
+  });
 }
 
-export async function setProgress(db: DbOrTx, jobId: string, progress: Record<string, unknown>): Promise<void> {
-  await db.update(jobs).set({ progress, updatedAt: sql`now()` }).where(eq(jobs.id, jobId));
+/** The job row, restricted to `attempt` when one is given (a fenced write). */
+const ofAttempt = (jobId: string, attempt?: number) => (attempt === undefined ? eq(jobs.id, jobId) : and(eq(jobs.id, jobId), eq(jobs.attempt, attempt)));
+
+export async function setProgress(db: DbOrTx, jobId: string, progress: Record<string, unknown>, attempt?: number): Promise<void> {
+  const rows = await db.update(jobs).set({ progress, updatedAt: sql`now()` }).where(ofAttempt(jobId, attempt)).returning({ id: jobs.id });
+  if (!rows.length && attempt !== undefined) throw new SupersededError(`attempt ${attempt} of job ${jobId} was superseded`);
 }
 
-export async function setRuntime(db: DbOrTx, jobId: string, runtime: Record<string, unknown>): Promise<void> {
-  await db.update(jobs).set({ runtime, updatedAt: sql`now()` }).where(eq(jobs.id, jobId));
+export async function setRuntime(db: DbOrTx, jobId: string, runtime: Record<string, unknown>, attempt?: number): Promise<void> {
+  const rows = await db.update(jobs).set({ runtime, updatedAt: sql`now()` }).where(ofAttempt(jobId, attempt)).returning({ id: jobs.id });
+  if (!rows.length && attempt !== undefined) throw new SupersededError(`attempt ${attempt} of job ${jobId} was superseded`);
 }
 
 export interface LogLine {
@@ -268,6 +291,9 @@ export interface NewEvaluation {
  */
 export async function recordEvaluation(db: Db, ev: NewEvaluation): Promise<{ evaluation: EvaluationRow; movedBest: boolean; previousBestTop1: number | null }> {
   return db.transaction(async (tx) => {
+    // Fenced: a probe attempt that lost its job to another attempt records nothing.
+    const [probe] = await tx.select({ attempt: jobs.attempt }).from(jobs).where(eq(jobs.id, ev.probeJobId)).for('update');
+    if (probe?.attempt !== ev.attempt) throw new SupersededError(`attempt ${ev.attempt} of probe ${ev.probeJobId} was superseded by attempt ${probe?.attempt}`);
     // Serialise probes of the same source job: two finishing at once must not both think they are best.
     await tx.select({ id: jobs.id }).from(jobs).where(eq(jobs.id, ev.sourceJobId)).for('update');
     const [evaluation] = await tx

@@ -55,6 +55,7 @@ const FILE_KINDS = { state: CHECKPOINT_FILES.state, backbone: CHECKPOINT_FILES.b
 const listRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}/checkpoints',
+  operationId: 'listCheckpoints',
   tags: ['checkpoints'],
   summary: 'Checkpoint versions of a job, with their aliases',
   security,
@@ -70,6 +71,7 @@ const listRoute = createRoute({
 const getRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}/checkpoints/{ref}',
+  operationId: 'getCheckpoint',
   tags: ['checkpoints'],
   summary: 'One checkpoint by version (`3`, `v3`) or alias (`latest`, `best`, your own)',
   security,
@@ -81,6 +83,7 @@ const getRoute = createRoute({
 const downloadRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}/checkpoints/{ref}/download',
+  operationId: 'getCheckpointDownloadUrl',
   tags: ['checkpoints'],
   summary: 'A short-lived presigned URL for the full state or the backbone export',
   description: 'The URL expires after `ttl` seconds (default SIGNED_URL_TTL_SECONDS, at most SIGNED_URL_MAX_TTL_SECONDS) and names the file `<job>-v<N>-<file>.safetensors`. With `redirect=true` the answer is a 302 to it.',
@@ -117,6 +120,7 @@ const downloadRoute = createRoute({
 const putAliasRoute = createRoute({
   method: 'put',
   path: '/jobs/{id}/checkpoints/aliases/{alias}',
+  operationId: 'setCheckpointAlias',
   tags: ['checkpoints'],
   summary: 'Point a user alias at a checkpoint version',
   security,
@@ -128,6 +132,7 @@ const putAliasRoute = createRoute({
 const deleteAliasRoute = createRoute({
   method: 'delete',
   path: '/jobs/{id}/checkpoints/aliases/{alias}',
+  operationId: 'deleteCheckpointAlias',
   tags: ['checkpoints'],
   summary: 'Remove a user alias',
   security,

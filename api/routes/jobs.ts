@@ -51,6 +51,7 @@ const IdempotencyHeader = z.object({
 const submitRoute = createRoute({
   method: 'post',
   path: '/jobs',
+  operationId: 'submitJob',
   tags: ['jobs'],
   summary: 'Submit a pretrain or probe job',
   security,
@@ -67,6 +68,7 @@ const submitRoute = createRoute({
 const listRoute = createRoute({
   method: 'get',
   path: '/jobs',
+  operationId: 'listJobs',
   tags: ['jobs'],
   summary: 'List jobs, newest first',
   security,
@@ -89,6 +91,7 @@ const listRoute = createRoute({
 const getRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}',
+  operationId: 'getJob',
   tags: ['jobs'],
   summary: 'Get a job',
   security,
@@ -100,6 +103,7 @@ const getRoute = createRoute({
 const cancelRoute = createRoute({
   method: 'post',
   path: '/jobs/{id}/cancel',
+  operationId: 'cancelJob',
   tags: ['jobs'],
   summary: 'Cancel a job (queued: at once; running: asks the runner)',
   security,
@@ -111,6 +115,7 @@ const cancelRoute = createRoute({
 const retryRoute = createRoute({
   method: 'post',
   path: '/jobs/{id}/retry',
+  operationId: 'retryJob',
   tags: ['jobs'],
   summary: 'Queue a failed or canceled job again (a new attempt)',
   security,
@@ -137,6 +142,7 @@ const RetrainBody = z
 const retrainRoute = createRoute({
   method: 'post',
   path: '/jobs/{id}/retrain',
+  operationId: 'retrainJob',
   tags: ['jobs'],
   summary: "A new pretrain job from this job's spec on another dataset version, optionally initialised from one of its checkpoints",
   security,

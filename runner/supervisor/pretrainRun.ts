@@ -18,7 +18,7 @@ export async function runPretrain(ctx: RunContext): Promise<RunOutcome> {
   const { job, log } = ctx;
   const spec = parseSpec(job.spec);
   const manifest = await readyManifest(ctx, spec.dataset, job.datasetVersionId);
-  const trainConfig = buildTrainConfig(spec, manifest);
+  const trainConfig = buildTrainConfig(spec, manifest, ctx.config.RUNNER_MEMORY_MB * 1024 * 1024);
   const store = new CheckpointStore(ctx.db, ctx.storage, log);
 
   const remainingSeconds = spec.maxRuntimeSeconds - (await runningSecondsSoFar(ctx.db, job.id));
