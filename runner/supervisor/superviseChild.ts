@@ -7,6 +7,7 @@
 import { hostname } from 'node:os';
 import { recordJobEvent } from '../../db/jobs.js';
 import { setRuntime, SupersededError } from '../../db/runs.js';
+import { codeVersion } from '../codeVersion.js';
 import { RunChild, type ChildOutcome } from './childProcess.js';
 import { configEnv, type RunContext } from './context.js';
 import { JobLogWriter } from './jobLogWriter.js';
@@ -73,7 +74,7 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
       onReady(msg) {
         runtime = msg.runtime;
         totalSteps = msg.totalSteps;
-        const where = { ...msg.runtime, hostname: hostname(), pid: process.pid, childPid: child.pid, runnerId: ctx.runnerId, attempt: ctx.attempt };
+        const where = { ...msg.runtime, hostname: hostname(), pid: process.pid, childPid: child.pid, runnerId: ctx.runnerId, attempt: ctx.attempt, code: codeVersion() };
         log.info({ runtime: where, totalSteps, startStep: msg.startStep }, 'run started');
         logs.add('info', `attempt ${ctx.attempt} on ${where.hostname} (${msg.runtime.backend}${msg.runtime.device ? ', ' + msg.runtime.device : ''})${msg.startStep ? `, resuming at step ${msg.startStep}` : ''}`);
         void setRuntime(db, job.id, where, ctx.attempt).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not record runtime'));
