@@ -19,7 +19,7 @@ export interface MocoModel {
   readonly config: TrainConfig;
   /** Query encoder: backbone.*, projector.*, predictor.* (trained and frozen tensors). */
   query: Params;
-  /** Momentum encoder: the trained backbone.* and projector.* tensors only. */
+  /** Momentum encoder: the trained backbone.* and projector.* tensors only (none for SimCLR). */
   momentum: Params;
   /** Full names of tensors that are never trained. */
   readonly frozen: Set<string>;
@@ -47,7 +47,8 @@ export function buildMocoModel(config: TrainConfig): MocoModel {
   if (config.moco.predictor.enabled) Object.assign(query, initMlp(predictorShape(config), 'predictor.', rng));
   const frozen = new Set([...backbone.frozen].filter((n) => !/running_/.test(n)).map((n) => 'backbone.' + n));
   const buffers = new Set([...backbone.frozen].filter((n) => /running_/.test(n)).map((n) => 'backbone.' + n));
-  const momentum = cloneParams(pick(query, (n) => !n.startsWith('predictor.') && !frozen.has(n) && !buffers.has(n)));
+  // SimCLR has no momentum encoder: both views go through the query encoder.
+  const momentum = config.method === 'simclr' ? {} : cloneParams(pick(query, (n) => !n.startsWith('predictor.') && !frozen.has(n) && !buffers.has(n)));
   return { config, query, momentum, frozen, buffers };
 }
 
