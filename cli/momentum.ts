@@ -37,6 +37,8 @@ const USAGE = `usage: momentum <command> [options]     (env: MOMENTUM_URL, MOMEN
   datasets create <name> [--description D]
   datasets upload <name> <archive> --format imagefolder|idx|cifar10|cifar100|unlabeled [--image-size N] [--wait] [--timeout S]
   datasets get <name> [version]
+  sweeps submit <sweep.json> [--idempotency-key K] [--wait] [--timeout S]
+  sweeps get <sweep> [--csv] | sweeps wait <sweep> [--timeout S] | sweeps cancel <sweep>
 
 exit codes: 0 ok, 1 usage, 2 refused by the API (4xx), 3 job failed/canceled, 4 timeout, 5 checksum mismatch, 6 API unreachable/5xx`;
 
@@ -209,6 +211,55 @@ async function datasets(api: MomentumClient, args: string[], flags: Flags) {
   }
 }
 
+/** Polls the sweep until it is no longer running; prints a line per change of its counts on stderr. */
+async function waitForSweep(api: MomentumClient, id: string, timeoutSeconds: number): Promise<any> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  let last = '';
+  for (;;) {
+    const sweep = await api.call('GET', `/v1/sweeps/${id}`);
+    const r = sweep.runs;
+    const line = `${id} ${sweep.state}: ${r.submitted}/${r.total} submitted, ${r.finished} finished, ${r.probed} probed`;
+    if (line !== last) say(line);
+    last = line;
+    if (sweep.state !== 'running') {
+      if (sweep.state === 'canceled') {
+        out(sweep);
+        throw new CliError(EXIT.jobFailed, `sweep ${id} was canceled${sweep.reason ? `: ${sweep.reason}` : ''}`);
+      }
+      return sweep;
+    }
+    if (Date.now() > deadline) throw new CliError(EXIT.timeout, `sweep ${id} still running after ${timeoutSeconds} s`);
+    await sleep(5000);
+  }
+}
+
+async function sweeps(api: MomentumClient, args: string[], flags: Flags) {
+  const [sub, arg] = args;
+  switch (sub) {
+    case 'submit': {
+      const spec = JSON.parse(await readFile(need(arg, 'sweep file'), 'utf8'));
+      const headers: Record<string, string> = flags['idempotency-key'] ? { 'idempotency-key': flags['idempotency-key'] } : {};
+      const sweep = await api.call('POST', '/v1/sweeps', { body: spec, headers });
+      say(`submitted sweep ${sweep.id} (${sweep.runs.total} settings)`);
+      return out(flags.wait ? await waitForSweep(api, sweep.id, timeout(flags)) : sweep);
+    }
+    case 'get': {
+      const id = need(arg, 'sweep id');
+      if (!flags.csv) return out(await api.call('GET', `/v1/sweeps/${id}`));
+      const res = await api.raw('GET', `/v1/sweeps/${id}/results?format=csv`, { accept: 'text/csv' });
+      if (!res.ok) return out(await api.call('GET', `/v1/sweeps/${id}`)); // surfaces the API's error
+      process.stdout.write(await res.text());
+      return;
+    }
+    case 'wait':
+      return out(await waitForSweep(api, need(arg, 'sweep id'), timeout(flags)));
+    case 'cancel':
+      return out(await api.call('POST', `/v1/sweeps/${need(arg, 'sweep id')}/cancel`));
+    default:
+      throw new CliError(EXIT.usage, USAGE);
+  }
+}
+
 async function uploadArchive(api: MomentumClient, path: string, upload: any): Promise<void> {
   if (upload.method === 'PUT') {
     const res = await fetch(upload.url, { method: 'PUT', body: await readFile(path) });
@@ -228,7 +279,7 @@ async function uploadArchive(api: MomentumClient, path: string, upload: any): Pr
   await api.call('POST', upload.completeUrl, { body: { uploadId: upload.uploadId, parts } });
 }
 
-type Flags = Record<string, string | undefined> & { wait?: any; follow?: any };
+type Flags = Record<string, string | undefined> & { wait?: any; follow?: any; csv?: any };
 const timeout = (flags: Flags) => Number(flags.timeout ?? 24 * 3600);
 
 async function main(argv: string[]): Promise<number> {
@@ -251,6 +302,7 @@ async function main(argv: string[]): Promise<number> {
       format: { type: 'string' },
       'image-size': { type: 'string' },
       description: { type: 'string' },
+      csv: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -265,6 +317,7 @@ async function main(argv: string[]): Promise<number> {
   else if (command === 'retrain') await retrain(api, rest, flags);
   else if (command === 'checkpoints') await checkpoints(api, rest, flags);
   else if (command === 'datasets') await datasets(api, rest, flags);
+  else if (command === 'sweeps') await sweeps(api, rest, flags);
   else throw new CliError(EXIT.usage, `unknown command ${command}\n\n${USAGE}`);
   return EXIT.ok;
 }
