@@ -57,6 +57,12 @@ export const configSchema = z.object({
   /** BullMQ lock of a running job; renewed every lock/2 from a thread that never trains. */
   RUNNER_LOCK_MS: int(1000).default(60_000),
   RUNNER_MAX_ATTEMPTS: int(1, 100).default(5),
+  /** Memory a runner offers one run (GPU memory on a GPU runner); specs estimated above it are refused (contracts/footprint.ts). */
+  RUNNER_MEMORY_MB: int(256).default(16384),
+  /** Per tenant: jobs queued, requeued, running or canceling at once; more are refused with 429. */
+  TENANT_MAX_ACTIVE_JOBS: int(1).default(500),
+  /** Per tenant: bytes of checkpoints and dataset uploads; new pretrain jobs and uploads are refused beyond it. */
+  TENANT_MAX_STORAGE_GB: int(1).default(1024),
   /** Take one job, run it, exit (scale-to-zero: one container per job). Same as `runner --once`. */
   RUNNER_ONCE: bool.default(false),
   /** `auto` picks tensorflow (GPU, then CPU), then wasm, then cpu. */

@@ -5,6 +5,8 @@
  * (DESIGN.md section 3); the runner resolves the ones that depend on the architecture or dataset.
  */
 import { z } from 'zod';
+import { gateRule } from './gate.js';
+import { modelAlias, modelName, modelRef } from './models.js';
 
 export const JOB_TYPES = ['pretrain', 'probe', 'ingest'] as const;
 export type JobType = (typeof JOB_TYPES)[number];
@@ -116,6 +118,22 @@ const common = {
   labels: z.record(z.string().max(64), z.string().max(256)).optional(),
 };
 
+/**
+ * Where weights come from (a probe's source, a pretrain's initFrom): a job's checkpoint
+ * (`{ job, checkpoint }`, checkpoint `latest` when omitted) or a model version (`{ model:
+ * "fmnist-backbone@production" }`). The API pins what it resolved: `{ job, checkpoint: "v3" }`, plus
+ * `model: "name@N"` when a model was named (then job and checkpoint must name that version's).
+ */
+export const weightsSource = z
+  .strictObject({
+    job: z.uuid().optional(),
+    checkpoint: checkpointRef.optional(),
+    model: modelRef.optional(),
+  })
+  .refine((s) => s.job !== undefined || s.model !== undefined, { message: 'name a job (and optionally a checkpoint) or a model ("name@alias", "name@N")', path: ['job'] })
+  .refine((s) => s.job !== undefined || s.checkpoint === undefined, { message: 'a checkpoint belongs to a job: name the job too, or use model', path: ['checkpoint'] });
+export type WeightsSource = z.infer<typeof weightsSource>;
+
 /** The self-supervised objective: MoCo v3, or SimCLR / BYOL as baselines on the same backbone and data path. */
 export const METHODS = ['mocov3', 'simclr', 'byol'] as const;
 
@@ -134,13 +152,25 @@ export const pretrainSpec = z.strictObject({
   /** Keep the newest K checkpoint versions (aliased ones are always kept). */
   keepCheckpoints: int(1, 1000).default(3),
   /** Start from another pretrain job's checkpoint (retraining); its architecture must match. */
-  initFrom: z.strictObject({ job: z.uuid(), checkpoint: checkpointRef.default('latest') }).optional(),
+  initFrom: weightsSource.optional(),
   ...common,
 });
 
+/**
+ * Register the probed checkpoint as a version of `model` and point `alias` at it, if every gate rule
+ * passes (contracts/gate.ts). The decision and both numbers are recorded either way.
+ */
+export const promoteSpec = z.strictObject({
+  model: modelName,
+  alias: modelAlias,
+  gate: z.array(gateRule).max(8).default([]),
+});
+export type PromoteSpec = z.infer<typeof promoteSpec>;
+
 export const probeSpec = z.strictObject({
   type: z.literal('probe'),
-  source: z.strictObject({ job: z.uuid(), checkpoint: checkpointRef.default('latest') }),
+  source: weightsSource,
+  promote: promoteSpec.optional(),
   /** Labeled dataset to probe on; defaults to the pretrain job's dataset. */
   dataset: datasetRef.optional(),
   epochs: int(1, 1000).default(10),

@@ -20,8 +20,8 @@ export async function runProbeTask(task: ProbeTask, io: TaskIO): Promise<TaskRes
   const log = ipcLogger(io);
   const storage = new Storage(storageConfigFrom(config()));
   try {
-    const { backend, device, versions, threads } = await selectBackend(task.backend);
-    const runtime = { backend, device, versions, threads };
+    const { backend, device, versions, threads, kernels, blas } = await selectBackend(task.backend);
+    const runtime = { backend, device, versions, threads, kernels, blas };
     const files = await readCheckpointDir(task.backboneDir, BACKBONE_FILES);
     const data = {
       train: yieldingDataset(openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir })),

@@ -42,7 +42,7 @@ function parseOptions() {
   try {
     return parseArgs({ options: OPTIONS });
   } catch (err) {
-    process.stderr.write(`train:local: ${(err as Error).message}\n${USAGE}\n`);
+    process.stderr.write(`train:local: ${(err as Error).message.split(/\.(\s|$)/)[0]}; --help lists the options\n`);
     process.exit(2);
   }
 }

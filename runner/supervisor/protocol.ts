@@ -62,6 +62,10 @@ export interface RuntimeInfo {
   versions?: Record<string, string>;
   /** Threads the backend computes with. */
   threads?: number;
+  /** Our kernels in use ('blas+bmm+gelu', 'bmm+gelu', 'stock', 'off (why)'). */
+  kernels?: string;
+  /** The native BLAS the products run on ({library, config, threads}), or why none. */
+  blas?: unknown;
 }
 
 export interface StepMetrics {

@@ -6,7 +6,8 @@
  */
 import { hostname } from 'node:os';
 import { recordJobEvent } from '../../db/jobs.js';
-import { setRuntime } from '../../db/runs.js';
+import { setRuntime, SupersededError } from '../../db/runs.js';
+import { codeVersion } from '../codeVersion.js';
 import { RunChild, type ChildOutcome } from './childProcess.js';
 import { configEnv, type RunContext } from './context.js';
 import { JobLogWriter } from './jobLogWriter.js';
@@ -38,7 +39,20 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
   if (ctx.control.stopReason) {
     return { outcome: { kind: 'stopped' }, stopReason: ctx.control.stopReason, runtime: undefined, lastStep: undefined };
   }
-  const metrics = new MetricsWriter({ db, jobId: job.id, log, publishProgress: (p) => ctx.publishProgress(p) });
+  // Set when a fenced write was refused: another attempt owns the job, this one must stop writing.
+  let superseded: string | undefined;
+  const metrics = new MetricsWriter({
+    db,
+    jobId: job.id,
+    attempt: ctx.attempt,
+    log,
+    publishProgress: (p) => ctx.publishProgress(p),
+    onSuperseded(reason) {
+      superseded = reason;
+      log.warn({ reason }, 'another attempt owns the job; stopping this run without writing more');
+      child.kill();
+    },
+  });
   const logs = new JobLogWriter(db, job.id, ctx.attempt, log);
   let runtime: RuntimeInfo | undefined;
   let lastStep: number | undefined;
@@ -60,10 +74,10 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
       onReady(msg) {
         runtime = msg.runtime;
         totalSteps = msg.totalSteps;
-        const where = { ...msg.runtime, hostname: hostname(), pid: process.pid, childPid: child.pid, runnerId: ctx.runnerId, attempt: ctx.attempt };
+        const where = { ...msg.runtime, hostname: hostname(), pid: process.pid, childPid: child.pid, runnerId: ctx.runnerId, attempt: ctx.attempt, code: codeVersion() };
         log.info({ runtime: where, totalSteps, startStep: msg.startStep }, 'run started');
         logs.add('info', `attempt ${ctx.attempt} on ${where.hostname} (${msg.runtime.backend}${msg.runtime.device ? ', ' + msg.runtime.device : ''})${msg.startStep ? `, resuming at step ${msg.startStep}` : ''}`);
-        void setRuntime(db, job.id, where).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not record runtime'));
+        void setRuntime(db, job.id, where, ctx.attempt).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not record runtime'));
       },
       onStep(msg) {
         lastStep = msg.metrics.step;
@@ -103,6 +117,7 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
   try {
     const outcome = await child.outcome;
     await checkpoints;
+    if (superseded) throw new SupersededError(superseded);
     return { outcome, stopReason: ctx.control.stopReason, runtime, lastStep };
   } finally {
     maxRuntimeTimer.clear();
