@@ -63,6 +63,8 @@ export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<T
         imagesPerSec: result.imagesPerSec,
         backend: result.backend,
         parameters: result.parameters,
+        // The resolved settings (defaults filled in): what a sweep's table shows per run.
+        config: result.config,
       },
     };
   } finally {

@@ -108,6 +108,27 @@ describe('cli', () => {
     const got = await cli(['datasets', 'get', 'digits']);
     assert.equal(JSON.parse(got.stdout).versions, 1);
   });
+  test('sweeps submit/get/cancel/wait: idempotent submit, the table as CSV, cancel ends it (exit 3 when awaited)', async () => {
+    const file = join(dir, 'sweep.json');
+    await writeFile(file, JSON.stringify({ base: pretrain('fmnist@1'), grid: { 'optim.lr': [1e-3, 2e-3] }, budget: { maxConcurrent: 1 } }));
+    const a = await cli(['sweeps', 'submit', file, '--idempotency-key', 'ci-sweep-1']);
+    assert.equal(a.code, 0, a.stderr);
+    assert.match(a.stderr, /submitted sweep .* \(2 settings\)/);
+    const b = await cli(['sweeps', 'submit', file, '--idempotency-key', 'ci-sweep-1']);
+    const id = JSON.parse(a.stdout).id;
+    assert.equal(JSON.parse(b.stdout).id, id);
+    const csv = await cli(['sweeps', 'get', id, '--csv']);
+    assert.equal(csv.code, 0, csv.stderr);
+    const lines = csv.stdout.trim().split('\n');
+    assert.equal(lines.length, 3);
+    assert.match(lines[0]!, /^index,optim\.lr,linearTop1,/);
+    const canceled = await cli(['sweeps', 'cancel', id]);
+    assert.equal(canceled.code, 0, canceled.stderr);
+    assert.equal(JSON.parse(canceled.stdout).state, 'canceled');
+    const waited = await cli(['sweeps', 'wait', id, '--timeout', '5']);
+    assert.equal(waited.code, 3, waited.stderr);
+    assert.match(waited.stderr, /canceled by user/);
+  });
 });
 
 /** Lines of a stream; each must be one JSON object. */
