@@ -35,13 +35,26 @@ export interface DispatcherOptions {
   batchSize?: number;
   webhookAttempts?: number;
   webhookBackoffMs?: number;
+  /** Backoff of a row that failed to dispatch: first delay and cap (see outboxBackoffMs). */
+  rowBackoffBaseMs?: number;
+  rowBackoffCapMs?: number;
 }
 
 /** A submission writes two rows (enqueue, job.queued); a pass with more served several requests. */
 const ROWS_PER_SUBMISSION = 2;
 
-/** Rows failing this often are left for a person (visible with their last_error), not retried forever. */
-const MAX_ROW_ATTEMPTS = 20;
+/**
+ * A row that failed is not claimed again before its backoff has passed: exponential from
+ * `baseMs`, capped at `capMs`, with full jitter in its upper half so that many rows failed by one
+ * Redis outage do not all come back in the same pass. A row is never abandoned: a job whose enqueue
+ * keeps failing stays visible (`attempts`, `last_error`) and goes out as soon as Redis takes writes.
+ */
+export function outboxBackoffMs(failures: number, o: { baseMs?: number; capMs?: number; random?: () => number } = {}): number {
+  const base = o.baseMs ?? 500;
+  const cap = o.capMs ?? 60_000;
+  const ceiling = Math.min(cap, base * 2 ** Math.min(30, Math.max(0, failures - 1)));
+  return Math.round(ceiling / 2 + (o.random ?? Math.random)() * (ceiling / 2));
+}
 
 /** A stable UUID-shaped id from a string, so that re-dispatching a row reuses its delivery id. */
 export function derivedUuid(seed: string): string {
@@ -159,9 +172,9 @@ export class OutboxDispatcher {
   async dispatchOnce(): Promise<number> {
     const { sql } = this.o;
     return sql.begin(async (tx) => {
-      const rows = await tx<{ id: number; topic: string; payload: any }[]>`
-        select id, topic, payload from outbox
-        where dispatched_at is null and attempts < ${MAX_ROW_ATTEMPTS}
+      const rows = await tx<{ id: number; topic: string; payload: any; attempts: number }[]>`
+        select id, topic, payload, attempts from outbox
+        where dispatched_at is null and (next_attempt_at is null or next_attempt_at <= now())
         order by id limit ${this.batchSize}
         for update skip locked`;
       if (!rows.length) return 0;
@@ -192,7 +205,11 @@ export class OutboxDispatcher {
           done.add(row.id);
         } catch (err) {
           this.o.logger.warn({ err, outboxId: row.id, topic: row.topic }, 'outbox row not dispatched; will retry');
-          await tx`update outbox set attempts = attempts + 1, last_error = ${String((err as Error).message ?? err).slice(0, 2000)} where id = ${row.id}`;
+          const delayMs = outboxBackoffMs(row.attempts + 1, { baseMs: this.o.rowBackoffBaseMs, capMs: this.o.rowBackoffCapMs });
+          await tx`
+            update outbox set attempts = attempts + 1, last_error = ${String((err as Error).message ?? err).slice(0, 2000)},
+              next_attempt_at = now() + make_interval(secs => ${delayMs / 1000})
+            where id = ${row.id}`;
         }
       }
       if (done.size) await tx`update outbox set dispatched_at = now(), attempts = attempts + 1 where id = any(${[...done]}::bigint[])`;

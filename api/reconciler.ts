@@ -2,8 +2,11 @@
  * Postgres is the source of truth, Redis only delivers. The reconciler repairs what Redis lost
  * (flushed, restarted without persistence, a job removed by hand), one pass every `intervalMs`:
  *
- * - Waiting jobs: `queued`/`requeued`, already dispatched from the outbox, unchanged for `graceMs`,
- *   that BullMQ no longer holds (or holds only a finished copy of) → put back with the same jobId.
+ * - Waiting jobs: `queued`/`requeued`, unchanged for `graceMs`, that BullMQ no longer holds (or holds
+ *   only a finished copy of) → put back with the same jobId. A job whose enqueue is still in the
+ *   outbox is the dispatcher's, unless that row is older than `staleOutboxMs`: then the dispatcher
+ *   has been failing on it (Redis refusing writes, a bug) and the row counts as lost work; the job
+ *   is enqueued here and the row settled.
  * - Stale runs: `running` or `canceling`, unchanged for `staleRunMs`, whose BullMQ job is gone or
  *   finished (so no runner holds its lock) → `running` becomes `requeued` (with the reason, and an
  *   enqueue in the outbox in the same transaction; the next runner resumes from the newest
@@ -37,6 +40,8 @@ export interface ReconcilerOptions {
    * runner that lost its lock has had time to notice. The server passes RUNNER_LOCK_MS × 2.
    */
   staleRunMs?: number;
+  /** An undispatched enqueue row older than this is treated as lost work (default 60 s). */
+  staleOutboxMs?: number;
   batchSize?: number;
   /** Retry policy of re-queued webhook deliveries; matches the dispatcher's. */
   webhooks?: DeliveryRetryOptions;
@@ -45,6 +50,8 @@ export interface ReconcilerOptions {
 export interface ReconcileReport {
   /** Waiting jobs put back on their queue. */
   reenqueued: string[];
+  /** Jobs whose enqueue had been stuck in the outbox past `staleOutboxMs`, now on their queue (also in `reenqueued` when added). */
+  recoveredFromOutbox: string[];
   /** Running jobs with no live BullMQ job, now `requeued` and on their queue again. */
   requeuedRuns: string[];
   /** Canceling jobs with no live BullMQ job, now `canceled`. */
@@ -92,11 +99,12 @@ export class Reconciler {
   /** One pass over all three kinds of loss. */
   async reconcileOnce(): Promise<ReconcileReport> {
     const report: ReconcileReport = {
-      reenqueued: await this.waitingJobs(),
+      ...(await this.waitingJobs()),
       ...(await this.staleRuns()),
       redelivered: await this.lostDeliveries(),
     };
     const { logger } = this.o;
+    if (report.recoveredFromOutbox.length) logger.warn({ count: report.recoveredFromOutbox.length, jobIds: report.recoveredFromOutbox.slice(0, 20) }, 'enqueued jobs whose outbox row the dispatcher could not deliver');
     if (report.reenqueued.length) logger.warn({ count: report.reenqueued.length, jobIds: report.reenqueued.slice(0, 20) }, 're-enqueued jobs that BullMQ had lost');
     if (report.requeuedRuns.length) logger.warn({ count: report.requeuedRuns.length, jobIds: report.requeuedRuns.slice(0, 20) }, 'requeued running jobs that no runner holds');
     if (report.canceledRuns.length) logger.warn({ count: report.canceledRuns.length, jobIds: report.canceledRuns.slice(0, 20) }, 'finished canceling jobs that no runner holds');
@@ -108,22 +116,45 @@ export class Reconciler {
     return (this.o.graceMs ?? 10_000) / 1000;
   }
 
-  private async waitingJobs(): Promise<string[]> {
-    const candidates = await this.o.sql<{ id: string; tenant_id: string; type: JobType }[]>`
-      select j.id, j.tenant_id, j.type from jobs j
+  private async waitingJobs(): Promise<Pick<ReconcileReport, 'reenqueued' | 'recoveredFromOutbox'>> {
+    const staleOutboxSecs = (this.o.staleOutboxMs ?? 60_000) / 1000;
+    const candidates = await this.o.sql<{ id: string; tenant_id: string; type: JobType; stuck: boolean }[]>`
+      select j.id, j.tenant_id, j.type,
+        exists (
+          select 1 from outbox o
+          where o.dispatched_at is null and o.topic = ${OUTBOX_TOPICS.enqueue} and o.payload->>'jobId' = j.id::text) as stuck
+      from jobs j
       where j.state in ('queued', 'requeued')
         and j.updated_at < now() - make_interval(secs => ${this.graceSecs})
         and not exists (
           select 1 from outbox o
-          where o.dispatched_at is null and o.topic = ${OUTBOX_TOPICS.enqueue} and o.payload->>'jobId' = j.id::text)
+          where o.dispatched_at is null and o.topic = ${OUTBOX_TOPICS.enqueue} and o.payload->>'jobId' = j.id::text
+            and o.created_at >= now() - make_interval(secs => ${staleOutboxSecs}))
       order by j.updated_at
       limit ${this.o.batchSize ?? 1000}`;
-    const requeued: string[] = [];
+    const out: Pick<ReconcileReport, 'reenqueued' | 'recoveredFromOutbox'> = { reenqueued: [], recoveredFromOutbox: [] };
     for (const job of candidates) {
-      const outcome = await enqueueRun(this.o.queues[queueForJobType(job.type)], { jobId: job.id, tenantId: job.tenant_id, type: job.type });
-      if (outcome === 'added') requeued.push(job.id);
+      let outcome: 'added' | 'present';
+      try {
+        outcome = await enqueueRun(this.o.queues[queueForJobType(job.type)], { jobId: job.id, tenantId: job.tenant_id, type: job.type });
+      } catch (err) {
+        // Redis still refusing: the next pass tries again; the other jobs of this pass still get their chance.
+        this.o.logger.warn({ err, jobId: job.id }, 'reconciler could not enqueue a waiting job; will retry');
+        continue;
+      }
+      if (outcome === 'added') out.reenqueued.push(job.id);
+      if (job.stuck) {
+        // The job is on its queue now: settle its stale rows (skipping one a dispatcher holds right now).
+        await this.o.sql`
+          update outbox set dispatched_at = now(), last_error = coalesce(last_error || '; ', '') || 'enqueued by the reconciler'
+          where id in (
+            select id from outbox
+            where dispatched_at is null and topic = ${OUTBOX_TOPICS.enqueue} and payload->>'jobId' = ${job.id}
+            for update skip locked)`;
+        out.recoveredFromOutbox.push(job.id);
+      }
     }
-    return requeued;
+    return out;
   }
 
   private async staleRuns(): Promise<Pick<ReconcileReport, 'requeuedRuns' | 'canceledRuns'>> {

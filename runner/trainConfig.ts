@@ -8,22 +8,36 @@
  */
 import type { DatasetManifest } from '../contracts/datasetSpec.js';
 import type { PretrainSpec, ProbeSpec } from '../contracts/jobSpec.js';
+import { refuseFootprint } from '../contracts/footprint.js';
 import { planRun, resolveTrainConfigWithSources, type TrainConfig, type ValueSource } from './moco/config.js';
 import type { EvalProtocol } from './moco/evaluate.js';
 import { DEFAULT_PROTOCOL } from './moco/evaluate.js';
 
-export function buildTrainConfig(spec: PretrainSpec, manifest: DatasetManifest): TrainConfig {
-  return buildTrainConfigWithSources(spec, manifest).config;
+/**
+ * `memoryBytes`: what this runner offers a run (RUNNER_MEMORY_MB); a spec estimated above it at the
+ * dataset's real image size is refused here (the API only had a lower bound without imageSize).
+ */
+export function buildTrainConfig(spec: PretrainSpec, manifest: DatasetManifest, memoryBytes?: number): TrainConfig {
+  return buildTrainConfigWithSources(spec, manifest, memoryBytes).config;
 }
 
 /** The resolved config and, per field, where its value came from (kept with the job as an event). */
-export function buildTrainConfigWithSources(spec: PretrainSpec, manifest: DatasetManifest): { config: TrainConfig; sources: Record<string, ValueSource> } {
+export function buildTrainConfigWithSources(
+  spec: PretrainSpec,
+  manifest: DatasetManifest,
+  memoryBytes?: number,
+): { config: TrainConfig; sources: Record<string, ValueSource> } {
   const datasetSide = Math.min(manifest.height, manifest.width);
+  if (memoryBytes !== undefined) {
+    const why = refuseFootprint(spec, spec.model.imageSize ?? datasetSide, memoryBytes, manifest.channels);
+    if (why) throw new RangeError(why);
+  }
   if (spec.model.imageSize !== undefined && spec.model.imageSize > datasetSide) {
     throw new RangeError(`model.imageSize ${spec.model.imageSize} is larger than the dataset's ${manifest.height}×${manifest.width} images`);
   }
   const resolved = resolveTrainConfigWithSources(
     {
+      method: spec.method,
       model: spec.model,
       moco: spec.moco,
       optim: spec.optim,

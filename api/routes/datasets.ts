@@ -3,6 +3,7 @@
  * multipart plan for large archives. Finalizing checks the upload exists and starts the ingest job.
  */
 import { createRoute, z } from '@hono/zod-openapi';
+import { refuseOverStorageLimit } from '../quotas.js';
 import { datasetName, datasetVersionOptions } from '../../contracts/datasetSpec.js';
 import { DATASET_VERSION_STATES } from '../../db/schema.js';
 import { datasetUploadKey, datasetVersionPrefix } from '../../contracts/storageKeys.js';
@@ -69,6 +70,7 @@ const UploadSchema = z
 const createDatasetRoute = createRoute({
   method: 'post',
   path: '/datasets',
+  operationId: 'createDataset',
   tags: ['datasets'],
   summary: 'Create a dataset',
   security,
@@ -80,6 +82,7 @@ const createDatasetRoute = createRoute({
 const listDatasetsRoute = createRoute({
   method: 'get',
   path: '/datasets',
+  operationId: 'listDatasets',
   tags: ['datasets'],
   summary: 'List datasets',
   security,
@@ -90,6 +93,7 @@ const listDatasetsRoute = createRoute({
 const getDatasetRoute = createRoute({
   method: 'get',
   path: '/datasets/{name}',
+  operationId: 'getDataset',
   tags: ['datasets'],
   summary: 'A dataset with its versions',
   security,
@@ -101,6 +105,7 @@ const getDatasetRoute = createRoute({
 const deleteDatasetRoute = createRoute({
   method: 'delete',
   path: '/datasets/{name}',
+  operationId: 'deleteDataset',
   tags: ['datasets'],
   summary: 'Delete a dataset and its stored data (refused while unfinished jobs use it)',
   security,
@@ -112,6 +117,7 @@ const deleteDatasetRoute = createRoute({
 const createVersionRoute = createRoute({
   method: 'post',
   path: '/datasets/{name}/versions',
+  operationId: 'createDatasetVersion',
   tags: ['datasets'],
   summary: 'Create a version and get presigned upload URL(s) for its archive',
   security,
@@ -134,6 +140,7 @@ const createVersionRoute = createRoute({
 const listVersionsRoute = createRoute({
   method: 'get',
   path: '/datasets/{name}/versions',
+  operationId: 'listDatasetVersions',
   tags: ['datasets'],
   summary: 'Versions of a dataset',
   security,
@@ -145,6 +152,7 @@ const listVersionsRoute = createRoute({
 const getVersionRoute = createRoute({
   method: 'get',
   path: '/datasets/{name}/versions/{version}',
+  operationId: 'getDatasetVersion',
   tags: ['datasets'],
   summary: 'A version with its manifest (`latest` = newest ready version)',
   security,
@@ -156,6 +164,7 @@ const getVersionRoute = createRoute({
 const completeUploadRoute = createRoute({
   method: 'post',
   path: '/datasets/{name}/versions/{version}/upload/complete',
+  operationId: 'completeDatasetUpload',
   tags: ['datasets'],
   summary: 'Complete a multipart upload with the ETags of its parts',
   security,
@@ -175,6 +184,7 @@ const completeUploadRoute = createRoute({
 const finalizeRoute = createRoute({
   method: 'post',
   path: '/datasets/{name}/versions/{version}/finalize',
+  operationId: 'finalizeDatasetVersion',
   tags: ['datasets'],
   summary: 'Check the upload and start ingestion (an ingest job)',
   security,
@@ -186,6 +196,7 @@ const finalizeRoute = createRoute({
 const deleteVersionRoute = createRoute({
   method: 'delete',
   path: '/datasets/{name}/versions/{version}',
+  operationId: 'deleteDatasetVersion',
   tags: ['datasets'],
   summary: 'Delete a version and its stored data (refused while unfinished jobs use it)',
   security,
@@ -244,6 +255,7 @@ export function datasetRoutes(deps: AppDeps) {
     const { tenantId } = c.get('principal');
     const d = await loadDataset(tenantId, c.req.valid('param').name);
     const body = c.req.valid('json');
+    await refuseOverStorageLimit(deps, tenantId);
     const v = await createDatasetVersion(deps.db, d.id, body.options, (n) => datasetUploadKey(tenantId, d.id, n, body.fileName));
     // Uploads of large archives take a while: their URLs live as long as the configuration allows.
     const ttl = deps.config.SIGNED_URL_MAX_TTL_SECONDS;

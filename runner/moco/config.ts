@@ -11,6 +11,9 @@ export type { Arch };
 export type PosEmbed = 'sincos' | 'learned' | 'none';
 export type Pooling = 'cls' | 'gap' | 'gap_no_ln';
 export type OptimizerName = 'adamw' | 'lars';
+/** The self-supervised objective: MoCo v3 (default), or the SimCLR / BYOL baselines on the same backbone. */
+export type Method = 'mocov3' | 'simclr' | 'byol';
+export const METHODS: readonly Method[] = ['mocov3', 'simclr', 'byol'];
 
 export interface ModelConfig {
   arch: Arch;
@@ -73,6 +76,7 @@ export interface MonitorConfig {
 }
 
 export interface TrainConfig {
+  method: Method;
   model: ModelConfig;
   moco: MocoConfig;
   optim: OptimConfig;
@@ -174,12 +178,15 @@ export function resolveTrainConfigWithSources(input: TrainConfigInput, dataset: 
     pooling: pick('model.pooling', m.pooling, ['reference default', 'cls' as const]),
     freezePatchProjection: pick('model.freezePatchProjection', m.freezePatchProjection, ['reference default', true]),
   };
+  const method: Method = pick('method', input.method, ['reference default', 'mocov3' as Method]);
   const mc = input.moco ?? {};
   // Heads of 4096 hidden units dwarf a small-image backbone's compute: 1024 there.
   const headHidden = small ? 1024 : 4096;
   const moco: MocoConfig = {
-    temperature: pick('moco.temperature', mc.temperature, ['architecture default', vit ? 0.2 : 1.0]),
-    momentum: pick('moco.momentum', mc.momentum, ['reference default', 0.99]),
+    // SimCLR: 0.2 as in MoCo v3's framework comparison (SimCLR v1's main runs used 0.5); docs/trainer.md.
+    temperature: pick('moco.temperature', mc.temperature, ['architecture default', method === 'simclr' ? 0.2 : vit ? 0.2 : 1.0]),
+    // BYOL's target network starts at 0.996 (BYOL §3.2); MoCo v3's at 0.99.
+    momentum: pick('moco.momentum', mc.momentum, ['reference default', method === 'byol' ? 0.996 : 0.99]),
     momentumSchedule: pick('moco.momentumSchedule', mc.momentumSchedule, ['reference default', 'cosine' as const]),
     projector: {
       layers: pick('moco.projector.layers', mc.projector?.layers, ['architecture default', vit ? 3 : 2]),
@@ -187,7 +194,8 @@ export function resolveTrainConfigWithSources(input: TrainConfigInput, dataset: 
       outDim: pick('moco.projector.outDim', mc.projector?.outDim, ['reference default', 256]),
     },
     predictor: {
-      enabled: pick('moco.predictor.enabled', mc.predictor?.enabled, ['reference default', true]),
+      // SimCLR has no predictor; MoCo v3 and BYOL have one.
+      enabled: pick('moco.predictor.enabled', mc.predictor?.enabled, ['reference default', method !== 'simclr']),
       layers: pick('moco.predictor.layers', mc.predictor?.layers, ['reference default', 2]),
       hiddenDim: pick('moco.predictor.hiddenDim', mc.predictor?.hiddenDim, [small ? 'dataset-size default' : 'reference default', headHidden]),
     },
@@ -235,6 +243,7 @@ export function resolveTrainConfigWithSources(input: TrainConfigInput, dataset: 
     k: pick('monitor.k', mon.k, ['reference default', 20]),
   };
   const config: TrainConfig = {
+    method,
     model,
     moco,
     optim,
@@ -265,6 +274,12 @@ export function validateTrainConfig(c: TrainConfig, dataset: DatasetShape): void
   if (c.moco.projector.layers < 1 || c.moco.predictor.layers < 1) problems.push('head layers must be at least 1');
   if (c.monitor.knn && c.monitor.knnBank + c.monitor.knnQueries > dataset.size) {
     problems.push(`monitor.knnBank ${c.monitor.knnBank} + monitor.knnQueries ${c.monitor.knnQueries} exceed the ${dataset.size} training examples`);
+  }
+  if (!METHODS.includes(c.method)) problems.push(`method ${JSON.stringify(c.method)} must be one of ${METHODS.join(', ')}`);
+  if (c.method === 'simclr') {
+    if (c.moco.predictor.enabled) problems.push('moco.predictor.enabled must be false with method simclr (SimCLR has no predictor)');
+    // NT-Xent couples every pair of the 2N views: the batch cannot be split into independent shares.
+    if (optim.microBatch !== optim.batch) problems.push(`optim.microBatch ${optim.microBatch} must equal optim.batch ${optim.batch} with method simclr`);
   }
   if (problems.length) throw new RangeError(`invalid training config: ${problems.join('; ')}`);
 }
