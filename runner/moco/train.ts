@@ -44,8 +44,8 @@ export interface StepMetrics {
   /** Fractional epoch reached. */
   epoch: number;
   loss: number;
-  /** Share of queries whose positive key scores highest among the batch's keys (chance 1/batch). */
-  contrastiveTop1: number;
+  /** Share of queries whose positive key scores highest among the batch's keys (chance 1/batch); null for methods without keys. */
+  contrastiveTop1: number | null;
   /** kNN top-1 on the monitor's held-out training images; only on the steps it was measured. */
   knnTop1?: number;
   lr: number;
@@ -321,7 +321,7 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
         step,
         epoch: step / spe,
         loss: r.loss,
-        contrastiveTop1: r.contrastiveTop1,
+        contrastiveTop1: r.contrastiveTop1 ?? null,
         ...(knnTop1 === undefined ? {} : { knnTop1 }),
         lr,
         momentum,

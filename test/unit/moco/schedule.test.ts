@@ -47,7 +47,7 @@ test('with maxSteps the last step runs at the lr floor with momentum 1, warmup a
   assert.equal(last.lr, 0);
   assert.equal(last.momentum, 1);
   assert.ok(steps[0].momentum < 1 && steps.some((s) => s.lr > 0));
-  assert.ok(steps.every((s) => s.contrastiveTop1 >= 0 && s.contrastiveTop1 <= 1));
+  assert.ok(steps.every((s) => s.contrastiveTop1 !== null && s.contrastiveTop1 >= 0 && s.contrastiveTop1 <= 1));
 });
 
 test('stepsForBudget: the steps done plus what fits in the rest of the budget, monitor cost included', () => {
