@@ -49,14 +49,25 @@ export const configSchema = z.object({
    * replica agrees without a secret column. The default is for a developer's machine only.
    */
   WEBHOOK_SIGNING_KEY: z.string().min(16, 'must be at least 16 characters').default(DEV_WEBHOOK_SIGNING_KEY),
-  /** What an API process runs: a comma-separated subset of http,dispatcher,reconciler,webhooks. */
-  API_ROLES: z.string().regex(/^[a-z]+(,[a-z]+)*$/, 'a comma-separated list such as http,dispatcher').default('http,dispatcher,reconciler,webhooks'),
+  /** What an API process runs: a comma-separated subset of http,dispatcher,reconciler,webhooks,sweeps. */
+  API_ROLES: z.string().regex(/^[a-z]+(,[a-z]+)*$/, 'a comma-separated list such as http,dispatcher').default('http,dispatcher,reconciler,webhooks,sweeps'),
   RUNNER_CONCURRENCY: int(1, 64).default(1),
+  /**
+   * GPUs this runner hands out, one per concurrent run (CUDA_VISIBLE_DEVICES): a number, or `auto`
+   * (`nvidia-smi -L`; 0 where there is none). Runs beyond the GPUs compute on the CPU.
+   */
+  RUNNER_GPUS: z.string().regex(/^(auto|\d{1,2})$/, 'a number of GPUs or auto').default('auto'),
   /** Seconds a runner has after SIGTERM to checkpoint the running job and exit. */
   RUNNER_GRACE_SECONDS: int(1, 3600).default(60),
   /** BullMQ lock of a running job; renewed every lock/2 from a thread that never trains. */
   RUNNER_LOCK_MS: int(1000).default(60_000),
   RUNNER_MAX_ATTEMPTS: int(1, 100).default(5),
+  /** Memory a runner offers one run (GPU memory on a GPU runner); specs estimated above it are refused (contracts/footprint.ts). */
+  RUNNER_MEMORY_MB: int(256).default(16384),
+  /** Per tenant: jobs queued, requeued, running or canceling at once; more are refused with 429. */
+  TENANT_MAX_ACTIVE_JOBS: int(1).default(500),
+  /** Per tenant: bytes of checkpoints and dataset uploads; new pretrain jobs and uploads are refused beyond it. */
+  TENANT_MAX_STORAGE_GB: int(1).default(1024),
   /** Take one job, run it, exit (scale-to-zero: one container per job). Same as `runner --once`. */
   RUNNER_ONCE: bool.default(false),
   /** `auto` picks tensorflow (GPU, then CPU), then wasm, then cpu. */

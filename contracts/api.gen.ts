@@ -107,6 +107,89 @@ export interface Schemas {
     bestVersion: number | null;
     bestTop1: number | null;
   };
+  Model: {
+    id: string;
+    name: string;
+    description: string | null;
+    versions: number;
+    aliases: {
+      [key: string]: number;
+    };
+    createdAt: string | null;
+  };
+  ModelVersion: {
+    id: string;
+    model: string;
+    version: number;
+    ref: string;
+    aliases: string[];
+    jobId: string;
+    checkpointVersion: number;
+    checkpointId: string;
+    createdByJobId: string | null;
+    createdAt: string | null;
+    parent: {
+      jobId: string | null;
+      checkpointVersion: number | null;
+      modelVersionId: string | null;
+    };
+    dataset: {
+      ref: string | null;
+      versionId: string | null;
+      manifestSha256: string | null;
+    };
+    codeVersion?: unknown;
+    spec: {
+      [key: string]: unknown;
+    };
+  };
+  RegisterModelVersion: {
+    job: string;
+    checkpoint?: string;
+    aliases?: string[];
+  };
+  LineageEntry: {
+    relation: "self" | "initFrom";
+    jobId: string;
+    jobState: string | null;
+    checkpointVersion: number | null;
+    modelVersion: {
+      model: string;
+      version: number;
+      id: string;
+    } | null;
+    dataset: {
+      ref: string | null;
+      versionId: string | null;
+      manifestSha256: string | null;
+    };
+    codeVersion?: unknown;
+    spec?: unknown;
+    createdAt: string | null;
+  };
+  RetrainModelRequest: {
+    dataset: string;
+    epochs?: number;
+    maxSteps?: number;
+    labels?: {
+      [key: string]: string;
+    };
+  };
+  GateResult: {
+    id: string;
+    probeJobId: string;
+    alias: string;
+    passed: boolean;
+    moved: boolean;
+    version: number | null;
+    previousVersion: number | null;
+    rules: {
+      [key: string]: unknown;
+    }[];
+    datasetVersionId: string | null;
+    protocol?: unknown;
+    createdAt: string;
+  };
   Dataset: {
     id: string;
     name: string;
@@ -149,6 +232,52 @@ export interface Schemas {
     createdAt: string | null;
     lastUsedAt: string | null;
     revokedAt: string | null;
+  };
+  Sweep: {
+    id: string;
+    state: "running" | "completed" | "canceled";
+    reason: string | null;
+    spec: {
+      [key: string]: unknown;
+    };
+    budget: {
+      maxConcurrent: number;
+      totalMinutes: number | null;
+      usedMinutes: number;
+    };
+    runs: {
+      total: number;
+      submitted: number;
+      finished: number;
+      probed: number;
+    };
+    columns: string[];
+    rows: Schemas["SweepResultRow"][];
+    createdAt: string;
+    updatedAt: string;
+    finishedAt: string | null;
+  };
+  SweepResultRow: {
+    index: number;
+    values: {
+      [key: string]: unknown;
+    };
+    pretrainJobId: string | null;
+    pretrainState: string;
+    probeJobId: string | null;
+    probeState: string | null;
+    linearTop1: number | null;
+    linearTop5: number | null;
+    knnTop1: number | null;
+    baselines: {
+      [key: string]: unknown;
+    } | null;
+    finalLoss: number | null;
+    steps: number | null;
+    minutes: number | null;
+    spikes: number;
+    spiked: boolean;
+    error: string | null;
   };
 }
 
@@ -215,8 +344,9 @@ export interface Operations {
         checkpointEvery?: number;
         keepCheckpoints?: number;
         initFrom?: {
-          job: string;
+          job?: string;
           checkpoint?: string;
+          model?: string;
         };
         seed?: number;
         resources?: {
@@ -234,8 +364,14 @@ export interface Operations {
       } | {
         type: "probe";
         source: {
-          job: string;
+          job?: string;
           checkpoint?: string;
+          model?: string;
+        };
+        promote?: {
+          model: string;
+          alias: string;
+          gate?: string[];
         };
         dataset?: string;
         epochs?: number;
@@ -495,6 +631,177 @@ export interface Operations {
     };
     response: Schemas["EvaluationComparison"];
   };
+  createModel: {
+    method: "POST";
+    path: "/v1/models";
+    input: {
+      body: {
+        name: string;
+        description?: string;
+      };
+    };
+    response: Schemas["Model"];
+  };
+  listModels: {
+    method: "GET";
+    path: "/v1/models";
+    input: {};
+    response: {
+      models: Schemas["Model"][];
+    };
+  };
+  getModel: {
+    method: "GET";
+    path: "/v1/models/{name}";
+    input: {
+      params: {
+        name: string;
+      };
+    };
+    response: Schemas["Model"] & {
+      versionList: Schemas["ModelVersion"][];
+    };
+  };
+  registerModelVersion: {
+    method: "POST";
+    path: "/v1/models/{name}/versions";
+    input: {
+      params: {
+        name: string;
+      };
+      body: Schemas["RegisterModelVersion"];
+    };
+    response: Schemas["ModelVersion"];
+  };
+  listModelVersions: {
+    method: "GET";
+    path: "/v1/models/{name}/versions";
+    input: {
+      params: {
+        name: string;
+      };
+    };
+    response: {
+      versions: Schemas["ModelVersion"][];
+      aliases: {
+        [key: string]: number;
+      };
+    };
+  };
+  getModelVersion: {
+    method: "GET";
+    path: "/v1/models/{name}/versions/{ref}";
+    input: {
+      params: {
+        name: string;
+        ref: string;
+      };
+    };
+    response: Schemas["ModelVersion"];
+  };
+  downloadModelVersion: {
+    method: "GET";
+    path: "/v1/models/{name}/versions/{ref}/download";
+    input: {
+      params: {
+        name: string;
+        ref: string;
+      };
+      query?: {
+        file?: "state" | "backbone";
+        ttl?: number;
+        redirect?: "true" | "false";
+      };
+    };
+    response: {
+      url: string;
+      expiresAt: string;
+      fileName: string;
+      file: "state" | "backbone";
+      version: number;
+      bytes: number;
+      sha256: string;
+      model: string;
+      modelVersion: number;
+      jobId: string;
+    };
+  };
+  getModelVersionLineage: {
+    method: "GET";
+    path: "/v1/models/{name}/versions/{ref}/lineage";
+    input: {
+      params: {
+        name: string;
+        ref: string;
+      };
+    };
+    response: {
+      model: string;
+      version: number;
+      lineage: Schemas["LineageEntry"][];
+    };
+  };
+  retrainModelVersion: {
+    method: "POST";
+    path: "/v1/models/{name}/versions/{ref}/retrain";
+    input: {
+      params: {
+        name: string;
+        ref: string;
+      };
+      headers?: {
+        "idempotency-key"?: string;
+      };
+      body: Schemas["RetrainModelRequest"];
+    };
+    response: Schemas["Job"];
+  };
+  setModelAlias: {
+    method: "PUT";
+    path: "/v1/models/{name}/aliases/{alias}";
+    input: {
+      params: {
+        name: string;
+        alias: string;
+      };
+      body: {
+        version: number;
+        expectedVersion?: number | null;
+      };
+    };
+    response: {
+      alias: string;
+      version: number;
+      previousVersion: number | null;
+      moved: boolean;
+    };
+  };
+  deleteModelAlias: {
+    method: "DELETE";
+    path: "/v1/models/{name}/aliases/{alias}";
+    input: {
+      params: {
+        name: string;
+        alias: string;
+      };
+    };
+    response: void;
+  };
+  listModelGateResults: {
+    method: "GET";
+    path: "/v1/models/{name}/gates";
+    input: {
+      params: {
+        name: string;
+      };
+      query?: {
+        limit?: number;
+      };
+    };
+    response: {
+      gates: Schemas["GateResult"][];
+    };
+  };
   createDataset: {
     method: "POST";
     path: "/v1/datasets";
@@ -668,6 +975,172 @@ export interface Operations {
       headers: string[];
     };
   };
+  createSweep: {
+    method: "POST";
+    path: "/v1/sweeps";
+    input: {
+      headers?: {
+        "idempotency-key"?: string;
+      };
+      body: {
+        base: {
+          type?: "pretrain";
+          dataset: string;
+          method?: "mocov3" | "simclr" | "byol";
+          model?: {
+            arch?: "vit_tiny" | "vit_small" | "vit_base" | "resnet18" | "resnet50";
+            imageSize?: number;
+            patch?: number;
+            dim?: number;
+            depth?: number;
+            heads?: number;
+            posEmbed?: "sincos" | "learned" | "none";
+            pooling?: "cls" | "gap" | "gap_no_ln";
+            freezePatchProjection?: boolean;
+          };
+          moco?: {
+            temperature?: number;
+            momentum?: number;
+            momentumSchedule?: "cosine" | "constant";
+            projector?: {
+              layers?: number;
+              hiddenDim?: number;
+              outDim?: number;
+            };
+            predictor?: {
+              enabled?: boolean;
+              layers?: number;
+              hiddenDim?: number;
+            };
+          };
+          optim?: {
+            name?: "adamw" | "lars";
+            lr?: number;
+            weightDecay?: number;
+            batch?: number;
+            microBatch?: number;
+            warmupEpochs?: number;
+            betas?: unknown[];
+            eps?: number;
+            clipGradNorm?: number;
+          };
+          augment?: {
+            cropMinScale?: number;
+            colorJitterProb?: number;
+            grayscaleProb?: number;
+            blurProb?: unknown[];
+            solarizeProb?: unknown[];
+            flipProb?: number;
+          };
+          epochs?: number;
+          maxSteps?: number;
+          checkpointEvery?: number;
+          keepCheckpoints?: number;
+          initFrom?: {
+            job?: string;
+            checkpoint?: string;
+            model?: string;
+          };
+          seed?: number;
+          resources?: {
+            gpus?: number;
+            backend?: "auto" | "tensorflow" | "wasm" | "cpu";
+          };
+          maxRuntimeSeconds?: number;
+          webhook?: {
+            url: string;
+            events?: string[];
+          };
+          labels?: {
+            [key: string]: string;
+          };
+        };
+        grid?: {
+          [key: string]: unknown[];
+        };
+        variants?: {
+          [key: string]: unknown;
+        }[];
+        seeds?: number[];
+        probe?: {
+          promote?: {
+            model: string;
+            alias: string;
+            gate?: string[];
+          };
+          dataset?: string;
+          epochs?: number;
+          lr?: number;
+          batch?: number;
+          seed?: number;
+          resources?: {
+            gpus?: number;
+            backend?: "auto" | "tensorflow" | "wasm" | "cpu";
+          };
+          maxRuntimeSeconds?: number;
+        };
+        budget?: {
+          maxConcurrent?: number;
+          totalMinutes?: number;
+        };
+      };
+    };
+    response: Schemas["Sweep"];
+  };
+  listSweeps: {
+    method: "GET";
+    path: "/v1/sweeps";
+    input: {
+      query?: {
+        limit?: number;
+      };
+    };
+    response: {
+      sweeps: {
+        id: string;
+        state: "running" | "completed" | "canceled";
+        reason: string | null;
+        createdAt: string;
+        finishedAt: string | null;
+      }[];
+    };
+  };
+  getSweep: {
+    method: "GET";
+    path: "/v1/sweeps/{id}";
+    input: {
+      params: {
+        id: string;
+      };
+    };
+    response: Schemas["Sweep"];
+  };
+  downloadSweepResults: {
+    method: "GET";
+    path: "/v1/sweeps/{id}/results";
+    input: {
+      params: {
+        id: string;
+      };
+      query?: {
+        format?: "csv" | "json";
+      };
+    };
+    response: {
+      columns: string[];
+      rows: Schemas["SweepResultRow"][];
+    };
+  };
+  cancelSweep: {
+    method: "POST";
+    path: "/v1/sweeps/{id}/cancel";
+    input: {
+      params: {
+        id: string;
+      };
+    };
+    response: Schemas["Sweep"];
+  };
 }
 
 /** Method and path of each operation, for a client to build its requests. */
@@ -689,6 +1162,18 @@ export const OPERATIONS = {
   deleteCheckpointAlias: { method: "DELETE", path: "/v1/jobs/{id}/checkpoints/aliases/{alias}" },
   listEvaluations: { method: "GET", path: "/v1/jobs/{id}/evaluations" },
   compareEvaluations: { method: "GET", path: "/v1/jobs/{id}/evaluations/comparison" },
+  createModel: { method: "POST", path: "/v1/models" },
+  listModels: { method: "GET", path: "/v1/models" },
+  getModel: { method: "GET", path: "/v1/models/{name}" },
+  registerModelVersion: { method: "POST", path: "/v1/models/{name}/versions" },
+  listModelVersions: { method: "GET", path: "/v1/models/{name}/versions" },
+  getModelVersion: { method: "GET", path: "/v1/models/{name}/versions/{ref}" },
+  downloadModelVersion: { method: "GET", path: "/v1/models/{name}/versions/{ref}/download" },
+  getModelVersionLineage: { method: "GET", path: "/v1/models/{name}/versions/{ref}/lineage" },
+  retrainModelVersion: { method: "POST", path: "/v1/models/{name}/versions/{ref}/retrain" },
+  setModelAlias: { method: "PUT", path: "/v1/models/{name}/aliases/{alias}" },
+  deleteModelAlias: { method: "DELETE", path: "/v1/models/{name}/aliases/{alias}" },
+  listModelGateResults: { method: "GET", path: "/v1/models/{name}/gates" },
   createDataset: { method: "POST", path: "/v1/datasets" },
   listDatasets: { method: "GET", path: "/v1/datasets" },
   getDataset: { method: "GET", path: "/v1/datasets/{name}" },
@@ -703,4 +1188,9 @@ export const OPERATIONS = {
   listApiKeys: { method: "GET", path: "/v1/keys" },
   revokeApiKey: { method: "DELETE", path: "/v1/keys/{id}" },
   getWebhookSecret: { method: "GET", path: "/v1/webhooks/secret" },
+  createSweep: { method: "POST", path: "/v1/sweeps" },
+  listSweeps: { method: "GET", path: "/v1/sweeps" },
+  getSweep: { method: "GET", path: "/v1/sweeps/{id}" },
+  downloadSweepResults: { method: "GET", path: "/v1/sweeps/{id}/results" },
+  cancelSweep: { method: "POST", path: "/v1/sweeps/{id}/cancel" },
 } as const satisfies { [K in keyof Operations]: { method: Operations[K]['method']; path: Operations[K]['path'] } };

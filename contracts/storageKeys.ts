@@ -16,6 +16,14 @@ export function datasetManifestKey(tenantId: string, datasetId: string, version:
 export function checkpointPrefix(tenantId: string, jobId: string, version: number): string {
   return `checkpoints/${tenantId}/${jobId}/v${version}/`;
 }
+/**
+ * Where one attempt uploads a version: under the version, a folder per attempt. A zombie attempt
+ * (one that lost its lock and keeps running) computes the same version number as the attempt that
+ * took over, but never writes a byte under that attempt's keys.
+ */
+export function checkpointAttemptPrefix(tenantId: string, jobId: string, version: number, attempt: number): string {
+  return `${checkpointPrefix(tenantId, jobId, version)}a${attempt}/`;
+}
 
 /** The files of one checkpoint version. */
 export const CHECKPOINT_FILES = {

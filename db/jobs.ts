@@ -23,13 +23,19 @@ export interface TransitionOptions {
   patch?: Partial<Pick<JobRow, 'attempt' | 'error' | 'result' | 'runtime' | 'progress' | 'startedAt' | 'finishedAt' | 'cancelRequested'>>;
   /** Also enqueue an outbox message in the same transaction. */
   outbox?: { topic: string; payload: unknown };
+  /**
+   * Fencing token: only while the job's attempt is still this one. A runner writes with its own
+   * attempt number, so one that lost its lock cannot move a job another attempt has taken over.
+   */
+  attempt?: number;
 }
 
 /** Moves a job to `to` if it is in one of `from`; records the event. Returns the new row, or null. */
 export async function transitionJob(db: Db, jobId: string, opts: TransitionOptions): Promise<JobRow | null> {
   return db.transaction(async (tx) => {
-    const [current] = await tx.select({ state: jobs.state }).from(jobs).where(eq(jobs.id, jobId)).for('update');
+    const [current] = await tx.select({ state: jobs.state, attempt: jobs.attempt }).from(jobs).where(eq(jobs.id, jobId)).for('update');
     if (!current || !opts.from.includes(current.state)) return null;
+    if (opts.attempt !== undefined && current.attempt !== opts.attempt) return null;
     const terminal = opts.to === 'succeeded' || opts.to === 'failed' || opts.to === 'canceled';
     const [row] = await tx
       .update(jobs)

@@ -16,6 +16,7 @@ import {
   jobLogs,
   jobs,
   metrics,
+  modelVersions,
   outbox,
 } from './schema.js';
 import { OUTBOX_TOPICS, type JobEventMessage } from '../contracts/outbox.js';
@@ -70,26 +71,49 @@ export interface MetricPoint {
   value: number;
 }
 
-/** Upserts metric points: a step written again (a resumed run) overwrites, never duplicates. */
-export async function upsertMetrics(db: DbOrTx, jobId: string, points: readonly MetricPoint[]): Promise<void> {
+/**
+ * Fences a write by the attempt that makes it: takes a share lock on the job row (a new attempt's
+ * start, which takes the row for update, waits for the write to commit, or the write waits for the
+ * start and then sees the new attempt) and refuses when the job's attempt is no longer `attempt`.
+ */
+async function assertCurrentAttempt(tx: DbOrTx, jobId: string, attempt: number): Promise<void> {
+  const [row] = await tx.select({ attempt: jobs.attempt }).from(jobs).where(eq(jobs.id, jobId)).for('share');
+  if (!row) throw new SupersededError(`job ${jobId} no longer exists`);
+  if (row.attempt !== attempt) throw new SupersededError(`attempt ${attempt} of job ${jobId} was superseded by attempt ${row.attempt}`);
+}
+
+/**
+ * Upserts metric points: a step written again (a resumed run) overwrites, never duplicates. With
+ * `attempt`, the write is fenced: a superseded attempt's points are refused (SupersededError).
+ */
+export async function upsertMetrics(db: Db, jobId: string, points: readonly MetricPoint[], attempt?: number): Promise<void> {
   const finite = points.filter((p) => Number.isFinite(p.value));
-  for (let i = 0; i < finite.length; i += 1000) {
-    await db
-      .insert(metrics)
-      .values(finite.slice(i, i + 1000).map((p) => ({ jobId, step: p.step, name: p.name, value: p.value })))
-      .onConflictDoUpdate({
-        target: [metrics.jobId, metrics.name, metrics.step],
-        set: { value: sql`excluded.value`, at: sql`now()` },
-      });
-  }
+  if (!finite.length) return;
+  await db.transaction(async (tx) => {
+    if (attempt !== undefined) await assertCurrentAttempt(tx, jobId, attempt);
+    for (let i = 0; i < finite.length; i += 1000) {
+      await tx
+        .insert(metrics)
+        .values(finite.slice(i, i + 1000).map((p) => ({ jobId, step: p.step, name: p.name, value: p.value })))
+        .onConflictDoUpdate({
+          target: [metrics.jobId, metrics.name, metrics.step],
+          set: { value: sql`excluded.value`, at: sql`now()` },
+        });
+    }
+  });
 }
 
-export async function setProgress(db: DbOrTx, jobId: string, progress: Record<string, unknown>): Promise<void> {
-  await db.update(jobs).set({ progress, updatedAt: sql`now()` }).where(eq(jobs.id, jobId));
+/** The job row, restricted to `attempt` when one is given (a fenced write). */
+const ofAttempt = (jobId: string, attempt?: number) => (attempt === undefined ? eq(jobs.id, jobId) : and(eq(jobs.id, jobId), eq(jobs.attempt, attempt)));
+
+export async function setProgress(db: DbOrTx, jobId: string, progress: Record<string, unknown>, attempt?: number): Promise<void> {
+  const rows = await db.update(jobs).set({ progress, updatedAt: sql`now()` }).where(ofAttempt(jobId, attempt)).returning({ id: jobs.id });
+  if (!rows.length && attempt !== undefined) throw new SupersededError(`attempt ${attempt} of job ${jobId} was superseded`);
 }
 
-export async function setRuntime(db: DbOrTx, jobId: string, runtime: Record<string, unknown>): Promise<void> {
-  await db.update(jobs).set({ runtime, updatedAt: sql`now()` }).where(eq(jobs.id, jobId));
+export async function setRuntime(db: DbOrTx, jobId: string, runtime: Record<string, unknown>, attempt?: number): Promise<void> {
+  const rows = await db.update(jobs).set({ runtime, updatedAt: sql`now()` }).where(ofAttempt(jobId, attempt)).returning({ id: jobs.id });
+  if (!rows.length && attempt !== undefined) throw new SupersededError(`attempt ${attempt} of job ${jobId} was superseded`);
 }
 
 export interface LogLine {
@@ -206,8 +230,8 @@ export async function resolveCheckpoint(db: DbOrTx, jobId: string, ref: string):
 
 /**
  * The versions retention may delete: all but the newest `keep`, minus those an alias points at
- * (`latest`, `best`, a user's) and those an evaluation refers to (deleting them would delete the
- * recorded probe results with them).
+ * (`latest`, `best`, a user's), those an evaluation refers to (deleting them would delete the
+ * recorded probe results with them) and those a model version points at.
  */
 export async function checkpointsBeyondRetention(db: DbOrTx, jobId: string, keep: number): Promise<CheckpointRow[]> {
   const all = await listCheckpoints(db, jobId);
@@ -222,11 +246,15 @@ export async function checkpointsBeyondRetention(db: DbOrTx, jobId: string, keep
     .select({ id: evaluations.checkpointId })
     .from(evaluations)
     .where(inArray(evaluations.checkpointId, ids));
-  const pinned = new Set([...aliased, ...evaluated].map((r) => r.id));
+  const registered = await db
+    .select({ id: modelVersions.checkpointId })
+    .from(modelVersions)
+    .where(inArray(modelVersions.checkpointId, ids));
+  const pinned = new Set([...aliased, ...evaluated, ...registered].map((r) => r.id));
   return old.filter((c) => !pinned.has(c.id));
 }
 
-/** Deletes version rows, unless an alias or an evaluation started pointing at one meanwhile. */
+/** Deletes version rows, unless an alias, an evaluation or a model version started pointing at one meanwhile. */
 export async function deleteCheckpointRows(db: DbOrTx, ids: readonly string[]): Promise<string[]> {
   if (!ids.length) return [];
   const deleted = await db
@@ -236,6 +264,7 @@ export async function deleteCheckpointRows(db: DbOrTx, ids: readonly string[]): 
         inArray(checkpoints.id, [...ids]),
         sql`not exists (select 1 from ${checkpointAliases} a where a.checkpoint_id = ${checkpoints.id})`,
         sql`not exists (select 1 from ${evaluations} e where e.checkpoint_id = ${checkpoints.id})`,
+        sql`not exists (select 1 from ${modelVersions} mv where mv.checkpoint_id = ${checkpoints.id})`,
       ),
     )
     .returning({ id: checkpoints.id });
@@ -262,6 +291,9 @@ export interface NewEvaluation {
  */
 export async function recordEvaluation(db: Db, ev: NewEvaluation): Promise<{ evaluation: EvaluationRow; movedBest: boolean; previousBestTop1: number | null }> {
   return db.transaction(async (tx) => {
+    // Fenced: a probe attempt that lost its job to another attempt records nothing.
+    const [probe] = await tx.select({ attempt: jobs.attempt }).from(jobs).where(eq(jobs.id, ev.probeJobId)).for('update');
+    if (probe?.attempt !== ev.attempt) throw new SupersededError(`attempt ${ev.attempt} of probe ${ev.probeJobId} was superseded by attempt ${probe?.attempt}`);
     // Serialise probes of the same source job: two finishing at once must not both think they are best.
     await tx.select({ id: jobs.id }).from(jobs).where(eq(jobs.id, ev.sourceJobId)).for('update');
     const [evaluation] = await tx

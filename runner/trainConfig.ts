@@ -8,11 +8,20 @@
  */
 import type { DatasetManifest } from '../contracts/datasetSpec.js';
 import type { PretrainSpec, ProbeSpec } from '../contracts/jobSpec.js';
+import { refuseFootprint } from '../contracts/footprint.js';
 import { resolveTrainConfig, totalSteps, type TrainConfig } from './moco/config.js';
 import type { ProbeConfig } from './moco/probe.js';
 
-export function buildTrainConfig(spec: PretrainSpec, manifest: DatasetManifest): TrainConfig {
+/**
+ * `memoryBytes`: what this runner offers a run (RUNNER_MEMORY_MB); a spec estimated above it at the
+ * dataset's real image size is refused here (the API only had a lower bound without imageSize).
+ */
+export function buildTrainConfig(spec: PretrainSpec, manifest: DatasetManifest, memoryBytes?: number): TrainConfig {
   const datasetSide = Math.min(manifest.height, manifest.width);
+  if (memoryBytes !== undefined) {
+    const why = refuseFootprint(spec, spec.model.imageSize ?? datasetSide, memoryBytes, manifest.channels);
+    if (why) throw new RangeError(why);
+  }
   if (spec.model.imageSize !== undefined && spec.model.imageSize > datasetSide) {
     throw new RangeError(`model.imageSize ${spec.model.imageSize} is larger than the dataset's ${manifest.height}×${manifest.width} images`);
   }

@@ -155,9 +155,31 @@ function aliasesByVersion(aliases: Record<string, number>): Map<number, string[]
   return byVersion;
 }
 
+/** The `ttl` query of a download: at most SIGNED_URL_MAX_TTL_SECONDS. */
+export function checkTtl(deps: AppDeps, ttl: number | undefined): void {
+  const max = deps.config.SIGNED_URL_MAX_TTL_SECONDS;
+  if (ttl !== undefined && ttl > max) {
+    throw new ApiError(400, 'validation_failed', `ttl: at most ${max} seconds`, [{ path: 'ttl', message: `must be <= ${max}`, in: 'query' }]);
+  }
+}
+
+/** A presigned URL of one file of a checkpoint, named `<prefix>-<file>` for the browser. Shared with model downloads. */
+export async function presignCheckpointFile(deps: AppDeps, cp: CheckpointRow, q: { file: 'state' | 'backbone'; ttl?: number }, namePrefix: string) {
+  const max = deps.config.SIGNED_URL_MAX_TTL_SECONDS;
+  const ttl = q.ttl ?? Math.min(deps.config.SIGNED_URL_TTL_SECONDS, max);
+  const name = FILE_KINDS[q.file];
+  const file = ((cp.files ?? {}) as CheckpointFiles)[name];
+  if (!file) {
+    throw new ApiError(404, 'file_not_found', `checkpoint v${cp.version} of job ${cp.jobId} has no ${name}`, [{ path: 'file', message: 'not in this checkpoint', in: 'query' }]);
+  }
+  const fileName = `${namePrefix}-${name}`;
+  const url = await deps.storage.presignGet(file.key, ttl, fileName);
+  const expiresAt = new Date((deps.clock ?? { now: () => new Date() }).now().getTime() + ttl * 1000).toISOString();
+  return { url, expiresAt, fileName, file: q.file, version: cp.version, bytes: file.bytes, sha256: file.sha256 };
+}
+
 export function checkpointRoutes(deps: AppDeps) {
   const app = router();
-  const clock = deps.clock ?? { now: () => new Date() };
 
   app.openapi(listRoute, async (c) => {
     const job = await loadJob(deps, c.get('principal').tenantId, c.req.valid('param').id);
@@ -177,23 +199,12 @@ export function checkpointRoutes(deps: AppDeps) {
   app.openapi(downloadRoute, async (c) => {
     const { id, ref } = c.req.valid('param');
     const q = c.req.valid('query');
-    const max = deps.config.SIGNED_URL_MAX_TTL_SECONDS;
-    if (q.ttl !== undefined && q.ttl > max) {
-      throw new ApiError(400, 'validation_failed', `ttl: at most ${max} seconds`, [{ path: 'ttl', message: `must be <= ${max}`, in: 'query' }]);
-    }
-    const ttl = q.ttl ?? Math.min(deps.config.SIGNED_URL_TTL_SECONDS, max);
+    checkTtl(deps, q.ttl);
     const job = await loadJob(deps, c.get('principal').tenantId, id);
     const cp = await loadCheckpoint(deps, job.id, ref);
-    const name = FILE_KINDS[q.file];
-    const file = ((cp.files ?? {}) as CheckpointFiles)[name];
-    if (!file) {
-      throw new ApiError(404, 'file_not_found', `checkpoint v${cp.version} of job ${job.id} has no ${name}`, [{ path: 'file', message: 'not in this checkpoint', in: 'query' }]);
-    }
-    const fileName = `${job.id}-v${cp.version}-${name}`;
-    const url = await deps.storage.presignGet(file.key, ttl, fileName);
-    if (q.redirect === 'true') return c.redirect(url, 302);
-    const expiresAt = new Date(clock.now().getTime() + ttl * 1000).toISOString();
-    return c.json({ url, expiresAt, fileName, file: q.file, version: cp.version, bytes: file.bytes, sha256: file.sha256 }, 200);
+    const link = await presignCheckpointFile(deps, cp, q, `${job.id}-v${cp.version}`);
+    if (q.redirect === 'true') return c.redirect(link.url, 302);
+    return c.json(link, 200);
   });
 
   app.openapi(putAliasRoute, async (c) => {

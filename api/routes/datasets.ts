@@ -3,6 +3,7 @@
  * multipart plan for large archives. Finalizing checks the upload exists and starts the ingest job.
  */
 import { createRoute, z } from '@hono/zod-openapi';
+import { refuseOverStorageLimit } from '../quotas.js';
 import { datasetName, datasetVersionOptions } from '../../contracts/datasetSpec.js';
 import { DATASET_VERSION_STATES } from '../../db/schema.js';
 import { datasetUploadKey, datasetVersionPrefix } from '../../contracts/storageKeys.js';
@@ -260,6 +261,7 @@ export function datasetRoutes(deps: AppDeps) {
     const { tenantId } = c.get('principal');
     const d = await loadDataset(tenantId, c.req.valid('param').name);
     const body = c.req.valid('json');
+    await refuseOverStorageLimit(deps, tenantId);
     const v = await createDatasetVersion(deps.db, d.id, body.options, (n) => datasetUploadKey(tenantId, d.id, n, body.fileName));
     // Uploads of large archives take a while: their URLs live as long as the configuration allows.
     const ttl = deps.config.SIGNED_URL_MAX_TTL_SECONDS;

@@ -14,6 +14,7 @@ import { readImageFolder } from './formats/imageFolder.js';
 import { PixelNormalizer, type ImageShape } from './normalize.js';
 import { planSplits, type SplitPlan } from './splits.js';
 import { StagingFile } from './staging.js';
+import { ingestLimits, type IngestLimits } from './limits.js';
 
 export interface ConvertedUpload {
   archiveKind: ArchiveKind;
@@ -38,13 +39,16 @@ export async function convertUpload(args: {
   options: DatasetVersionOptions;
   workDir: string;
   log: Logger;
+  /** Caps on what the upload may make us read, decode and stage (defaults: limits.ts). */
+  limits?: Partial<IngestLimits>;
 }): Promise<ConvertedUpload> {
   const { options } = args;
-  const archive = await openArchive(args.path, args.uploadName);
-  const staging = await StagingFile.create(join(args.workDir, 'staging.bin'));
+  const limits = ingestLimits(args.limits);
+  const archive = await openArchive(args.path, args.uploadName, limits);
+  const staging = await StagingFile.create(join(args.workDir, 'staging.bin'), limits.maxStagedBytes);
   try {
-    const normalizer = new PixelNormalizer(options);
-    const { classes } = await READERS[options.format]({ archive, uploadName: args.uploadName, normalizer, staging, log: args.log });
+    const normalizer = new PixelNormalizer(options, limits);
+    const { classes } = await READERS[options.format]({ archive, uploadName: args.uploadName, normalizer, staging, log: args.log, limits });
     if (staging.count === 0 || !normalizer.target) {
       throw new DatasetIngestError('no_examples', `no ${options.format} examples found`, args.uploadName);
     }

@@ -10,13 +10,22 @@ export class DatasetIngestError extends Error {
   readonly kind: DatasetIngestErrorKind;
 
   constructor(kind: DatasetIngestErrorKind, message: string, file?: string) {
-    super(file ? `${file}: ${message}` : message);
+    // Recorded in Postgres (text): a NUL or other control byte in an archive name must not make
+    // the failure itself unrecordable.
+    super(printable(file ? `${file}: ${message}` : message));
     this.kind = kind;
-    this.file = file;
+    this.file = file === undefined ? undefined : printable(file);
   }
 }
 
+/** Control characters (NUL included) shown as \xNN escapes. */
+export function printable(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 export type DatasetIngestErrorKind =
+  | 'too_large'
   | 'corrupt_archive'
   | 'unknown_format'
   | 'undecodable_image'

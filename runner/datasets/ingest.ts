@@ -28,6 +28,7 @@ import { convertUpload } from './convert.js';
 import { DatasetIngestError } from './errors.js';
 import { SHARD_MAGIC, SHARD_VERSION } from './shardFormat.js';
 import { writeSplitShards } from './shardWriter.js';
+import type { IngestLimits } from './limits.js';
 
 export interface IngestContext {
   db: Db;
@@ -37,6 +38,8 @@ export interface IngestContext {
   workDir?: string;
   /** Target shard size in bytes (default 32 MiB); tests make it small to get several shards. */
   shardBytes?: number;
+  /** Caps on the upload (defaults: limits.ts); tests make them small. */
+  limits?: Partial<IngestLimits>;
   /** Runs inside the transaction that marks the version ready (e.g. the ingest job's own result). */
   onReady?: Parameters<typeof markDatasetVersionReady>[4];
 }
@@ -124,7 +127,7 @@ async function convertAndShard(
     source: { key: string; bytes: number; sha256: string };
   },
 ): Promise<DatasetManifest> {
-  const converted = await convertUpload({ path: a.path, uploadName: a.uploadName, options: a.options, workDir: a.workDir, log: a.log });
+  const converted = await convertUpload({ path: a.path, uploadName: a.uploadName, options: a.options, workDir: a.workDir, log: a.log, limits: ctx.limits });
   try {
     a.log.info({ examples: converted.staging.count, shape: converted.shape, classes: converted.classes.length }, 'ingest: upload read');
     const common = { storage: ctx.storage, staging: converted.staging, shape: converted.shape, numClasses: converted.classes.length, shardBytes: ctx.shardBytes };

@@ -10,6 +10,7 @@
 import sharp from 'sharp';
 import type { DatasetVersionOptions } from '../../contracts/datasetSpec.js';
 import { DatasetIngestError } from './errors.js';
+import { DEFAULT_INGEST_LIMITS, tooLarge, type IngestLimits } from './limits.js';
 
 export interface ImageShape {
   height: number;
@@ -24,7 +25,10 @@ export class PixelNormalizer {
   /** Where the undeclared parts of the shape came from, for messages. */
   private shapeSource?: string;
 
-  constructor(private readonly options: NormalizeOptions) {}
+  constructor(
+    private readonly options: NormalizeOptions,
+    private readonly limits: Pick<IngestLimits, 'maxImagePixels' | 'maxImageSide'> = DEFAULT_INGEST_LIMITS,
+  ) {}
 
   get target(): ImageShape | undefined {
     return this.shape;
@@ -34,19 +38,24 @@ export class PixelNormalizer {
   async fromEncoded(file: string, bytes: Uint8Array): Promise<Uint8Array> {
     let meta: sharp.Metadata;
     try {
-      meta = await sharp(bytes, { failOn: 'error' }).metadata();
+      // The header only (no pixel is decoded): unlimited here, so that the check below can name the size.
+      meta = await sharp(bytes, { failOn: 'error', limitInputPixels: false }).metadata();
     } catch (err) {
       throw new DatasetIngestError('undecodable_image', `undecodable image (${(err as Error).message})`, file);
     }
     const width = meta.autoOrient?.width ?? meta.width;
     const height = meta.autoOrient?.height ?? meta.height;
     if (!width || !height) throw new DatasetIngestError('undecodable_image', 'undecodable image (no dimensions)', file);
+    // The header's claim, checked before a single pixel is decoded (a pixel bomb is a small file).
+    if (width * height > this.limits.maxImagePixels) {
+      throw tooLarge('maxImagePixels', `image is ${width}x${height} = ${width * height} pixels, more than ${this.limits.maxImagePixels}`, file);
+    }
     const colorChannels = (meta.channels ?? 3) - (meta.hasAlpha ? 1 : 0) >= 3 ? 3 : 1;
     const target = this.targetFor(file, height, width, colorChannels);
     this.checkSize(file, height, width, target);
     this.checkChannels(file, colorChannels, target);
 
-    let pipeline = sharp(bytes, { failOn: 'error' }).autoOrient().removeAlpha();
+    let pipeline = sharp(bytes, { failOn: 'error', limitInputPixels: this.limits.maxImagePixels }).autoOrient().removeAlpha();
     if (height !== target.height || width !== target.width) pipeline = this.resized(pipeline, target);
     pipeline = target.channels === 1 ? pipeline.grayscale() : pipeline.toColourspace('srgb');
     try {
@@ -56,6 +65,9 @@ export class PixelNormalizer {
       }
       return data;
     } catch (err) {
+      if (/pixel limit/.test((err as Error).message)) {
+        throw tooLarge('maxImagePixels', `image decodes to more than ${this.limits.maxImagePixels} pixels`, file);
+      }
       throw new DatasetIngestError('undecodable_image', `undecodable image (${(err as Error).message})`, file);
     }
   }
@@ -87,11 +99,20 @@ export class PixelNormalizer {
   private targetFor(file: string, height: number, width: number, channels: 1 | 3): ImageShape {
     if (!this.shape) {
       const side = this.options.imageSize;
-      this.shape = {
+      const shape: ImageShape = {
         height: side ?? height,
         width: side ?? width,
         channels: this.options.channels ?? channels,
       };
+      // Every example of the dataset gets this shape: a huge first image must not set it.
+      if (Math.max(shape.height, shape.width) > this.limits.maxImageSide) {
+        throw tooLarge(
+          'maxImageSide',
+          `the dataset's images would be ${shape.width}x${shape.height}, larger than ${this.limits.maxImageSide} px a side; declare a smaller imageSize (with resize "stretch" or "center-crop")`,
+          file,
+        );
+      }
+      this.shape = shape;
       this.shapeSource = file;
     }
     return this.shape;

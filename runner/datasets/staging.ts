@@ -4,6 +4,7 @@
  * shard writer then reads the examples back split by split. Pixels never all sit in memory.
  */
 import { open, rm, type FileHandle } from 'node:fs/promises';
+import { formatBytes, tooLarge } from './limits.js';
 
 export const SPLIT_UNASSIGNED = 0;
 export const SPLIT_TRAIN = 1;
@@ -22,10 +23,14 @@ export class StagingFile {
   private n = 0;
   private bytesPerExample = 0;
 
-  private constructor(readonly path: string) {}
+  private constructor(
+    readonly path: string,
+    private readonly maxBytes: number,
+  ) {}
 
-  static async create(path: string): Promise<StagingFile> {
-    const s = new StagingFile(path);
+  /** `maxBytes`: the most pixel bytes the dataset may stage (limit maxStagedBytes). */
+  static async create(path: string, maxBytes = Infinity): Promise<StagingFile> {
+    const s = new StagingFile(path, maxBytes);
     s.fh = await open(path, 'w+');
     return s;
   }
@@ -45,6 +50,9 @@ export class StagingFile {
     const per = pixels.byteLength / count;
     if (this.bytesPerExample === 0) this.bytesPerExample = per;
     else if (per !== this.bytesPerExample) throw new Error(`staging holds ${this.bytesPerExample}-byte examples, got ${per}`);
+    if (this.written + this.pendingBytes + pixels.byteLength > this.maxBytes) {
+      throw tooLarge('maxStagedBytes', `the decoded images add up to more than ${formatBytes(this.maxBytes)} (${this.n} images of ${per} bytes so far)`);
+    }
     this.grow(this.n + count);
     this.labelStore.fill(label, this.n, this.n + count);
     this.hintStore.fill(hint, this.n, this.n + count);

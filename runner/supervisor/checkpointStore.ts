@@ -10,13 +10,15 @@ import type { Db } from '../../db/client.js';
 import {
   checkpointsBeyondRetention,
   deleteCheckpointRows,
+  isCurrentAttempt,
+  SupersededError,
   listCheckpoints,
   nextCheckpointVersion,
   registerCheckpoint,
   type CheckpointFiles,
   type CheckpointRow,
 } from '../../db/runs.js';
-import { CHECKPOINT_FILES, checkpointPrefix } from '../../contracts/storageKeys.js';
+import { CHECKPOINT_FILES, checkpointAttemptPrefix } from '../../contracts/storageKeys.js';
 import { sha256Hex, type Storage } from '../../common/storage.js';
 import type { Logger } from '../../common/logger.js';
 import type { CheckpointReady } from './protocol.js';
@@ -50,11 +52,16 @@ export class CheckpointStore {
   async publish(run: RunIdentity, ck: CheckpointReady): Promise<CheckpointRow> {
     const missing = ALL_CHECKPOINT_FILES.filter((f) => !ck.files.includes(f));
     if (missing.length) throw new Error(`checkpoint at step ${ck.step} lacks ${missing.join(', ')}`);
-    // One runner holds the job at a time (queue lock, attempt fence), so max+1 read now is the
-    // version we will register; the registration re-checks it. Objects of a version that was
-    // uploaded but never registered (a crash in between) are simply overwritten by the next run.
+    // An attempt that lost the job uploads nothing (saves the bytes; the registration is the fence).
+    if (!(await isCurrentAttempt(this.db, run.jobId, run.attempt))) {
+      throw new SupersededError(`attempt ${run.attempt} of job ${run.jobId} was superseded; checkpoint at step ${ck.step} not uploaded`);
+    }
+    // max+1 read now is the version we will register; the registration re-checks it. Each attempt
+    // uploads under a folder of its own, so a zombie attempt that computed the same version never
+    // overwrites the bytes of the attempt that registered it. Objects uploaded but never registered
+    // (a crash in between) are overwritten by a retry of the same attempt or removed by retention.
     const version = await nextCheckpointVersion(this.db, run.jobId);
-    const prefix = checkpointPrefix(run.tenantId, run.jobId, version);
+    const prefix = checkpointAttemptPrefix(run.tenantId, run.jobId, version, run.attempt);
     const files: CheckpointFiles = {};
     let bytes = 0;
     for (const name of ALL_CHECKPOINT_FILES) {
@@ -85,7 +92,8 @@ export class CheckpointStore {
     if (!doomed.length) return [];
     // A row without its bytes would be a lie; bytes without a row are only garbage. So the row goes
     // last — unless it got pinned meanwhile, in which case its bytes are gone and it must go too.
-    for (const ck of doomed) await this.storage.deletePrefix(ck.s3Prefix);
+    // The whole version folder: its attempt's files and whatever a zombie attempt left beside them.
+    for (const ck of doomed) await this.storage.deletePrefix(ck.s3Prefix.replace(/a\d+\/$/, ''));
     const deleted = new Set(await deleteCheckpointRows(this.db, doomed.map((c) => c.id)));
     const survivors = doomed.filter((c) => !deleted.has(c.id));
     if (survivors.length) {

@@ -24,7 +24,9 @@ import { getJob, transitionJob, type JobRow, type TransitionOptions } from '../.
 import { jobEvents, type JobState } from '../../db/schema.js';
 import { isTerminal } from '../../contracts/lifecycle.js';
 import type { RunJobPayload } from '../../contracts/queues.js';
+import { SupersededError } from '../../db/runs.js';
 import { PermanentRunError, type RunContext, type RunnerServices, type RunOutcome } from './context.js';
+import type { DeviceSlot } from './deviceSlots.js';
 import type { RunControl } from './runControl.js';
 import { runPretrain } from './pretrainRun.js';
 import { runProbe } from './probeRun.js';
@@ -47,6 +49,7 @@ export async function processDelivery(
   bullJob: Job<RunJobPayload>,
   token: string,
   control: RunControl,
+  deviceSlot?: DeviceSlot,
 ): Promise<AttemptResult> {
   const { db, config } = services;
   const jobId = bullJob.data.jobId;
@@ -81,6 +84,8 @@ export async function processDelivery(
         ? `attempt ${attempt} on ${hostname()}: attempt ${row.attempt} lost its runner (crash, kill or lost queue lock)`
         : `attempt ${attempt} on ${hostname()}`,
     patch: { attempt, startedAt: row.startedAt ?? new Date(), error: null },
+    // Fenced: two deliveries of the same job starting at once cannot both become attempt n+1.
+    attempt: row.attempt,
   });
   if (!started) {
     log.info('job changed state before it could start; dropping the delivery');
@@ -96,6 +101,7 @@ export async function processDelivery(
     attempt,
     log: runLog,
     control,
+    deviceSlot,
     workDir,
     publishProgress: (p) => bullJob.updateProgress({ ...p }),
   };
@@ -105,7 +111,9 @@ export async function processDelivery(
     outcome = await runByType(ctx);
   } catch (err) {
     outcome =
-      err instanceof PermanentRunError || err instanceof RangeError
+      err instanceof SupersededError
+        ? { kind: 'superseded', reason: err.message }
+        : err instanceof PermanentRunError || err instanceof RangeError
         ? { kind: 'failed', reason: err.message, retryable: false }
         : { kind: 'failed', reason: `runner error: ${(err as Error).message ?? String(err)}`, retryable: true };
     if (!(err instanceof PermanentRunError)) runLog.error({ err }, 'attempt failed with an error');
@@ -142,13 +150,15 @@ async function finish(ctx: RunContext, bullJob: Job<RunJobPayload>, token: strin
   if (current.state === 'canceling' && outcome.kind !== 'succeeded' && outcome.kind !== 'canceled') {
     outcome = { kind: 'canceled', reason: `canceled on request (${outcome.reason})` };
   }
-  const move = (opts: TransitionOptions) => transitionJob(db, jobId, opts);
+  // Every finishing write is fenced by this attempt: a takeover between the check above and the
+  // write leaves the job to the new attempt.
+  const move = (opts: TransitionOptions) => transitionJob(db, jobId, { ...opts, attempt });
   switch (outcome.kind) {
     case 'succeeded':
-      await move({ from: ['running', 'canceling'], to: 'succeeded', patch: { result: outcome.result, error: null } });
+      if (!(await move({ from: ['running', 'canceling'], to: 'succeeded', patch: { result: outcome.result, error: null } }))) return lostTheJob(ctx);
       return { state: 'succeeded', attempt, result: outcome.result };
     case 'canceled':
-      await move({ from: ['running', 'canceling'], to: 'canceled', reason: outcome.reason });
+      if (!(await move({ from: ['running', 'canceling'], to: 'canceled', reason: outcome.reason }))) return lostTheJob(ctx);
       return { state: 'canceled', attempt, reason: outcome.reason };
     case 'preempted':
       if (await move({ from: ['running'], to: 'requeued', reason: outcome.reason })) {
@@ -171,6 +181,14 @@ async function finish(ctx: RunContext, bullJob: Job<RunJobPayload>, token: strin
       throw new UnrecoverableError(reason);
     }
   }
+}
+
+/** A fenced finishing write was refused: the job changed hands (or state) after the attempt's check. */
+async function lostTheJob(ctx: RunContext): Promise<AttemptResult> {
+  const now = await getJob(ctx.db, ctx.job.id);
+  const reason = `attempt ${ctx.attempt} could not finish the job: it is now attempt ${now?.attempt} in state ${now?.state}`;
+  ctx.log.warn({ reason }, 'leaving the job alone');
+  return { state: 'superseded', attempt: ctx.attempt, reason };
 }
 
 /** The newest reason recorded for the job (a failure, usually): what "gave up" should quote. */

@@ -5,7 +5,7 @@
  * which is what `GET /v1/jobs/{id}` and live dashboards show.
  */
 import type { Db } from '../../db/client.js';
-import { setProgress, upsertMetrics, type MetricPoint } from '../../db/runs.js';
+import { setProgress, SupersededError, upsertMetrics, type MetricPoint } from '../../db/runs.js';
 import type { Logger } from '../../common/logger.js';
 import type { StepMetrics } from './protocol.js';
 
@@ -21,6 +21,10 @@ export interface Progress {
 export interface MetricsWriterOptions {
   db: Db;
   jobId: string;
+  /** Fencing token: every write is refused once another attempt owns the job. */
+  attempt?: number;
+  /** Called once when a write was refused because another attempt owns the job; the writer stops. */
+  onSuperseded?: (reason: string) => void;
   log: Logger;
   /** Live progress for the queue (BullMQ job.updateProgress); errors are logged, never fatal. */
   publishProgress?: (p: Progress) => Promise<void>;
@@ -49,6 +53,8 @@ export class MetricsWriter {
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
   private closed = false;
+  /** Another attempt owns the job: nothing more is written. */
+  private superseded = false;
   private readonly flushIntervalMs: number;
   private readonly maxPoints: number;
 
@@ -59,6 +65,7 @@ export class MetricsWriter {
 
   /** Takes one step's metrics; they reach Postgres with the next flush. */
   add(m: StepMetrics, totalSteps?: number): void {
+    if (this.superseded) return;
     for (const p of metricPoints(m)) this.pending.set(`${p.name}\u0000${p.step}`, p);
     this.latest = {
       step: m.step,
@@ -100,9 +107,17 @@ export class MetricsWriter {
     const progress = this.progressDirty ? this.latest : undefined;
     this.progressDirty = false;
     try {
-      if (batch.length) await upsertMetrics(this.opts.db, this.opts.jobId, batch);
-      if (progress) await setProgress(this.opts.db, this.opts.jobId, { ...progress });
+      if (batch.length) await upsertMetrics(this.opts.db, this.opts.jobId, batch, this.opts.attempt);
+      if (progress) await setProgress(this.opts.db, this.opts.jobId, { ...progress }, this.opts.attempt);
     } catch (err) {
+      if (err instanceof SupersededError) {
+        // Not ours to write any more: drop everything and take nothing new.
+        this.pending.clear();
+        this.progressDirty = false;
+        if (!this.superseded) this.opts.onSuperseded?.(err.message);
+        this.superseded = this.closed = true;
+        return;
+      }
       // Keep them for the next flush unless newer values for the same step arrived meanwhile.
       for (const p of batch) {
         const key = `${p.name}\u0000${p.step}`;

@@ -6,9 +6,11 @@
  */
 import { hostname } from 'node:os';
 import { recordJobEvent } from '../../db/jobs.js';
-import { setRuntime } from '../../db/runs.js';
+import { setRuntime, SupersededError } from '../../db/runs.js';
+import { codeVersion } from '../codeVersion.js';
 import { RunChild, type ChildOutcome } from './childProcess.js';
 import { configEnv, type RunContext } from './context.js';
+import { slotEnvironment } from './deviceSlots.js';
 import { JobLogWriter } from './jobLogWriter.js';
 import { MetricsWriter } from './metricsWriter.js';
 import { SpikeDetector, watchedSeries, type Spike } from '../moco/spikes.js';
@@ -22,6 +24,8 @@ export interface SuperviseOptions {
    * throw; `kill` ends the child at once (this attempt was superseded, say).
    */
   onCheckpoint?(ck: CheckpointReady, run: { kill(): void }): Promise<void>;
+  /** GPUs the job asked for (resources.gpus): 0 hides every GPU from the run. */
+  gpus?: number;
 }
 
 export interface SupervisedResult {
@@ -38,12 +42,27 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
   if (ctx.control.stopReason) {
     return { outcome: { kind: 'stopped' }, stopReason: ctx.control.stopReason, runtime: undefined, lastStep: undefined };
   }
-  const metrics = new MetricsWriter({ db, jobId: job.id, log, publishProgress: (p) => ctx.publishProgress(p) });
+  // Set when a fenced write was refused: another attempt owns the job, this one must stop writing.
+  let superseded: string | undefined;
+  const metrics = new MetricsWriter({
+    db,
+    jobId: job.id,
+    attempt: ctx.attempt,
+    log,
+    publishProgress: (p) => ctx.publishProgress(p),
+    onSuperseded(reason) {
+      superseded = reason;
+      log.warn({ reason }, 'another attempt owns the job; stopping this run without writing more');
+      child.kill();
+    },
+  });
   const logs = new JobLogWriter(db, job.id, ctx.attempt, log);
   let runtime: RuntimeInfo | undefined;
   let lastStep: number | undefined;
   let totalSteps: number | undefined;
   let checkpoints: Promise<void> = Promise.resolve();
+  // The run's own GPU (or none) and share of the cores; recorded with where it runs.
+  const slot = ctx.deviceSlot ? slotEnvironment(ctx.deviceSlot, opts.gpus ?? 1) : undefined;
   // Loss and gradient-norm spikes of a pretrain run become `spike` events (docs/trainer.md).
   const spikes = task.kind === 'pretrain' ? new SpikeDetector() : undefined;
   const recordSpike = (s: Spike) => {
@@ -60,10 +79,10 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
       onReady(msg) {
         runtime = msg.runtime;
         totalSteps = msg.totalSteps;
-        const where = { ...msg.runtime, hostname: hostname(), pid: process.pid, childPid: child.pid, runnerId: ctx.runnerId, attempt: ctx.attempt };
+        const where = { ...msg.runtime, ...(slot ? { deviceSlot: slot.device } : {}), hostname: hostname(), pid: process.pid, childPid: child.pid, runnerId: ctx.runnerId, attempt: ctx.attempt, code: codeVersion() };
         log.info({ runtime: where, totalSteps, startStep: msg.startStep }, 'run started');
         logs.add('info', `attempt ${ctx.attempt} on ${where.hostname} (${msg.runtime.backend}${msg.runtime.device ? ', ' + msg.runtime.device : ''})${msg.startStep ? `, resuming at step ${msg.startStep}` : ''}`);
-        void setRuntime(db, job.id, where).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not record runtime'));
+        void setRuntime(db, job.id, where, ctx.attempt).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not record runtime'));
       },
       onStep(msg) {
         lastStep = msg.metrics.step;
@@ -85,7 +104,7 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
         if (msg.level !== 'debug') logs.add(msg.level, msg.message);
       },
     },
-    { env: { ...process.env, ...configEnv(ctx.config) } },
+    { env: { ...process.env, ...configEnv(ctx.config), ...slot?.env } },
   );
 
   const unsubscribeStop = ctx.control.onStop((reason) => {
@@ -103,6 +122,7 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
   try {
     const outcome = await child.outcome;
     await checkpoints;
+    if (superseded) throw new SupersededError(superseded);
     return { outcome, stopReason: ctx.control.stopReason, runtime, lastStep };
   } finally {
     maxRuntimeTimer.clear();

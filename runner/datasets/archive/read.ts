@@ -2,16 +2,21 @@
  * Iterates the files of an uploaded archive on local disk: tar, tar.gz or zip, recognised by their
  * magic bytes. Streams tar (one entry at a time in memory); zip goes through its central directory.
  * A bare IDX file (gzipped or not) is yielded as the archive's single entry.
+ *
+ * Every path enforces the upload limits (limits.ts) before it allocates: an entry's size from its
+ * header, the gunzip output as it streams, the number of entries, the total decompressed bytes.
  */
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { extract } from 'tar-stream';
-import type { Readable } from 'node:stream';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { DatasetIngestError } from '../errors.js';
 import { hexHead, sniffContainer } from './detect.js';
-import { readZipEntries, ZipFormatError } from './zipReader.js';
+import { readZipEntries, ZipEntryTooLargeError, ZipFormatError } from './zipReader.js';
+import { DEFAULT_INGEST_LIMITS, formatBytes, tooLarge, type IngestLimits } from '../limits.js';
+import { printable } from '../errors.js';
 
 export type ArchiveKind = 'tar' | 'tar.gz' | 'zip' | 'idx' | 'idx.gz';
 
@@ -29,28 +34,36 @@ export interface OpenedArchive {
 }
 
 /** Identifies the upload at `path` (named `uploadName` in messages) and returns its entry iterator. */
-export async function openArchive(path: string, uploadName: string): Promise<OpenedArchive> {
+export async function openArchive(path: string, uploadName: string, limits: IngestLimits = DEFAULT_INGEST_LIMITS): Promise<OpenedArchive> {
   const head = await readHead(path, 512);
   const outer = sniffContainer(head);
   const corrupt = (kind: string, err: unknown) =>
     err instanceof DatasetIngestError ? err : new DatasetIngestError('corrupt_archive', `${kind} archive is corrupt: ${(err as Error).message}`, uploadName);
+  const zipError = (err: unknown) => {
+    if (err instanceof ZipEntryTooLargeError) return tooLarge('maxEntryBytes', err.message, uploadName);
+    return err instanceof ZipFormatError ? corrupt('zip', err) : err;
+  };
 
   if (outer === 'zip') {
     return {
       kind: 'zip',
       async *entries() {
         try {
-          for await (const { info, data } of readZipEntries(path)) {
-            yield { name: normalizeName(info.name), isDirectory: info.isDirectory, data };
+          const budget = new ArchiveBudget(limits, uploadName);
+          for await (const { info, data } of readZipEntries(path, limits.maxEntryBytes)) {
+            const name = normalizeName(info.name);
+            budget.entry(name, info.size);
+            // data() runs in the reader's code, outside this generator: its errors are mapped here too.
+            yield { name, isDirectory: info.isDirectory, data: () => data().catch((err: unknown) => Promise.reject(zipError(err))) };
           }
         } catch (err) {
-          throw err instanceof ZipFormatError ? corrupt('zip', err) : err;
+          throw zipError(err);
         }
       },
     };
   }
-  if (outer === 'tar') return { kind: 'tar', entries: () => tarEntries(() => createReadStream(path), 'tar', uploadName) };
-  if (outer === 'idx') return { kind: 'idx', entries: () => singleFile(path, uploadName, false) };
+  if (outer === 'tar') return { kind: 'tar', entries: () => tarEntries(() => createReadStream(path), 'tar', uploadName, limits) };
+  if (outer === 'idx') return { kind: 'idx', entries: () => singleFile(path, uploadName, false, limits) };
   if (outer === 'gzip') {
     let inner: ReturnType<typeof sniffContainer>;
     try {
@@ -58,8 +71,10 @@ export async function openArchive(path: string, uploadName: string): Promise<Ope
     } catch (err) {
       throw corrupt('gzip', err);
     }
-    if (inner === 'tar') return { kind: 'tar.gz', entries: () => tarEntries(() => createReadStream(path).pipe(createGunzip()), 'tar.gz', uploadName) };
-    if (inner === 'idx') return { kind: 'idx.gz', entries: () => singleFile(path, uploadName, true) };
+    // pipeline (not pipe): an error of any stage (corrupt gzip, the output limit) reaches the reader.
+    const gunzipped = () => pipeline(createReadStream(path), createGunzip(), outputLimit(limits.maxArchiveBytes, 'maxArchiveBytes', uploadName), () => {});
+    if (inner === 'tar') return { kind: 'tar.gz', entries: () => tarEntries(gunzipped, 'tar.gz', uploadName, limits) };
+    if (inner === 'idx') return { kind: 'idx.gz', entries: () => singleFile(path, uploadName, true, limits) };
     throw new DatasetIngestError('unknown_format', 'unknown format: a gzip file that holds neither a tar archive nor an IDX file', uploadName);
   }
   throw new DatasetIngestError(
@@ -96,8 +111,44 @@ async function readHead(path: string, n: number, gunzip = false): Promise<Buffer
   return Buffer.concat(chunks).subarray(0, n);
 }
 
-async function* tarEntries(source: () => Readable, kind: string, uploadName: string): AsyncGenerator<ArchiveEntry> {
+/** Counts entries and their declared sizes against the limits, before anything is read. */
+class ArchiveBudget {
+  private files = 0;
+  private bytes = 0;
+  constructor(
+    private readonly limits: IngestLimits,
+    private readonly uploadName: string,
+  ) {}
+
+  entry(name: string, size: number): void {
+    if (++this.files > this.limits.maxFiles) {
+      throw tooLarge('maxFiles', `the archive holds more than ${this.limits.maxFiles} entries`, this.uploadName);
+    }
+    if (size > this.limits.maxEntryBytes) {
+      throw tooLarge('maxEntryBytes', `entry is ${formatBytes(size)}, more than ${formatBytes(this.limits.maxEntryBytes)}`, name);
+    }
+    this.bytes += size;
+    if (this.bytes > this.limits.maxArchiveBytes) {
+      throw tooLarge('maxArchiveBytes', `the archive's entries add up to more than ${formatBytes(this.limits.maxArchiveBytes)} uncompressed`, this.uploadName);
+    }
+  }
+}
+
+/** Passes bytes through until `max` have gone by, then fails the stream with the user's error. */
+function outputLimit(max: number, limit: 'maxArchiveBytes' | 'maxEntryBytes', file: string): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      if (seen > max) done(tooLarge(limit, `decompresses to more than ${formatBytes(max)}`, file));
+      else done(null, chunk);
+    },
+  });
+}
+
+async function* tarEntries(source: () => Readable, kind: string, uploadName: string, limits: IngestLimits): AsyncGenerator<ArchiveEntry> {
   const input = source();
+  const budget = new ArchiveBudget(limits, uploadName);
   const ex = extract();
   // Errors of the gunzip/file stream must reach the iterator, not crash the process.
   input.on('error', (err) => ex.destroy(err));
@@ -107,8 +158,10 @@ async function* tarEntries(source: () => Readable, kind: string, uploadName: str
       const type = entry.header.type;
       let consumed = false;
       if (type === 'file' || type === 'contiguous-file' || type === 'directory') {
+        const name = normalizeName(entry.header.name);
+        budget.entry(name, entry.header.size ?? 0);
         yield {
-          name: normalizeName(entry.header.name),
+          name,
           isDirectory: type === 'directory',
           data: async () => {
             consumed = true;
@@ -116,7 +169,8 @@ async function* tarEntries(source: () => Readable, kind: string, uploadName: str
             try {
               for await (const chunk of entry) chunks.push(chunk as Buffer);
             } catch (err) {
-              throw new DatasetIngestError('corrupt_archive', `${kind} archive is corrupt inside ${entry.header.name}: ${(err as Error).message}`, uploadName);
+              if (err instanceof DatasetIngestError) throw err;
+              throw new DatasetIngestError('corrupt_archive', `${kind} archive is corrupt inside ${name}: ${(err as Error).message}`, uploadName);
             }
             return Buffer.concat(chunks);
           },
@@ -132,17 +186,19 @@ async function* tarEntries(source: () => Readable, kind: string, uploadName: str
   }
 }
 
-async function* singleFile(path: string, uploadName: string, gunzip: boolean): AsyncGenerator<ArchiveEntry> {
+async function* singleFile(path: string, uploadName: string, gunzip: boolean, limits: IngestLimits): AsyncGenerator<ArchiveEntry> {
   const name = basename(uploadName).replace(/\.gz$/i, '');
   yield {
     name,
     isDirectory: false,
     data: async () => {
-      const stream = gunzip ? createReadStream(path).pipe(createGunzip()) : createReadStream(path);
+      const limit = outputLimit(limits.maxEntryBytes, 'maxEntryBytes', uploadName);
+      const stream = gunzip ? pipeline(createReadStream(path), createGunzip(), limit, () => {}) : pipeline(createReadStream(path), limit, () => {});
       const chunks: Buffer[] = [];
       try {
         for await (const chunk of stream) chunks.push(chunk as Buffer);
       } catch (err) {
+        if (err instanceof DatasetIngestError) throw err;
         throw new DatasetIngestError('corrupt_archive', `gzip data is corrupt: ${(err as Error).message}`, uploadName);
       }
       return Buffer.concat(chunks);
@@ -151,5 +207,5 @@ async function* singleFile(path: string, uploadName: string, gunzip: boolean): A
 }
 
 function normalizeName(name: string): string {
-  return name.replace(/\\/g, '/').replace(/^(\.\/)+/, '').replace(/^\/+/, '');
+  return printable(name.replace(/\\/g, '/').replace(/^(\.\/)+/, '').replace(/^\/+/, ''));
 }

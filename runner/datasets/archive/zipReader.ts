@@ -1,10 +1,12 @@
 /**
  * Reads a zip from a local file through its central directory (the authoritative index: local
  * headers may defer sizes to a data descriptor). One entry in memory at a time; fflate inflates.
- * Zip64 and encrypted entries are refused with a clear message.
+ * Zip64 and encrypted entries are refused with a clear message. Sizes in the directory are claims:
+ * nothing is allocated from them before they are checked against the file and the entry limit, and
+ * inflation stops at the declared size.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { inflateSync } from 'fflate';
+import { inflateRawSync } from 'node:zlib';
 
 export interface ZipEntryInfo {
   name: string;
@@ -22,12 +24,14 @@ const EOCD_SIG = 0x06054b50;
 const CEN_SIG = 0x02014b50;
 const LOC_SIG = 0x04034b50;
 
-export async function* readZipEntries(path: string): AsyncGenerator<{ info: ZipEntryInfo; data: () => Promise<Buffer> }> {
+/** Entries of the zip; `data()` refuses an entry larger than `maxEntryBytes` before reading it. */
+export async function* readZipEntries(path: string, maxEntryBytes = Infinity): AsyncGenerator<{ info: ZipEntryInfo; data: () => Promise<Buffer> }> {
   const fh = await open(path, 'r');
   try {
+    const fileSize = (await fh.stat()).size;
     const entries = await readCentralDirectory(fh);
     for (const info of entries) {
-      yield { info, data: () => readEntryData(fh, info) };
+      yield { info, data: () => readEntryData(fh, info, fileSize, maxEntryBytes) };
     }
   } finally {
     await fh.close();
@@ -74,12 +78,17 @@ async function readCentralDirectory(fh: FileHandle): Promise<ZipEntryInfo[]> {
   return out;
 }
 
-async function readEntryData(fh: FileHandle, e: ZipEntryInfo): Promise<Buffer> {
+export class ZipEntryTooLargeError extends Error {}
+
+async function readEntryData(fh: FileHandle, e: ZipEntryInfo, fileSize: number, maxEntryBytes: number): Promise<Buffer> {
   if (e.flags & 1) throw new ZipFormatError(`${e.name} is encrypted`);
+  if (e.size > maxEntryBytes) throw new ZipEntryTooLargeError(`${e.name}: declares ${e.size} bytes, more than the ${maxEntryBytes}-byte entry limit`);
   const local = Buffer.alloc(30);
   await fh.read(local, 0, 30, e.localHeaderOffset);
   if (local.readUInt32LE(0) !== LOC_SIG) throw new ZipFormatError(`${e.name}: local header is damaged`);
   const dataStart = e.localHeaderOffset + 30 + local.readUInt16LE(26) + local.readUInt16LE(28);
+  // A claimed compressed size past the end of the file is a lie: never allocate it.
+  if (dataStart + e.compressedSize > fileSize) throw new ZipFormatError(`${e.name}: data is truncated (claims ${e.compressedSize} bytes past the end of the file)`);
   const raw = Buffer.alloc(e.compressedSize);
   const { bytesRead } = await fh.read(raw, 0, e.compressedSize, dataStart);
   if (bytesRead !== e.compressedSize) throw new ZipFormatError(`${e.name}: data is truncated`);
@@ -87,8 +96,11 @@ async function readEntryData(fh: FileHandle, e: ZipEntryInfo): Promise<Buffer> {
   if (e.method === 0) data = raw;
   else if (e.method === 8) {
     try {
-      data = Buffer.from(inflateSync(raw, { out: new Uint8Array(e.size) }));
+      // Output capped at the declared size (itself within the entry limit): a member that inflates
+      // beyond what the directory says stops there instead of filling memory.
+      data = inflateRawSync(raw, { maxOutputLength: Math.max(1, e.size) });
     } catch (err) {
+      if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw new ZipFormatError(`${e.name}: inflates to more than the ${e.size} bytes the directory says`);
       throw new ZipFormatError(`${e.name}: deflate data is corrupt (${(err as Error).message})`);
     }
   } else throw new ZipFormatError(`${e.name}: compression method ${e.method} is not supported (use deflate or store)`);

@@ -3,6 +3,7 @@ import type { Logger } from '../../../common/logger.js';
 import type { OpenedArchive } from '../archive/read.js';
 import type { PixelNormalizer } from '../normalize.js';
 import type { StagingFile } from '../staging.js';
+import type { IngestLimits } from '../limits.js';
 
 export interface ReaderContext {
   archive: OpenedArchive;
@@ -10,6 +11,7 @@ export interface ReaderContext {
   normalizer: PixelNormalizer;
   staging: StagingFile;
   log: Logger;
+  limits: IngestLimits;
 }
 
 /** A reader fills the staging file (labels final, 0..classes-1, or -1) and names the classes. */

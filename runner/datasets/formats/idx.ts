@@ -8,6 +8,7 @@
 import { gunzipSync } from 'node:zlib';
 import { idxHeaderOf, type IdxHeader } from '../archive/detect.js';
 import { DatasetIngestError } from '../errors.js';
+import { formatBytes, tooLarge } from '../limits.js';
 import { OrderedWindow } from '../orderedWindow.js';
 import { SPLIT_TRAIN, SPLIT_UNASSIGNED, SPLIT_VAL, type SplitHint } from '../staging.js';
 import { DECODE_WINDOW, isJunkPath, type ReaderContext, type ReaderResult } from './context.js';
@@ -37,7 +38,7 @@ export async function readIdx(ctx: ReaderContext): Promise<ReaderResult> {
       continue;
     }
     let bytes = await entry.data();
-    if (bytes[0] === 0x1f && bytes[1] === 0x8b) bytes = gunzipEntry(entry.name, bytes);
+    if (bytes[0] === 0x1f && bytes[1] === 0x8b) bytes = gunzipEntry(entry.name, bytes, ctx.limits.maxEntryBytes);
     const header = idxHeaderOf(bytes);
     if (!header) continue; // READMEs and the like
     const hint = splitFromName(entry.name);
@@ -119,10 +120,11 @@ function checkBodyLength(file: string, bytes: Uint8Array, header: IdxHeader): vo
   }
 }
 
-function gunzipEntry(file: string, bytes: Buffer): Buffer {
+function gunzipEntry(file: string, bytes: Buffer, maxBytes: number): Buffer {
   try {
-    return gunzipSync(bytes);
+    return gunzipSync(bytes, { maxOutputLength: maxBytes });
   } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge('maxEntryBytes', `gunzips to more than ${formatBytes(maxBytes)}`, file);
     throw new DatasetIngestError('corrupt_archive', `gzip data is corrupt (${(err as Error).message})`, file);
   }
 }

@@ -16,6 +16,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { geluKernelFor, registerGeluKernels } from './gelu.js';
+import { installHeapKernels, setHeapKernelsEnabled } from './heap-kernels.js';
 import { loadNativeBlas, type NativeBlas } from './native-blas.js';
 import { instantiateKernel, wasmBackendInternals, type WasmBackendInternals } from './wasm-module.js';
 
@@ -167,6 +168,7 @@ export function installWasmKernels(): string {
   tf.unregisterKernel('BatchMatMul', 'wasm');
   tf.registerKernel({ ...stock, kernelFunc: makeKernelFunc(stock) });
   registerGeluKernels();
+  installHeapKernels(typeof blas === 'string' ? null : blas);
   installed = { status: typeof blas === 'string' ? 'bmm+gelu' : 'blas+bmm+gelu' };
   return installed.status;
 }
@@ -184,6 +186,7 @@ export function nativeBlasStatus(): { library: string; config: string; threads: 
  */
 export function setWasmKernelsEnabled(on: boolean, gelu = on, native = on): void {
   enabled = on;
+  setHeapKernelsEnabled(on);
   geluEnabled = on && gelu;
   blasOn = native;
 }

@@ -67,6 +67,31 @@ test('native products equal the stock kernel\'s: every transpose, batched, broad
   }
 });
 
+test('sums and means over leading axes (column sums) on BLAS equal the stock kernels\'', (t) => {
+  if (skip) return t.skip(skip);
+  const x = randomTensor([37, 5, 6], 8);
+  const cases: [string, () => tf.Tensor][] = [
+    ['sum 0', () => tf.sum(x, 0)],
+    ['sum 0,1 keepDims', () => tf.sum(x, [0, 1], true)],
+    ['sum -3', () => tf.sum(x, -3)],
+    ['mean 0', () => tf.mean(x, 0)],
+    ['mean 0,1', () => tf.mean(x, [1, 0])],
+    ['sum 1 (stock)', () => tf.sum(x, 1)],
+  ];
+  for (const [what, f] of cases) {
+    tf.tidy(() => {
+      setWasmKernelsEnabled(false);
+      const stock = f();
+      setWasmKernelsEnabled(true);
+      const native = f();
+      assert.deepEqual(native.shape, stock.shape, what);
+      const err = tf.max(tf.abs(tf.sub(stock, native))).dataSync()[0];
+      assert.ok(err < 1e-5, `${what}: max error ${err}`);
+    });
+  }
+  x.dispose();
+});
+
 test('dense and bmm have the right gradients on the native products', (t) => {
   if (skip) return t.skip(skip);
   setWasmKernelsEnabled(true);
