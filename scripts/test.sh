@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
+bash scripts/chromium.sh   # the browser tests' Chromium, from Debian when missing
 if [ $# -eq 0 ]; then
   echo "== typecheck"; npx tsc -p .
   echo "== lint"; npx eslint --max-warnings 0 .
