@@ -86,9 +86,12 @@ export async function runProbe(ctx: RunContext): Promise<RunOutcome> {
     top5,
     details: {
       backend: outcome.result.backend,
+      top1,
+      top5,
       trainExamples: report?.trainExamples,
-      evalExamples: report?.evalExamples,
+      valExamples: report?.evalExamples,
       numClasses: report?.numClasses,
+      epochs: report?.protocol.epochs,
       gains,
       checkpointRef,
       checkpointVersion: checkpoint.version,
