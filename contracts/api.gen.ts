@@ -107,6 +107,89 @@ export interface Schemas {
     bestVersion: number | null;
     bestTop1: number | null;
   };
+  Model: {
+    id: string;
+    name: string;
+    description: string | null;
+    versions: number;
+    aliases: {
+      [key: string]: number;
+    };
+    createdAt: string | null;
+  };
+  ModelVersion: {
+    id: string;
+    model: string;
+    version: number;
+    ref: string;
+    aliases: string[];
+    jobId: string;
+    checkpointVersion: number;
+    checkpointId: string;
+    createdByJobId: string | null;
+    createdAt: string | null;
+    parent: {
+      jobId: string | null;
+      checkpointVersion: number | null;
+      modelVersionId: string | null;
+    };
+    dataset: {
+      ref: string | null;
+      versionId: string | null;
+      manifestSha256: string | null;
+    };
+    codeVersion?: unknown;
+    spec: {
+      [key: string]: unknown;
+    };
+  };
+  RegisterModelVersion: {
+    job: string;
+    checkpoint?: string;
+    aliases?: string[];
+  };
+  LineageEntry: {
+    relation: "self" | "initFrom";
+    jobId: string;
+    jobState: string | null;
+    checkpointVersion: number | null;
+    modelVersion: {
+      model: string;
+      version: number;
+      id: string;
+    } | null;
+    dataset: {
+      ref: string | null;
+      versionId: string | null;
+      manifestSha256: string | null;
+    };
+    codeVersion?: unknown;
+    spec?: unknown;
+    createdAt: string | null;
+  };
+  RetrainModelRequest: {
+    dataset: string;
+    epochs?: number;
+    maxSteps?: number;
+    labels?: {
+      [key: string]: string;
+    };
+  };
+  GateResult: {
+    id: string;
+    probeJobId: string;
+    alias: string;
+    passed: boolean;
+    moved: boolean;
+    version: number | null;
+    previousVersion: number | null;
+    rules: {
+      [key: string]: unknown;
+    }[];
+    datasetVersionId: string | null;
+    protocol?: unknown;
+    createdAt: string;
+  };
   Dataset: {
     id: string;
     name: string;
@@ -164,6 +247,7 @@ export interface Operations {
       body: {
         type: "pretrain";
         dataset: string;
+        method?: "mocov3" | "simclr" | "byol";
         model?: {
           arch?: "vit_tiny" | "vit_small" | "vit_base" | "resnet18" | "resnet50";
           imageSize?: number;
@@ -214,8 +298,9 @@ export interface Operations {
         checkpointEvery?: number;
         keepCheckpoints?: number;
         initFrom?: {
-          job: string;
+          job?: string;
           checkpoint?: string;
+          model?: string;
         };
         seed?: number;
         resources?: {
@@ -233,8 +318,14 @@ export interface Operations {
       } | {
         type: "probe";
         source: {
-          job: string;
+          job?: string;
           checkpoint?: string;
+          model?: string;
+        };
+        promote?: {
+          model: string;
+          alias: string;
+          gate?: string[];
         };
         dataset?: string;
         epochs?: number;
@@ -494,6 +585,177 @@ export interface Operations {
     };
     response: Schemas["EvaluationComparison"];
   };
+  createModel: {
+    method: "POST";
+    path: "/v1/models";
+    input: {
+      body: {
+        name: string;
+        description?: string;
+      };
+    };
+    response: Schemas["Model"];
+  };
+  listModels: {
+    method: "GET";
+    path: "/v1/models";
+    input: {};
+    response: {
+      models: Schemas["Model"][];
+    };
+  };
+  getModel: {
+    method: "GET";
+    path: "/v1/models/{name}";
+    input: {
+      params: {
+        name: string;
+      };
+    };
+    response: Schemas["Model"] & {
+      versionList: Schemas["ModelVersion"][];
+    };
+  };
+  registerModelVersion: {
+    method: "POST";
+    path: "/v1/models/{name}/versions";
+    input: {
+      params: {
+        name: string;
+      };
+      body: Schemas["RegisterModelVersion"];
+    };
+    response: Schemas["ModelVersion"];
+  };
+  listModelVersions: {
+    method: "GET";
+    path: "/v1/models/{name}/versions";
+    input: {
+      params: {
+        name: string;
+      };
+    };
+    response: {
+      versions: Schemas["ModelVersion"][];
+      aliases: {
+        [key: string]: number;
+      };
+    };
+  };
+  getModelVersion: {
+    method: "GET";
+    path: "/v1/models/{name}/versions/{ref}";
+    input: {
+      params: {
+        name: string;
+        ref: string;
+      };
+    };
+    response: Schemas["ModelVersion"];
+  };
+  downloadModelVersion: {
+    method: "GET";
+    path: "/v1/models/{name}/versions/{ref}/download";
+    input: {
+      params: {
+        name: string;
+        ref: string;
+      };
+      query?: {
+        file?: "state" | "backbone";
+        ttl?: number;
+        redirect?: "true" | "false";
+      };
+    };
+    response: {
+      url: string;
+      expiresAt: string;
+      fileName: string;
+      file: "state" | "backbone";
+      version: number;
+      bytes: number;
+      sha256: string;
+      model: string;
+      modelVersion: number;
+      jobId: string;
+    };
+  };
+  getModelVersionLineage: {
+    method: "GET";
+    path: "/v1/models/{name}/versions/{ref}/lineage";
+    input: {
+      params: {
+        name: string;
+        ref: string;
+      };
+    };
+    response: {
+      model: string;
+      version: number;
+      lineage: Schemas["LineageEntry"][];
+    };
+  };
+  retrainModelVersion: {
+    method: "POST";
+    path: "/v1/models/{name}/versions/{ref}/retrain";
+    input: {
+      params: {
+        name: string;
+        ref: string;
+      };
+      headers?: {
+        "idempotency-key"?: string;
+      };
+      body: Schemas["RetrainModelRequest"];
+    };
+    response: Schemas["Job"];
+  };
+  setModelAlias: {
+    method: "PUT";
+    path: "/v1/models/{name}/aliases/{alias}";
+    input: {
+      params: {
+        name: string;
+        alias: string;
+      };
+      body: {
+        version: number;
+        expectedVersion?: number | null;
+      };
+    };
+    response: {
+      alias: string;
+      version: number;
+      previousVersion: number | null;
+      moved: boolean;
+    };
+  };
+  deleteModelAlias: {
+    method: "DELETE";
+    path: "/v1/models/{name}/aliases/{alias}";
+    input: {
+      params: {
+        name: string;
+        alias: string;
+      };
+    };
+    response: void;
+  };
+  listModelGateResults: {
+    method: "GET";
+    path: "/v1/models/{name}/gates";
+    input: {
+      params: {
+        name: string;
+      };
+      query?: {
+        limit?: number;
+      };
+    };
+    response: {
+      gates: Schemas["GateResult"][];
+    };
+  };
   createDataset: {
     method: "POST";
     path: "/v1/datasets";
@@ -688,6 +950,18 @@ export const OPERATIONS = {
   deleteCheckpointAlias: { method: "DELETE", path: "/v1/jobs/{id}/checkpoints/aliases/{alias}" },
   listEvaluations: { method: "GET", path: "/v1/jobs/{id}/evaluations" },
   compareEvaluations: { method: "GET", path: "/v1/jobs/{id}/evaluations/comparison" },
+  createModel: { method: "POST", path: "/v1/models" },
+  listModels: { method: "GET", path: "/v1/models" },
+  getModel: { method: "GET", path: "/v1/models/{name}" },
+  registerModelVersion: { method: "POST", path: "/v1/models/{name}/versions" },
+  listModelVersions: { method: "GET", path: "/v1/models/{name}/versions" },
+  getModelVersion: { method: "GET", path: "/v1/models/{name}/versions/{ref}" },
+  downloadModelVersion: { method: "GET", path: "/v1/models/{name}/versions/{ref}/download" },
+  getModelVersionLineage: { method: "GET", path: "/v1/models/{name}/versions/{ref}/lineage" },
+  retrainModelVersion: { method: "POST", path: "/v1/models/{name}/versions/{ref}/retrain" },
+  setModelAlias: { method: "PUT", path: "/v1/models/{name}/aliases/{alias}" },
+  deleteModelAlias: { method: "DELETE", path: "/v1/models/{name}/aliases/{alias}" },
+  listModelGateResults: { method: "GET", path: "/v1/models/{name}/gates" },
   createDataset: { method: "POST", path: "/v1/datasets" },
   listDatasets: { method: "GET", path: "/v1/datasets" },
   getDataset: { method: "GET", path: "/v1/datasets/{name}" },
