@@ -365,8 +365,10 @@ async function promote(api: MomentumClient, job: Schemas['Job'], model: string, 
       say(`${model}@${baseline} does not exist yet: nothing to compare with`);
       continue;
     }
-    say(`probing ${model}@${baseline} (v${current.version}) on ${job.dataset} for the gate`);
-    await probe({ source: { model: `${model}@${current.version}` } }, `baseline-${baseline}`);
+    say(`probing ${model}@${baseline} (v${current.version} now) on ${job.dataset} for the gate`);
+    // The gate compares with the version the alias points at when it decides; had it moved since this
+    // probe, the gate finds no comparable number and fails rather than compare with a stale one.
+    await probe({ source: { model: `${model}@${baseline}` } }, `baseline-${baseline}`);
   }
   say(`probing ${job.id}; ${model}@${alias} moves to it if ${gate.length ? gate.join(' and ') : 'the probe succeeds'}`);
   const probed = await probe({ source: { job: job.id, checkpoint: 'latest' }, promote: { model, alias, gate } }, 'promote');
