@@ -16,6 +16,9 @@ test('gate rules: alias with a tolerance or a margin, an absolute floor; anythin
   assert.deepEqual(rule(' knn > staging + 1 '), { text: 'knn > staging + 1', metric: 'knn', op: '>', alias: 'staging', points: 1 });
   assert.deepEqual(rule('linear>=80'), { text: 'linear>=80', metric: 'linear', op: '>=', alias: null, points: 80 });
   assert.equal(rule('linear>=my-prod').alias, 'my-prod', 'aliases may contain dashes');
+  // A dash before a number is the tolerance, never part of the alias (alias parts start with letters).
+  assert.deepEqual([rule('linear>=production-1').alias, rule('linear>=production-1').points], ['production', -1]);
+  assert.deepEqual([rule('knn>=staging-eu-101').alias, rule('knn>=staging-eu-101').points], ['staging-eu', -101]);
   for (const bad of ['top1>=production', 'linear=>production', 'linear>=production-0.5.1', 'linear>=101', 'linear>=Production', 'linear<=production', '']) {
     assert.equal(parseGateRule(bad), undefined, bad);
   }
@@ -58,6 +61,6 @@ test('model references are the forms with an @; checkpoint references never have
   assert.deepEqual(parseModelRef('fmnist-backbone@production'), { name: 'fmnist-backbone', selector: { alias: 'production' } });
   assert.deepEqual(parseModelRef('fmnist-backbone@v3'), { name: 'fmnist-backbone', selector: { version: 3 } });
   assert.deepEqual(parseModelRef('m.1@12'), { name: 'm.1', selector: { version: 12 } });
-  for (const bad of ['fmnist-backbone', '@production', 'Fm@prod', 'm@Prod', 'm@prod@x', '0b5c4f8e-5d5a-4c53-9d1e-0d6f6a8e2b11']) assert.equal(parseModelRef(bad), undefined, bad);
+  for (const bad of ['fmnist-backbone', '@production', 'Fm@prod', 'm@Prod', 'm@prod@x', 'm@prod-1', '0b5c4f8e-5d5a-4c53-9d1e-0d6f6a8e2b11']) assert.equal(parseModelRef(bad), undefined, bad);
   for (const ref of ['latest', 'best', 'v3', '3', 'production']) assert.ok(CHECKPOINT_REF_PATTERN.test(ref) && !parseModelRef(ref), ref);
 });
