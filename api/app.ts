@@ -18,6 +18,7 @@ import { healthRoutes } from './routes/health.js';
 import { jobActivityRoutes } from './routes/jobActivity.js';
 import { jobRoutes } from './routes/jobs.js';
 import { keyRoutes } from './routes/keys.js';
+import { sweepRoutes } from './routes/sweeps.js';
 import { modelRoutes } from './routes/models.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import { dashboardRoutes } from '../dashboard/routes.js';
@@ -47,6 +48,7 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
   v1.route('/', datasetRoutes(deps));
   v1.route('/', keyRoutes(deps, keyCache));
   v1.route('/', webhookRoutes(deps));
+  v1.route('/', sweepRoutes(deps));
   app.route('/v1', v1);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {

@@ -59,6 +59,8 @@ const USAGE = `usage: momentum <command> [options]     (env: MOMENTUM_URL, MOMEN
   datasets upload <name> <archive> --format imagefolder|idx|cifar10|cifar100|unlabeled
           [--image-size N] [--channels 1|3] [--resize none|stretch|center-crop] [--val-fraction X] [--seed N]
           [--multipart] [--description D] [--wait] [--timeout S]
+  sweeps submit <sweep.json> [--idempotency-key K] [--wait] [--timeout S]
+  sweeps get <sweep> [--csv] | sweeps wait <sweep> [--timeout S] | sweeps cancel <sweep>
 
 every command: --json (stdout on one line; errors as one JSON line on stderr), --help
 exit codes: 0 ok, 1 usage, 2 refused by the API (4xx), 3 job failed/canceled, 4 timeout, 5 checksum mismatch, 6 API unreachable/5xx,
@@ -103,6 +105,7 @@ const OPTIONS = {
   'probe-batch': { type: 'string' },
   alias: { type: 'string', multiple: true },
   expect: { type: 'string' },
+  csv: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -566,6 +569,61 @@ async function uploadArchive(api: MomentumClient, path: string, upload: Schemas[
   await api.callPath('POST', upload.completeUrl!, { uploadId: upload.uploadId, parts });
 }
 
+/** Polls the sweep until it is no longer running (a line per change on stderr); exit code 3 when canceled. */
+async function waitForSweep(api: MomentumClient, id: string, timeoutSeconds: number): Promise<Schemas['Sweep']> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  let last = '';
+  for (;;) {
+    const sweep = await api.op('getSweep', { params: { id } });
+    const r = sweep.runs;
+    const status = `${id} ${sweep.state}: ${r.submitted}/${r.total} submitted, ${r.finished} finished, ${r.probed} probed`;
+    if (status !== last) say(status);
+    last = status;
+    if (sweep.state !== 'running') {
+      if (sweep.state === 'canceled') {
+        out(sweep);
+        throw new CliError(EXIT.jobFailed, `sweep ${id} was canceled${sweep.reason ? `: ${sweep.reason}` : ''}`, 'sweep_canceled');
+      }
+      return sweep;
+    }
+    if (Date.now() > deadline) throw new CliError(EXIT.timeout, `sweep ${id} still running after ${timeoutSeconds} s`, 'timeout');
+    await sleep(5000);
+  }
+}
+
+async function sweeps(api: MomentumClient, args: string[], flags: Flags) {
+  const [sub, arg] = args;
+  const id = () => need(arg, 'a sweep id', `sweeps ${sub}`);
+  switch (sub) {
+    case 'submit': {
+      const file = need(arg, 'a sweep file', 'sweeps submit');
+      const body = (await readSpec(file)) as unknown as OperationInput<'createSweep'>['body'];
+      let sweep: Schemas['Sweep'];
+      try {
+        sweep = await api.op('createSweep', { body, headers: idempotency(flags) });
+      } catch (err) {
+        if (err instanceof ApiCallError && err.status < 500) throw new ApiCallError(err.status, err.code, `${file}: ${err.message}`, err.details);
+        throw err;
+      }
+      say(`submitted sweep ${sweep.id} (${sweep.runs.total} settings)`);
+      return out(flags.wait ? await waitForSweep(api, sweep.id, timeout(flags)) : sweep);
+    }
+    case 'get': {
+      if (!flags.csv) return out(await api.op('getSweep', { params: { id: id() } }));
+      const res = await api.stream('downloadSweepResults', { params: { id: id() }, query: { format: 'csv' } }, 'text/csv');
+      if (!res.ok) return out(await api.op('getSweep', { params: { id: id() } })); // surfaces the API's error
+      process.stdout.write(await res.text());
+      return;
+    }
+    case 'wait':
+      return out(await waitForSweep(api, id(), timeout(flags)));
+    case 'cancel':
+      return out(await api.op('cancelSweep', { params: { id: id() } }));
+    default:
+      throw new CliError(EXIT.usage, `sweeps: unknown subcommand ${JSON.stringify(sub ?? '')}; --help lists them`);
+  }
+}
+
 function unknownCommand(command: string): CliError {
   return new CliError(EXIT.usage, command ? `unknown command "${command}"; --help lists the commands` : 'no command given; --help lists the commands');
 }
@@ -577,6 +635,7 @@ const COMMANDS: Record<string, (api: MomentumClient, args: string[], flags: Flag
   evaluations: (api, args) => evaluations(api, args),
   datasets,
   models,
+  sweeps,
 };
 
 async function main(argv: string[]): Promise<number> {

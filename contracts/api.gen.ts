@@ -233,6 +233,52 @@ export interface Schemas {
     lastUsedAt: string | null;
     revokedAt: string | null;
   };
+  Sweep: {
+    id: string;
+    state: "running" | "completed" | "canceled";
+    reason: string | null;
+    spec: {
+      [key: string]: unknown;
+    };
+    budget: {
+      maxConcurrent: number;
+      totalMinutes: number | null;
+      usedMinutes: number;
+    };
+    runs: {
+      total: number;
+      submitted: number;
+      finished: number;
+      probed: number;
+    };
+    columns: string[];
+    rows: Schemas["SweepResultRow"][];
+    createdAt: string;
+    updatedAt: string;
+    finishedAt: string | null;
+  };
+  SweepResultRow: {
+    index: number;
+    values: {
+      [key: string]: unknown;
+    };
+    pretrainJobId: string | null;
+    pretrainState: string;
+    probeJobId: string | null;
+    probeState: string | null;
+    linearTop1: number | null;
+    linearTop5: number | null;
+    knnTop1: number | null;
+    baselines: {
+      [key: string]: unknown;
+    } | null;
+    finalLoss: number | null;
+    steps: number | null;
+    minutes: number | null;
+    spikes: number;
+    spiked: boolean;
+    error: string | null;
+  };
 }
 
 /** Every operation by operationId: method, path template, inputs and the body of its success answer. */
@@ -929,6 +975,172 @@ export interface Operations {
       headers: string[];
     };
   };
+  createSweep: {
+    method: "POST";
+    path: "/v1/sweeps";
+    input: {
+      headers?: {
+        "idempotency-key"?: string;
+      };
+      body: {
+        base: {
+          type?: "pretrain";
+          dataset: string;
+          method?: "mocov3" | "simclr" | "byol";
+          model?: {
+            arch?: "vit_tiny" | "vit_small" | "vit_base" | "resnet18" | "resnet50";
+            imageSize?: number;
+            patch?: number;
+            dim?: number;
+            depth?: number;
+            heads?: number;
+            posEmbed?: "sincos" | "learned" | "none";
+            pooling?: "cls" | "gap" | "gap_no_ln";
+            freezePatchProjection?: boolean;
+          };
+          moco?: {
+            temperature?: number;
+            momentum?: number;
+            momentumSchedule?: "cosine" | "constant";
+            projector?: {
+              layers?: number;
+              hiddenDim?: number;
+              outDim?: number;
+            };
+            predictor?: {
+              enabled?: boolean;
+              layers?: number;
+              hiddenDim?: number;
+            };
+          };
+          optim?: {
+            name?: "adamw" | "lars";
+            lr?: number;
+            weightDecay?: number;
+            batch?: number;
+            microBatch?: number;
+            warmupEpochs?: number;
+            betas?: unknown[];
+            eps?: number;
+            clipGradNorm?: number;
+          };
+          augment?: {
+            cropMinScale?: number;
+            colorJitterProb?: number;
+            grayscaleProb?: number;
+            blurProb?: unknown[];
+            solarizeProb?: unknown[];
+            flipProb?: number;
+          };
+          epochs?: number;
+          maxSteps?: number;
+          checkpointEvery?: number;
+          keepCheckpoints?: number;
+          initFrom?: {
+            job?: string;
+            checkpoint?: string;
+            model?: string;
+          };
+          seed?: number;
+          resources?: {
+            gpus?: number;
+            backend?: "auto" | "tensorflow" | "wasm" | "cpu";
+          };
+          maxRuntimeSeconds?: number;
+          webhook?: {
+            url: string;
+            events?: string[];
+          };
+          labels?: {
+            [key: string]: string;
+          };
+        };
+        grid?: {
+          [key: string]: unknown[];
+        };
+        variants?: {
+          [key: string]: unknown;
+        }[];
+        seeds?: number[];
+        probe?: {
+          promote?: {
+            model: string;
+            alias: string;
+            gate?: string[];
+          };
+          dataset?: string;
+          epochs?: number;
+          lr?: number;
+          batch?: number;
+          seed?: number;
+          resources?: {
+            gpus?: number;
+            backend?: "auto" | "tensorflow" | "wasm" | "cpu";
+          };
+          maxRuntimeSeconds?: number;
+        };
+        budget?: {
+          maxConcurrent?: number;
+          totalMinutes?: number;
+        };
+      };
+    };
+    response: Schemas["Sweep"];
+  };
+  listSweeps: {
+    method: "GET";
+    path: "/v1/sweeps";
+    input: {
+      query?: {
+        limit?: number;
+      };
+    };
+    response: {
+      sweeps: {
+        id: string;
+        state: "running" | "completed" | "canceled";
+        reason: string | null;
+        createdAt: string;
+        finishedAt: string | null;
+      }[];
+    };
+  };
+  getSweep: {
+    method: "GET";
+    path: "/v1/sweeps/{id}";
+    input: {
+      params: {
+        id: string;
+      };
+    };
+    response: Schemas["Sweep"];
+  };
+  downloadSweepResults: {
+    method: "GET";
+    path: "/v1/sweeps/{id}/results";
+    input: {
+      params: {
+        id: string;
+      };
+      query?: {
+        format?: "csv" | "json";
+      };
+    };
+    response: {
+      columns: string[];
+      rows: Schemas["SweepResultRow"][];
+    };
+  };
+  cancelSweep: {
+    method: "POST";
+    path: "/v1/sweeps/{id}/cancel";
+    input: {
+      params: {
+        id: string;
+      };
+    };
+    response: Schemas["Sweep"];
+  };
 }
 
 /** Method and path of each operation, for a client to build its requests. */
@@ -976,4 +1188,9 @@ export const OPERATIONS = {
   listApiKeys: { method: "GET", path: "/v1/keys" },
   revokeApiKey: { method: "DELETE", path: "/v1/keys/{id}" },
   getWebhookSecret: { method: "GET", path: "/v1/webhooks/secret" },
+  createSweep: { method: "POST", path: "/v1/sweeps" },
+  listSweeps: { method: "GET", path: "/v1/sweeps" },
+  getSweep: { method: "GET", path: "/v1/sweeps/{id}" },
+  downloadSweepResults: { method: "GET", path: "/v1/sweeps/{id}/results" },
+  cancelSweep: { method: "POST", path: "/v1/sweeps/{id}/cancel" },
 } as const satisfies { [K in keyof Operations]: { method: Operations[K]['method']; path: Operations[K]['path'] } };

@@ -259,6 +259,51 @@ export const webhookDeliveries = pgTable(
   ],
 );
 
+export const SWEEP_STATES = ['running', 'completed', 'canceled'] as const;
+export type SweepState = (typeof SWEEP_STATES)[number];
+
+/** A sweep: one pretrain job (and then one probe) per setting of a grid over a base spec (issue 12). */
+export const sweeps = pgTable(
+  'sweeps',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    tenantId: uuid('tenant_id').notNull().references(() => tenants.id, { onDelete: 'cascade' }),
+    state: text('state').$type<SweepState>().notNull().default('running'),
+    /** The request as validated: base spec (dataset pinned), grid, variants, seeds, probe, budget. */
+    spec: jsonb('spec').notNull(),
+    /** Why it ended when it did not just complete (canceled by the user, budget used up). */
+    reason: text('reason'),
+    idempotencyKey: text('idempotency_key'),
+    requestHash: text('request_hash'),
+    createdAt: createdAt(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+    finishedAt: timestamp('finished_at', { withTimezone: true }),
+  },
+  (t) => [
+    uniqueIndex('sweeps_tenant_idempotency_uq').on(t.tenantId, t.idempotencyKey),
+    index('sweeps_tenant_created_idx').on(t.tenantId, t.createdAt, t.id),
+    index('sweeps_running_idx').on(t.createdAt).where(sql`${t.state} = 'running'`),
+    check('sweeps_state_ck', sql`${t.state} in ('running','completed','canceled')`),
+  ],
+);
+
+/** One setting of a sweep: its values, its full pretrain spec, and the jobs submitted for it. */
+export const sweepRuns = pgTable(
+  'sweep_runs',
+  {
+    sweepId: uuid('sweep_id').notNull().references(() => sweeps.id, { onDelete: 'cascade' }),
+    index: integer('index').notNull(),
+    /** Dotted path → value for every grid/variant/seed field this setting sets. */
+    setting: jsonb('setting').notNull(),
+    spec: jsonb('spec').notNull(),
+    pretrainJobId: uuid('pretrain_job_id').references(() => jobs.id, { onDelete: 'set null' }),
+    probeJobId: uuid('probe_job_id').references(() => jobs.id, { onDelete: 'set null' }),
+    /** Why a job for this setting could not be submitted (its dataset was deleted, say). */
+    error: text('error'),
+  },
+  (t) => [primaryKey({ columns: [t.sweepId, t.index] })],
+);
+
 // --- named models (migration 0005) ---------------------------------------------------------------
 
 /** A tenant-scoped name (`fmnist-backbone`) whose versions point at checkpoints of any of its jobs. */

@@ -291,7 +291,7 @@ export async function retrainJob(deps: AppDeps, tenantId: string, earlier: JobRo
  * queued/requeued → canceled at once (and taken off BullMQ); running → canceling, with the flag set
  * and a NOTIFY so the runner's training loop stops at its next step. Terminal jobs: 409.
  */
-async function cancelJob(deps: AppDeps, job: JobRow): Promise<JobRow> {
+export async function cancelJob(deps: AppDeps, job: JobRow): Promise<JobRow> {
   if (job.state === 'canceling') return job;
   if (job.state === 'queued' || job.state === 'requeued') {
     const row = await transitionJob(deps.db, job.id, { from: ['queued', 'requeued'], to: 'canceled', reason: 'canceled by user', patch: { cancelRequested: true } });

@@ -18,7 +18,7 @@ test('the dashboard is one self-contained page that only talks to /v1', async ()
   const doc = (await (await h.app.request('/openapi.json')).json()) as { paths: Record<string, unknown> };
   const calls = [...html.matchAll(/\bapi\((['`])(\/v1\/[^'`?]*)/g)].map((m) => m[2]!);
   const routeRegex = (route: string) => new RegExp('^' + route.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{[^}]+\}/g, '[^/]+') + '$');
-  for (const path of ['/v1/jobs', '/v1/jobs/{id}', '/v1/jobs/{id}/metrics', '/v1/jobs/{id}/checkpoints', '/v1/jobs/{id}/evaluations', '/v1/jobs/{id}/events', '/v1/jobs/{id}/cancel', '/v1/jobs/{id}/checkpoints/{ref}/download']) {
+  for (const path of ['/v1/jobs', '/v1/jobs/{id}', '/v1/jobs/{id}/metrics', '/v1/jobs/{id}/checkpoints', '/v1/jobs/{id}/evaluations', '/v1/jobs/{id}/events', '/v1/jobs/{id}/cancel', '/v1/jobs/{id}/checkpoints/{ref}/download', '/v1/sweeps', '/v1/sweeps/{id}', '/v1/sweeps/{id}/cancel']) {
     assert.ok(doc.paths[path], `${path} is in the API`);
     assert.ok(calls.some((call) => routeRegex(path).test(call)), `the page calls ${path} (its calls: ${calls.join(', ')})`);
   }
