@@ -51,10 +51,23 @@ export interface RunnerHarness {
   api<T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiResponse<T>>;
   startRunner(opts?: { env?: Record<string, string>; args?: string[] }): RunnerProcess;
   /** Uploads labeled synthetic 16×16 grayscale images as an IDX archive through the API (a new version when the dataset exists); resolves when ingested. */
-  uploadSyntheticDataset(name: string, opts?: { perClass?: number; numClasses?: number; size?: number }): Promise<void>;
+  uploadSyntheticDataset(name: string, opts?: { perClass?: number; numClasses?: number; size?: number; timeoutMs?: number }): Promise<void>;
   submit(spec: Record<string, unknown>): Promise<{ id: string }>;
   waitForJob(id: string, until: (job: any) => boolean, what: string, timeoutMs?: number): Promise<any>;
   close(): Promise<void>;
+}
+
+/**
+ * Runner processes of this test file still alive. When the test runner stops the file (its time
+ * limit, Ctrl-C) they would be left behind training forever: they go with it. Their training
+ * processes exit on their own when the IPC channel to the runner closes.
+ */
+const liveRunners = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const proc of liveRunners) proc.kill('SIGKILL');
+});
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(signal, () => process.exit(signal === 'SIGTERM' ? 143 : 130));
 }
 
 export async function createRunnerHarness(overrides: Partial<Config> = {}): Promise<RunnerHarness> {
@@ -95,7 +108,7 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
     return { status: res.status, body: text ? (json ? JSON.parse(text) : text) : null, headers: res.headers };
   };
 
-  const waitForJob = async (id: string, until: (job: any) => boolean, what: string, timeoutMs = 120_000) => {
+  const waitForJob = async (id: string, until: (job: any) => boolean, what: string, timeoutMs = 300_000) => {
     const deadline = Date.now() + timeoutMs;
     let job: any;
     while (Date.now() < deadline) {
@@ -136,7 +149,13 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
       };
       proc.stdout!.on('data', take);
       proc.stderr!.on('data', take);
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+      liveRunners.add(proc);
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        proc.on('exit', (code, signal) => {
+          liveRunners.delete(proc);
+          resolve({ code, signal });
+        }),
+      );
       const runner: RunnerProcess = { proc, logs, output: () => text, exited, signal: (sig) => proc.kill(sig) };
       runners.push(runner);
       return runner;
@@ -154,7 +173,7 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
       const finalized = await api('POST', `/v1/datasets/${name}/versions/${version.body.version}/finalize`);
       if (finalized.status >= 300) throw new Error(`finalize: ${finalized.status} ${JSON.stringify(finalized.body)}`);
       const jobId = finalized.body.job?.id as string | undefined;
-      if (jobId) await waitForJob(jobId, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'ingested');
+      if (jobId) await waitForJob(jobId, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'ingested', opts.timeoutMs);
       const ready = await api('GET', `/v1/datasets/${name}/versions/${version.body.version}`);
       if (ready.body.state !== 'ready') throw new Error(`dataset ${name} not ready: ${JSON.stringify(ready.body)}`);
     },
@@ -197,8 +216,9 @@ export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-/** Polls `probe` until it returns something truthy; fails naming `what` after `timeoutMs`. */
-export async function eventually<T>(probe: () => Promise<T | undefined | null | false>, what: string, timeoutMs = 120_000): Promise<T> {
+/** Polls `probe` until it returns something truthy; fails naming `what` after `timeoutMs` (generous: a loaded
+ * 2-core machine is slow, and the test runner's per-file limit bounds a real hang anyway). */
+export async function eventually<T>(probe: () => Promise<T | undefined | null | false>, what: string, timeoutMs = 300_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const value = await probe();
