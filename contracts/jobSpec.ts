@@ -105,7 +105,16 @@ export const webhookSpec = z.strictObject({
 });
 
 export const resourcesSpec = z.strictObject({
-  gpus: int(0, 8).default(1),
+  /**
+   * 0 (CPU only: the run sees no GPU) or 1. tfjs-node-gpu trains on one GPU per process, and a
+   * runner gives each run one GPU, so more is refused at submission rather than silently ignored.
+   */
+  gpus: z
+    .number()
+    .int()
+    .min(0)
+    .max(1, { message: 'at most 1: a run trains on one GPU (tfjs-node-gpu uses one GPU per process, and each runner gives a run one GPU)' })
+    .default(1),
   backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
 });
 

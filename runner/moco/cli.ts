@@ -114,7 +114,8 @@ function progressBar(m: StepMetrics, total: number): string {
 
 async function main() {
   const backend = await selectBackend(a.backend as BackendPreference);
-  process.stderr.write(`backend ${backend.backend} (${backend.device}, ${backend.threads} thread(s)); ${JSON.stringify(backend.versions)}\n`);
+  const blas = typeof backend.blas === 'string' ? backend.blas : `${backend.blas.library}, ${backend.blas.threads} thread(s)`;
+  process.stderr.write(`backend ${backend.backend} (${backend.device}, ${backend.threads} thread(s), kernels ${backend.kernels}; BLAS: ${blas}); ${JSON.stringify(backend.versions)}\n`);
   const data = await loadData();
   const config: TrainConfigInput = {
     method: a.method as Method,

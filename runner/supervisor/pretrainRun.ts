@@ -58,6 +58,7 @@ export async function runPretrain(ctx: RunContext): Promise<RunOutcome> {
     },
     {
       remainingSeconds,
+      gpus: spec.resources.gpus,
       async onCheckpoint(ck, run) {
         try {
           if (superseded) return;

@@ -55,7 +55,7 @@ export async function runProbe(ctx: RunContext): Promise<RunOutcome> {
       backend: spec.resources.backend !== 'auto' ? spec.resources.backend : ctx.config.TFJS_BACKEND,
       cacheDir: join(ctx.config.DATA_DIR, 'cache', 'datasets'),
     },
-    { remainingSeconds },
+    { remainingSeconds, gpus: spec.resources.gpus },
   );
   if (outcome.kind !== 'completed') return outcomeOfChild(outcome, stopReason, `probe of v${checkpoint.version} not finished`);
 

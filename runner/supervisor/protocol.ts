@@ -66,6 +66,8 @@ export interface RuntimeInfo {
   kernels?: string;
   /** The native BLAS the products run on ({library, config, threads}), or why none. */
   blas?: unknown;
+  /** The device environment the child process saw (CUDA_VISIBLE_DEVICES, TF_FORCE_GPU_ALLOW_GROWTH, MOCO_CORES). */
+  env?: Record<string, string | null>;
 }
 
 export interface StepMetrics {

@@ -13,8 +13,8 @@
  * - MOCO_BLAS=off: do not load it.
  * - MOCO_BLAS_LIBRARY: the library to load (default: libopenblas.so.0 by the loader's search, then
  *   Debian's pthread variant under /usr/lib/<multiarch>/openblas-pthread/).
- * - MOCO_BLAS_THREADS: OpenBLAS threads (default: every core this process may use; the runner
- *   sets it to its share when it runs several jobs).
+ * - MOCO_BLAS_THREADS: OpenBLAS threads (default: MOCO_CORES, which the runner sets to each run's
+ *   share of the cores, else every core).
  */
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -52,10 +52,19 @@ function debianCandidates(): string[] {
   return multiarch ? [`/usr/lib/${multiarch}/openblas-pthread/libopenblas.so.0`] : [];
 }
 
+/**
+ * The cores this process may use: MOCO_CORES (a runner running several jobs gives each its share),
+ * else every core.
+ */
+export function coresForThisProcess(): number {
+  const env = Number(process.env.MOCO_CORES);
+  return Number.isInteger(env) && env >= 1 ? env : os.availableParallelism();
+}
+
 /** The threads wanted: MOCO_BLAS_THREADS, else every core this process may use. */
 export function wantedBlasThreads(): number {
   const env = Number(process.env.MOCO_BLAS_THREADS);
-  return Number.isInteger(env) && env >= 1 ? env : os.availableParallelism();
+  return Number.isInteger(env) && env >= 1 ? env : coresForThisProcess();
 }
 
 /** Whether the native path is wanted at all (MOCO_BLAS=off says no). */

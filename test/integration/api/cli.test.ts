@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { createHarness, forceState, pretrain, seedCheckpoint, seedReadyDataset, type Harness } from './harness.js';
+import { transitionJob } from '../../../db/jobs.js';
 
 let h: Harness;
 let server: ReturnType<typeof serve>;
@@ -128,6 +129,80 @@ describe('cli', () => {
     const waited = await cli(['sweeps', 'wait', id, '--timeout', '5']);
     assert.equal(waited.code, 3, waited.stderr);
     assert.match(waited.stderr, /canceled by user/);
+  });
+});
+
+describe('cli: waiting and following', () => {
+  test('exit code 4: --timeout passes while the job is still queued', async () => {
+    const job = (await (await h.request('POST', '/v1/jobs', { body: pretrain('fmnist') })).json()) as any;
+    const r = await cli(['jobs', 'wait', job.id, '--timeout', '1']);
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, new RegExp(`job ${job.id} still queued after 1 s`));
+  });
+
+  test('exit code 6: the API unreachable (an unused port) is one line, no stack trace', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'cli/momentum.ts', 'jobs', 'list'], {
+      env: { ...process.env, MOMENTUM_URL: 'http://127.0.0.1:1', MOMENTUM_API_KEY: h.keys.admin },
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    assert.equal(code, 6, stderr);
+    assert.match(stderr, /127\.0\.0\.1:1/);
+    assert.doesNotMatch(stderr, /\n\s+at /, 'no stack trace');
+  });
+
+  test('jobs submit --wait returns the finished job (exit 0) once it succeeds', async () => {
+    const spec = join(dir, 'wait.json');
+    await writeFile(spec, JSON.stringify(pretrain('fmnist')));
+    const key = `wait-${randomBytes(4).toString('hex')}`;
+    const waiting = cli(['jobs', 'submit', spec, '--wait', '--timeout', '300', '--idempotency-key', key]);
+    // The job the CLI submitted, found by its idempotency key, finishes the way a runner would end it.
+    let jobId: string | undefined;
+    while (!jobId) {
+      const [row] = await h.database.sql`select id from jobs where idempotency_key = ${key}`;
+      jobId = row?.id;
+      if (!jobId) await new Promise((r) => setTimeout(r, 100));
+    }
+    await forceState(h, jobId, 'running');
+    await forceState(h, jobId, 'succeeded');
+    const r = await waiting;
+    assert.equal(r.code, 0, r.stderr);
+    const printed = JSON.parse(r.stdout);
+    assert.deepEqual([printed.id, printed.state], [jobId, 'succeeded']);
+  });
+
+  test('jobs events --follow prints each event as it happens and ends with the job', async () => {
+    const job = (await (await h.request('POST', '/v1/jobs', { body: pretrain('fmnist') })).json()) as any;
+    const child = spawn(process.execPath, ['--import', 'tsx', 'cli/momentum.ts', 'jobs', 'events', job.id, '--follow'], {
+      env: { ...process.env, MOMENTUM_URL: baseUrl, MOMENTUM_API_KEY: h.keys.admin },
+    });
+    const lines: any[] = [];
+    let buffer = '';
+    let stderr = '';
+    let sawLine: () => void = () => {};
+    child.stdout.on('data', (d) => {
+      buffer += d;
+      let i;
+      while ((i = buffer.indexOf('\n')) >= 0) {
+        lines.push(JSON.parse(buffer.slice(0, i)));
+        buffer = buffer.slice(i + 1);
+        sawLine();
+      }
+    });
+    child.stderr.on('data', (d) => (stderr += d));
+    const closed = new Promise((resolve) => child.on('close', resolve));
+    const lineCount = (n: number) => new Promise<void>((resolve) => {
+      sawLine = () => lines.length >= n && resolve();
+      sawLine();
+    });
+    await lineCount(1); // the queued event, already there when it connected
+    await transitionJob(h.database.db, job.id, { from: ['queued'], to: 'running' });
+    await lineCount(2);
+    await transitionJob(h.database.db, job.id, { from: ['running'], to: 'succeeded', reason: 'done' });
+    assert.equal(await closed, 0, stderr);
+    const states = lines.map((l) => l.toState);
+    assert.deepEqual(states.slice(0, 3), ['queued', 'running', 'succeeded'], JSON.stringify(lines));
   });
 });
 

@@ -118,6 +118,15 @@ describe('POST /v1/jobs', () => {
     assertErrorShape(await res.json(), 'payload_too_large');
   });
 
+  test('resources.gpus above 1 is refused, naming the field (a run trains on one GPU)', async () => {
+    const { res, body } = await submit(pretrain('fmnist', { resources: { gpus: 2 } }));
+    assert.equal(res.status, 400);
+    assertErrorShape(body);
+    assert.equal(body.error.details[0].path, 'resources.gpus');
+    assert.match(body.error.details[0].message, /one GPU/);
+    assert.equal((await submit(pretrain('fmnist', { resources: { gpus: 0 } }))).res.status, 201);
+  });
+
   test('a webhook URL that is not http(s) is refused, naming webhook.url', async () => {
     const { res, body } = await submit(pretrain('fmnist', { webhook: { url: 'ftp://example.com/hook' } }));
     assert.equal(res.status, 400);

@@ -1,13 +1,13 @@
 /**
  * The run bookkeeping in db/runs.ts against a real Postgres: `best` moves only when a probe beats
  * it, retention never deletes a version that an alias or an evaluation points at, and the running
- * time a max runtime is held to is summed over attempts.
+ * time a max runtime is held to is summed over attempts; a superseded attempt cannot register a checkpoint.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createHarness, forceState, pretrain, seedCheckpoint, seedReadyDataset, type Harness } from '../api/harness.js';
-import { checkpointsBeyondRetention, deleteCheckpointRows, listCheckpoints, recordEvaluation, resolveCheckpoint, runningSecondsSoFar, setAlias } from '../../../db/runs.js';
+import { checkpointsBeyondRetention, deleteCheckpointRows, listCheckpoints, recordEvaluation, registerCheckpoint, resolveCheckpoint, runningSecondsSoFar, setAlias, SupersededError } from '../../../db/runs.js';
 
 let h: Harness;
 
@@ -87,5 +87,23 @@ describe('max runtime', () => {
     await h.database.sql`insert into job_events (job_id, at, kind, to_state) values (${jobId}, now() - interval '40 seconds', 'state', 'running')`;
     const sofar = await runningSecondsSoFar(h.database.db, jobId);
     assert.ok(sofar >= 90, `an attempt still running counts up to now (${sofar} s)`);
+  });
+});
+
+describe('fencing', () => {
+  test('a runner whose attempt was superseded (lost lock) cannot register a checkpoint; the current attempt can', async () => {
+    const { jobId } = await jobWithVersions(0);
+    await h.database.sql`update jobs set attempt = 2 where id = ${jobId}`; // attempt 2 took over the job
+    const checkpoint = (attempt: number, version: number) =>
+      registerCheckpoint(h.database.db, { jobId, attempt, version, step: version * 10, s3Prefix: `checkpoints/x/${jobId}/v${version}/`, files: {}, bytes: 1, sha256: 'ab' });
+    await assert.rejects(checkpoint(1, 1), (err: Error) => err instanceof SupersededError && /attempt 1 .* superseded by attempt 2/.test(err.message));
+    const nothing = await h.database.sql`
+      select (select count(*)::int from checkpoints where job_id = ${jobId}) as versions,
+             (select count(*)::int from outbox where payload->>'jobId' = ${jobId} and payload->>'event' = 'checkpoint.created') as announced`;
+    assert.deepEqual({ ...nothing[0] }, { versions: 0, announced: 0 }, 'the zombie wrote nothing');
+    const row = await checkpoint(2, 1);
+    assert.equal(row.version, 1);
+    assert.equal((await resolveCheckpoint(h.database.db, jobId, 'latest'))?.id, row.id);
+    await assert.rejects(checkpoint(2, 1), SupersededError, 'a version number is taken once');
   });
 });
