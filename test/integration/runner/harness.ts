@@ -53,6 +53,19 @@ export interface RunnerHarness {
   close(): Promise<void>;
 }
 
+/**
+ * Runner processes of this test file still alive. When the test runner stops the file (its time
+ * limit, Ctrl-C) they would be left behind training forever: they go with it. Their training
+ * processes exit on their own when the IPC channel to the runner closes.
+ */
+const liveRunners = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const proc of liveRunners) proc.kill('SIGKILL');
+});
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(signal, () => process.exit(signal === 'SIGTERM' ? 143 : 130));
+}
+
 export async function createRunnerHarness(overrides: Partial<Config> = {}): Promise<RunnerHarness> {
   const database = await createTestDatabase();
   const bucket = await createTestStorage();
@@ -91,7 +104,7 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
     return { status: res.status, body: text ? (json ? JSON.parse(text) : text) : null, headers: res.headers };
   };
 
-  const waitForJob = async (id: string, until: (job: any) => boolean, what: string, timeoutMs = 120_000) => {
+  const waitForJob = async (id: string, until: (job: any) => boolean, what: string, timeoutMs = 300_000) => {
     const deadline = Date.now() + timeoutMs;
     let job: any;
     while (Date.now() < deadline) {
@@ -130,7 +143,13 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
       };
       proc.stdout!.on('data', take);
       proc.stderr!.on('data', take);
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+      liveRunners.add(proc);
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        proc.on('exit', (code, signal) => {
+          liveRunners.delete(proc);
+          resolve({ code, signal });
+        }),
+      );
       const runner: RunnerProcess = { proc, logs, output: () => text, exited, signal: (sig) => proc.kill(sig) };
       runners.push(runner);
       return runner;
@@ -191,8 +210,9 @@ export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-/** Polls `probe` until it returns something truthy; fails naming `what` after `timeoutMs`. */
-export async function eventually<T>(probe: () => Promise<T | undefined | null | false>, what: string, timeoutMs = 120_000): Promise<T> {
+/** Polls `probe` until it returns something truthy; fails naming `what` after `timeoutMs` (generous: a loaded
+ * 2-core machine is slow, and the test runner's per-file limit bounds a real hang anyway). */
+export async function eventually<T>(probe: () => Promise<T | undefined | null | false>, what: string, timeoutMs = 300_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const value = await probe();

@@ -32,8 +32,14 @@ test('a crashing training process is retried, then the job fails with the reason
   };
 
   await killTrainingOf(1);
-  const retried = await h.waitForJob(job.id, (j) => j.state === 'requeued' || j.attempt >= 2, 'requeued for a retry');
-  assert.ok(retried.attempt >= 1);
+  // The requeue is read from the job's event log (durable), not polled from its state: the retry
+  // may already have started by the time a poll looks.
+  const requeue = await eventually(async () => {
+    const [e] = await sql`select attempt, reason from job_events where job_id = ${job.id} and kind = 'state' and to_state = 'requeued'`;
+    return e ?? null;
+  }, 'requeued for a retry');
+  assert.equal(requeue.attempt, 1, 'the first attempt is the one that failed');
+  assert.match(requeue.reason, /^attempt 1 failed: training process was killed by SIGKILL/);
   await killTrainingOf(2);
   const done = await h.waitForJob(job.id, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'failed');
   assert.equal(done.state, 'failed', JSON.stringify(done));
