@@ -83,16 +83,20 @@ function productPlan(a: tf.TensorInfo, b: tf.TensorInfo, transposeA: boolean, tr
  * batched or transposed ones; XNNPACK (the stock kernel): the plain 2-D product without BLAS.
  */
 function engineFor(plan: ProductPlan, transposeA: boolean, transposeB: boolean): 'blas' | 'bmm' | 'stock' {
-  if (blasOn && typeof blas !== 'string' && (plan.batch === 1 || plan.m * plan.n * plan.k >= BLAS_MIN_BATCHED_MNK)) return 'blas';
+  const oneProduct = plan.batch === 1 || (plan.strideB === 0 && !transposeA); // see nativeProducts
+  if (blasOn && typeof blas !== 'string' && (oneProduct || plan.m * plan.n * plan.k >= BLAS_MIN_BATCHED_MNK)) return 'blas';
   if (enabled && !(plan.batch === 1 && !transposeA && !transposeB)) return 'bmm';
   return 'stock';
 }
 
 /**
- * Batched products with fewer multiply-adds per product than this stay on our wasm kernel:
- * below it the FFI call per product costs more than BLAS saves (measured in docs/trainer.md).
+ * Batched products with fewer multiply-adds per product than this stay on our wasm kernel, which
+ * does the whole batch in one call; BLAS takes one FFI call per product. Measured (2 cores, load
+ * ~24, ms per batched product, our wasm bmm vs a loop of cblas_sgemm): [192, 65, 64]·[192, 64, 65]
+ * (m·n·k 270k, the default shape's attention) 13 vs 20; [48, 65, 64]·[48, 64, 65] 6–9 vs 9;
+ * [32, 128, 128]² (2.1M) 21–28 vs 13–16; [8, 512, 64]·[8, 64, 512] (16.8M) 48 vs 28–33.
  */
-export const BLAS_MIN_BATCHED_MNK = 32 * 32 * 32;
+export const BLAS_MIN_BATCHED_MNK = 1 << 20;
 
 function makeKernelFunc(stock: tf.KernelConfig): tf.KernelFunc {
   return (args: KernelArgs) => {

@@ -52,10 +52,10 @@ test('native products equal the stock kernel\'s: every transpose, batched, broad
     [[5, 7], [9, 7], false, true],
     [[7, 5], [9, 7], true, true],
     [[130, 67], [67, 129], false, false], // beyond one register block of OpenBLAS's kernels
-    [[3, 40, 33], [3, 33, 41], false, false], // batched, each product ≥ BLAS_MIN_BATCHED_MNK
-    [[3, 33, 40], [3, 41, 33], true, true],
+    [[2, 130, 97], [2, 97, 129], false, false], // batched, each product ≥ BLAS_MIN_BATCHED_MNK
+    [[2, 97, 130], [2, 129, 97], true, true],
     [[4, 40, 33], [33, 41], false, false], // one B for every batch entry: one [160, 33] product
-    [[1, 40, 33], [4, 33, 41], false, false], // one A for every batch entry
+    [[1, 130, 97], [3, 97, 129], false, false], // one A for every batch entry
   ];
   for (const [sa, sb, ta, tb] of cases) {
     tf.tidy(() => {
@@ -98,8 +98,21 @@ test('dense and bmm have the right gradients on the native products', (t) => {
   assert.ok(nativeProductsActive());
   const x = randomTensor([3, 4], 1), w = randomTensor([4, 5], 2), b = randomTensor([5], 3);
   checkGradients((x, w, b) => dense(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D), [x, w, b]);
-  // Products large enough to take the native path in the forward and the backward pass.
-  checkGradients((a, b) => bmm(a as tf.Tensor3D, b as tf.Tensor3D), [randomTensor([2, 32, 33], 4, 0.3), randomTensor([2, 33, 32], 5, 0.3)], { tol: 3e-2 });
+  checkGradients((a, b) => bmm(a as tf.Tensor3D, b as tf.Tensor3D), [randomTensor([2, 5, 4], 4), randomTensor([2, 4, 9], 5)]);
+  // Products large enough to take the native path in the forward and the backward pass (too
+  // many elements for central differences): the same gradients as on the stock kernels.
+  const [a, b2] = [randomTensor([2, 130, 97], 6, 0.3), randomTensor([2, 97, 129], 7, 0.3)];
+  const weights = randomTensor([2, 130, 129], 8);
+  const gradsOn = (native: boolean) => {
+    setWasmKernelsEnabled(native);
+    return tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.mul(bmm(p as tf.Tensor3D, q as tf.Tensor3D), weights)))([a, b2]);
+  };
+  const stock = gradsOn(false), native = gradsOn(true);
+  stock.forEach((g, i) => {
+    const err = tf.max(tf.abs(tf.sub(g, native[i]))).dataSync()[0];
+    assert.ok(err < 1e-3, `gradient ${i}: max error ${err}`);
+  });
+  tf.dispose([a, b2, weights, ...stock, ...native]);
 });
 
 test('MoCo losses on the native path equal the stock kernels\' to 4 decimals over several steps', (t) => {
