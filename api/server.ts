@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import { serve } from '@hono/node-server';
-import { config as loadConfig, DEV_WEBHOOK_SIGNING_KEY } from '../common/config.js';
+import { config as loadConfig, DEV_WEBHOOK_SIGNING_KEY, refuseDevSigningKey } from '../common/config.js';
 import { runMain, UserFacingError } from '../common/errors.js';
 import { createLogger } from '../common/logger.js';
 import { checkDependencies } from '../common/startup.js';
@@ -28,6 +28,8 @@ runMain(async () => {
   const config = loadConfig();
   const roles = parseRoles(config.API_ROLES);
   const logger = createLogger(config.LOG_LEVEL, 'momentum-api');
+  const devKey = refuseDevSigningKey(config);
+  if (devKey) throw new UserFacingError(devKey);
   if (config.WEBHOOK_SIGNING_KEY === DEV_WEBHOOK_SIGNING_KEY) {
     logger.warn('WEBHOOK_SIGNING_KEY is the development default; set your own before receivers rely on signatures');
   }
