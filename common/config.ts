@@ -63,6 +63,8 @@ export const configSchema = z.object({
   TENANT_MAX_ACTIVE_JOBS: int(1).default(500),
   /** Per tenant: bytes of checkpoints and dataset uploads; new pretrain jobs and uploads are refused beyond it. */
   TENANT_MAX_STORAGE_GB: int(1).default(1024),
+  /** Bearer token for /metrics; without one, /metrics is served only by an API listening on loopback. */
+  METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Take one job, run it, exit (scale-to-zero: one container per job). Same as `runner --once`. */
   RUNNER_ONCE: bool.default(false),
   /** `auto` picks tensorflow (GPU, then CPU), then wasm, then cpu. */
