@@ -294,10 +294,10 @@ describe('runner faults (real runner processes)', () => {
       const row: Row = { kind: `runner ${signal} at a random step`, trials: 0, jobs: 1, finished: 0, dataLost: 0 };
       try {
         const sql = h.database.sql;
+        let runner = h.startRunner(); // it ingests the dataset too
         await h.uploadSyntheticDataset(`shapes-${signal.toLowerCase()}`);
         const steps = 8 * (RUNNER_TRIALS + 2);
         const job = await h.submit(tinyPretrain(`shapes-${signal.toLowerCase()}`, { optim: { batch: 8 }, maxSteps: steps, checkpointEvery: 4, keepCheckpoints: 1000, epochs: 40, resources: { backend: 'cpu' } }));
-        let runner = h.startRunner();
         for (let t = 0; t < RUNNER_TRIALS; t++) {
           const [{ step: at } = { step: 0 }] = await sql`select coalesce((progress->>'step')::int, 0) as step from jobs where id = ${job.id}`;
           const target = Math.min(steps - 2, at + 1 + Math.floor(Math.random() * 4));
