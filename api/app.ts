@@ -3,10 +3,10 @@
  * prefix, clock) and starts nothing in the background: a test builds one per run, the server one
  * per process. Order of middleware: metrics → body limit → auth → rate limit → route (scope, schema).
  */
-import { swaggerUI } from '@hono/swagger-ui';
 import { KeyCache, authenticate } from './auth/middleware.js';
 import type { AppDeps } from './deps.js';
 import { errorBody, errorHandler } from './errors.js';
+import { docsRoutes } from './docsRoutes.js';
 import { createMetrics } from './metrics.js';
 import { bodyLimit } from './middleware/bodyLimit.js';
 import { rateLimit } from './middleware/rateLimit.js';
@@ -18,6 +18,8 @@ import { healthRoutes } from './routes/health.js';
 import { jobActivityRoutes } from './routes/jobActivity.js';
 import { jobRoutes } from './routes/jobs.js';
 import { keyRoutes } from './routes/keys.js';
+import { sweepRoutes } from './routes/sweeps.js';
+import { modelRoutes } from './routes/models.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import { dashboardRoutes } from '../dashboard/routes.js';
 
@@ -42,9 +44,11 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
   v1.route('/', jobActivityRoutes(deps));
   v1.route('/', checkpointRoutes(deps));
   v1.route('/', evaluationRoutes(deps));
+  v1.route('/', modelRoutes(deps));
   v1.route('/', datasetRoutes(deps));
   v1.route('/', keyRoutes(deps, keyCache));
   v1.route('/', webhookRoutes(deps));
+  v1.route('/', sweepRoutes(deps));
   app.route('/v1', v1);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
@@ -60,7 +64,7 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
       description: 'Train MoCo v3 self-supervised vision models: datasets, jobs, checkpoints, evaluations. Errors: `{ "error": { "code", "message", "details" } }`.',
     },
   });
-  app.get('/docs', swaggerUI({ url: '/openapi.json' }));
+  app.route('/docs', docsRoutes());
   app.route('/dashboard', dashboardRoutes());
   app.get('/', (c) => c.redirect('/dashboard'));
 

@@ -8,6 +8,9 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { z } from 'zod';
 import type { Logger } from '../common/logger.js';
+import { rememberKnownFields, unknownFieldMessage } from './fieldSuggestions.js';
+
+rememberKnownFields();
 
 export interface ErrorDetail {
   /** Dotted path of the field (`optim.batch`, `webhook.url`); empty for the whole body. */
@@ -54,7 +57,7 @@ export function issuesToDetails(issues: readonly z.core.$ZodIssue[], where: Erro
   for (const issue of issues) {
     const base = issue.path.map(String);
     if (issue.code === 'unrecognized_keys') {
-      for (const key of issue.keys) details.push({ path: [...base, key].join('.'), message: 'unknown field', in: where });
+      for (const key of issue.keys) details.push({ path: [...base, key].join('.'), message: unknownFieldMessage(issue.keys, key), in: where });
     } else {
       details.push({ path: base.join('.'), message: issue.message, in: where });
     }

@@ -9,7 +9,8 @@ import { ApiError, conflict, invalid, unresolvable } from './errors.js';
 import { insertJob, getTenantJob, type JobDatasetInput, type JobRow } from '../db/jobQueries.js';
 import { resolveCheckpoint } from '../db/checkpointQueries.js';
 import { resolveReadyVersion } from '../db/datasets.js';
-import { parseDatasetRef, type JobSpec, type ProbeSpec, type PretrainSpec } from '../contracts/jobSpec.js';
+import { parseDatasetRef, type JobSpec, type ProbeSpec, type PretrainSpec, type WeightsSource } from '../contracts/jobSpec.js';
+import { resolveModelRef } from '../db/models.js';
 import { refuseWebhookTarget } from './webhooks/targets.js';
 import { refuseOverActiveJobLimit, refuseOverStorageLimit, refuseSpecThatCannotFit } from './quotas.js';
 
@@ -84,21 +85,16 @@ interface Prepared {
 async function preparePretrain(deps: AppDeps, tenantId: string, spec: PretrainSpec): Promise<Prepared> {
   const out: PretrainSpec = { ...spec };
   if (spec.initFrom) {
-    const source = await sourceJob(deps, tenantId, spec.initFrom.job, 'initFrom.job', ['succeeded', 'running', 'failed', 'canceled']);
-    const cp = await resolveCheckpoint(deps.db, source.id, spec.initFrom.checkpoint);
-    if (!cp) throw unresolvable('checkpoint_not_found', 'initFrom.checkpoint', `job ${source.id} has no checkpoint ${JSON.stringify(spec.initFrom.checkpoint)}`);
     // Pin the version: `latest` at submission, not whatever is latest when the run starts.
-    out.initFrom = { job: source.id, checkpoint: `v${cp.version}` };
+    out.initFrom = (await resolveWeights(deps, tenantId, spec.initFrom, 'initFrom', ['succeeded', 'running', 'failed', 'canceled'])).pinned;
   }
   const ref = parseDatasetRef(spec.dataset);
   return { spec: out, dataset: { kind: 'ref', name: ref.name, version: ref.version } };
 }
 
 async function prepareProbe(deps: AppDeps, tenantId: string, spec: ProbeSpec): Promise<Prepared> {
-  const source = await sourceJob(deps, tenantId, spec.source.job, 'source.job', ['succeeded', 'running']);
-  const cp = await resolveCheckpoint(deps.db, source.id, spec.source.checkpoint);
-  if (!cp) throw unresolvable('checkpoint_not_found', 'source.checkpoint', `job ${source.id} has no checkpoint ${JSON.stringify(spec.source.checkpoint)}`);
-  const out: ProbeSpec = { ...spec, source: { job: source.id, checkpoint: `v${cp.version}` } };
+  const { job: source, pinned } = await resolveWeights(deps, tenantId, spec.source, 'source', ['succeeded', 'running']);
+  const out: ProbeSpec = { ...spec, source: pinned };
   if (spec.dataset) {
     const ref = parseDatasetRef(spec.dataset);
     const v = await resolveReadyVersion(deps.db, tenantId, ref.name, ref.version);
@@ -111,6 +107,39 @@ async function prepareProbe(deps: AppDeps, tenantId: string, spec: ProbeSpec): P
     throw unresolvable('dataset_not_found', 'dataset', `the source job's dataset version no longer exists; name a dataset`);
   }
   return { spec: out, dataset: { kind: 'resolved', versionId: source.datasetVersionId, ref: sourceRef } };
+}
+
+/**
+ * A weights source (probe `source`, pretrain `initFrom`) → the job and checkpoint it names, pinned:
+ * `{ job, checkpoint: "vN" }`, plus `model: "name@N"` when a model version was named. A model
+ * version's job may be in any state: the version pins a checkpoint that exists.
+ */
+async function resolveWeights(
+  deps: AppDeps,
+  tenantId: string,
+  src: WeightsSource,
+  path: 'source' | 'initFrom',
+  states: string[],
+): Promise<{ job: JobRow; pinned: WeightsSource }> {
+  if (src.model) {
+    const named = await resolveModelRef(deps.db, tenantId, src.model);
+    if (!named.ok) {
+      const what = named.reason === 'model_not_found' ? 'no model of that name' : 'the model has no such version or alias';
+      throw unresolvable(named.reason === 'model_not_found' ? 'model_not_found' : 'model_version_not_found', `${path}.model`, `${JSON.stringify(src.model)}: ${what} in this tenant`);
+    }
+    const job = await sourceJob(deps, tenantId, named.version.jobId, `${path}.model`, ['queued', 'running', 'canceling', 'requeued', 'succeeded', 'failed', 'canceled']);
+    if (src.job && src.job !== job.id) throw unresolvable('model_mismatch', `${path}.job`, `${src.model} is a checkpoint of job ${job.id}, not of ${src.job}`);
+    if (src.checkpoint) {
+      const cp = await resolveCheckpoint(deps.db, job.id, src.checkpoint);
+      if (cp?.id !== named.checkpoint.id) throw unresolvable('model_mismatch', `${path}.checkpoint`, `${src.model} is checkpoint v${named.checkpoint.version}, not ${src.checkpoint}`);
+    }
+    return { job, pinned: { job: job.id, checkpoint: `v${named.checkpoint.version}`, model: `${named.model.name}@${named.version.version}` } };
+  }
+  const job = await sourceJob(deps, tenantId, src.job!, `${path}.job`, states);
+  const ref = src.checkpoint ?? 'latest';
+  const cp = await resolveCheckpoint(deps.db, job.id, ref);
+  if (!cp) throw unresolvable('checkpoint_not_found', `${path}.checkpoint`, `job ${job.id} has no checkpoint ${JSON.stringify(ref)}`);
+  return { job, pinned: { job: job.id, checkpoint: `v${cp.version}` } };
 }
 
 async function sourceJob(deps: AppDeps, tenantId: string, jobId: string, path: string, states: string[]): Promise<JobRow> {

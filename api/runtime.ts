@@ -11,9 +11,10 @@ import { connectDatabase, type Database } from '../db/client.js';
 import { closeQueues, createQueues, systemClock, type AppDeps } from './deps.js';
 import { OutboxDispatcher } from './dispatcher.js';
 import { Reconciler } from './reconciler.js';
+import { SweepDriver } from './sweeps/driver.js';
 import { createWebhookWorker } from './webhooks/worker.js';
 
-export const ROLES = ['http', 'dispatcher', 'reconciler', 'webhooks'] as const;
+export const ROLES = ['http', 'dispatcher', 'reconciler', 'webhooks', 'sweeps'] as const;
 export type Role = (typeof ROLES)[number];
 
 export interface Runtime {
@@ -55,13 +56,14 @@ export interface Background {
   dispatcher?: OutboxDispatcher;
   reconciler?: Reconciler;
   webhookWorker?: Worker;
+  sweepDriver?: SweepDriver;
   stop(): Promise<void>;
 }
 
 export function startBackground(deps: AppDeps, roles: ReadonlySet<Role>): Background {
   const bg: Background = {
     async stop() {
-      await Promise.all([bg.dispatcher?.stop(), bg.reconciler?.stop(), bg.webhookWorker?.close()]);
+      await Promise.all([bg.dispatcher?.stop(), bg.reconciler?.stop(), bg.webhookWorker?.close(), bg.sweepDriver?.stop()]);
     },
   };
   if (roles.has('dispatcher')) {
@@ -80,6 +82,11 @@ export function startBackground(deps: AppDeps, roles: ReadonlySet<Role>): Backgr
       staleRunMs: deps.config.RUNNER_LOCK_MS * 2,
     });
     bg.reconciler.start();
+  }
+  if (roles.has('sweeps')) {
+    // Submits each sweep's next jobs and probes as earlier ones finish (api/sweeps/driver.ts).
+    bg.sweepDriver = new SweepDriver({ deps, logger: deps.logger.child({ component: 'sweeps' }) });
+    bg.sweepDriver.start();
   }
   if (roles.has('webhooks')) {
     bg.webhookWorker = createWebhookWorker({

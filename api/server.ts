@@ -5,9 +5,9 @@
  * API_ROLES) runs only some of them, e.g. a worker-only replica. SIGTERM/SIGINT: stop accepting,
  * finish what is in flight, close connections, exit.
  */
-import { parseArgs } from 'node:util';
 import { serve } from '@hono/node-server';
 import { config as loadConfig, DEV_WEBHOOK_SIGNING_KEY, refuseDevSigningKey } from '../common/config.js';
+import { parseCommandLine } from '../common/commandLine.js';
 import { runMain, UserFacingError } from '../common/errors.js';
 import { createLogger } from '../common/logger.js';
 import { checkDependencies } from '../common/startup.js';
@@ -15,8 +15,10 @@ import { runMigrations } from '../db/migrate.js';
 import { createApp } from './app.js';
 import { connect, ROLES, startBackground, type Role } from './runtime.js';
 
+const USAGE = `npm run api [-- --roles ${ROLES.join(',')}]   (configuration: the environment, see the README)`;
+
 function parseRoles(fromConfig: string): Set<Role> {
-  const { values } = parseArgs({ options: { roles: { type: 'string' } }, allowPositionals: false });
+  const { values } = parseCommandLine(USAGE, { roles: { type: 'string' } });
   const raw = values.roles ?? fromConfig;
   const roles = raw.split(',').map((s) => s.trim()).filter(Boolean);
   const bad = roles.find((r) => !(ROLES as readonly string[]).includes(r));
@@ -33,8 +35,9 @@ runMain(async () => {
   if (config.WEBHOOK_SIGNING_KEY === DEV_WEBHOOK_SIGNING_KEY) {
     logger.warn('WEBHOOK_SIGNING_KEY is the development default; set your own before receivers rely on signatures');
   }
-  await checkDependencies(config, { s3: true });
+  // Create and migrate the database first: on a new machine it does not exist yet.
   await runMigrations(config.DATABASE_URL);
+  await checkDependencies(config, { s3: true });
 
   const runtime = connect(config, logger, config.WEBHOOK_SIGNING_KEY);
   const background = startBackground(runtime.deps, roles);

@@ -1,6 +1,12 @@
+/** The shapes `bench:trainer` measures by default: DESIGN.md's and the small-image recipe's (docs/trainer.md). */
+export const BENCHMARK_SHAPES = {
+  default: { img: 32, patch: 4, dim: 192, depth: 6, heads: 3, batch: 64, hidden: 1024, out: 256 },
+  small: { img: 28, patch: 7, dim: 64, depth: 4, heads: 4, batch: 256, hidden: 512, out: 128 },
+} satisfies Record<string, BenchmarkShape>;
+
 /**
  * The benchmark's MoCo v3 step, shared by bench/trainer-step.ts (timing) and
- * bench/trainer-profile.ts (per-kernel profile): a ViT on 32×32 images with patch 4, fixed random
+ * bench/trainer-profile.ts (per-kernel profile): a ViT on S×S images with patch p, fixed random
  * views (no augmentation on either side, as in ../shared/baselines/pytorch_moco_step.py), AdamW at
  * the reference lr for the batch, momentum 0.99.
  */
@@ -12,6 +18,8 @@ import { Prng } from '../runner/moco/rng.js';
 import { mocoStep, type StepResult } from '../runner/moco/step.js';
 
 export interface BenchmarkShape {
+  img: number;
+  patch: number;
   dim: number;
   depth: number;
   heads: number;
@@ -32,16 +40,16 @@ export interface BenchmarkStep {
 export function benchmarkStep(s: BenchmarkShape): BenchmarkStep {
   const config = resolveTrainConfig(
     {
-      model: { arch: 'vit_tiny', imageSize: 32, patch: 4, dim: s.dim, depth: s.depth, heads: s.heads },
+      model: { arch: 'vit_tiny', imageSize: s.img, patch: s.patch, dim: s.dim, depth: s.depth, heads: s.heads },
       moco: { projector: { hiddenDim: s.hidden, outDim: s.out }, predictor: { hiddenDim: s.hidden } },
       optim: { batch: s.batch, microBatch: s.microBatch },
     },
-    { height: 32, width: 32, size: s.batch },
+    { height: s.img, width: s.img, size: s.batch },
   );
   const model = buildMocoModel(config);
   const optimizer = createOptimizer(config.optim);
   const rng = new Prng(0);
-  const view = () => tf.tensor4d(rng.normalArray(s.batch * 32 * 32 * 3, 0, 1), [s.batch, 32, 32, 3]);
+  const view = () => tf.tensor4d(rng.normalArray(s.batch * s.img * s.img * 3, 0, 1), [s.batch, s.img, s.img, 3]);
   const [x1, x2] = [view(), view()];
   return {
     model,

@@ -3,24 +3,28 @@
  * name, with batched/transposed matMuls split out because they take different code paths on the
  * wasm backend (DESIGN.md section 4).
  *
- *   npx tsx bench/trainer-profile.ts                      # benchmark shape, wasm
- *   npx tsx bench/trainer-profile.ts --depth 2 --kernels off     # stock tfjs kernels only
+ *   npx tsx bench/trainer-profile.ts                      # benchmark's default shape, wasm, all our kernels
+ *   npx tsx bench/trainer-profile.ts --shape small        # the small-image shape (28 px, patch 7, dim 64 …)
+ *   npx tsx bench/trainer-profile.ts --depth 2 --kernels off     # stock tfjs kernels only (wasm: ours without BLAS)
  */
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../runner/moco/backend.js';
 import { setWasmKernelsEnabled } from '../runner/moco/kernels/batch-matmul.js';
-import { benchmarkStep } from './benchmarkStep.js';
+import { BENCHMARK_SHAPES, benchmarkStep } from './benchmarkStep.js';
 
 const { values: a } = parseArgs({
   options: {
     backend: { type: 'string', default: 'wasm' },
-    dim: { type: 'string', default: '192' },
-    depth: { type: 'string', default: '6' },
-    heads: { type: 'string', default: '3' },
-    batch: { type: 'string', default: '64' },
-    hidden: { type: 'string', default: '1024' },
-    out: { type: 'string', default: '256' },
+    shape: { type: 'string', default: 'default' },
+    img: { type: 'string' },
+    patch: { type: 'string' },
+    dim: { type: 'string' },
+    depth: { type: 'string' },
+    heads: { type: 'string' },
+    batch: { type: 'string' },
+    hidden: { type: 'string' },
+    out: { type: 'string' },
     top: { type: 'string', default: '25' },
     kernels: { type: 'string', default: 'on' },
   },
@@ -35,9 +39,13 @@ function kernelKey(k: { name: string; inputShapes: number[][] }): string {
 
 async function main() {
   const info = await selectBackend(a.backend as 'wasm');
-  setWasmKernelsEnabled(a.kernels === 'on');
-  const B = n('batch');
-  const { step } = benchmarkStep({ dim: n('dim'), depth: n('depth'), heads: n('heads'), batch: B, hidden: n('hidden'), out: n('out') });
+  const k = a.kernels as 'off' | 'bmm' | 'wasm' | 'on';
+  setWasmKernelsEnabled(k !== 'off', k === 'wasm' || k === 'on', k === 'on');
+  const base = BENCHMARK_SHAPES[a.shape as keyof typeof BENCHMARK_SHAPES];
+  if (!base) throw new Error(`unknown --shape ${a.shape}`);
+  const shape = { ...base };
+  for (const key of ['img', 'patch', 'dim', 'depth', 'heads', 'batch', 'hidden', 'out'] as const) if (a[key] !== undefined) shape[key] = n(key);
+  const { step } = benchmarkStep(shape);
   step(0); // warm-up
   const t0 = performance.now();
   const prof = await tf.profile(() => {
@@ -58,7 +66,7 @@ async function main() {
     byKey.set(kernelKey(k), e);
   }
   const rows = [...byKey.entries()].sort((p, q) => q[1].ms - p[1].ms);
-  console.log(`${info.backend} (${info.device}, ${info.threads} thr, kernels ${a.kernels === 'on' ? info.kernels : 'stock'}) D${a.dim} depth ${a.depth} B${B}: step wall ${wall.toFixed(0)} ms (profiled), kernels ${kernelTotal.toFixed(0)} ms`);
+  console.log(`${info.backend} (${info.device}, ${info.threads} thr, kernels ${a.kernels === 'on' ? info.kernels : a.kernels}) ${a.shape} shape, ${JSON.stringify(shape)}: step wall ${wall.toFixed(0)} ms (profiled), kernels ${kernelTotal.toFixed(0)} ms`);
   console.log('| kernel | calls | ms | share |\n|---|---|---|---|');
   for (const [key, e] of rows.slice(0, n('top'))) console.log(`| ${key} | ${e.count} | ${e.ms.toFixed(0)} | ${((100 * e.ms) / kernelTotal).toFixed(1)}% |`);
   const group = (pred: (k: string) => boolean) => rows.filter(([k]) => pred(k)).reduce((s, [, e]) => s + e.ms, 0);

@@ -1,170 +1,257 @@
 /**
  * Benchmark: one full MoCo v3 training step (momentum update, keys of both views, queries
- * forward + backward, AdamW) per backend, against the PyTorch baseline run in the same script
- * (/work/shared/baselines/pytorch_moco_step.py, same shapes, fixed random views: no augmentation
- * cost on either side).
+ * forward + backward, AdamW) on tfjs, side by side with the PyTorch baseline
+ * (../shared/baselines/pytorch_moco_step.py, from the repository root; same shapes, fixed random
+ * views: no augmentation cost on either side), for two shapes by default:
  *
- *   npm run bench:trainer                                   # wasm, ViT 32×32/4, D192, depth 6, B64
- *   npm run bench:trainer -- --backends cpu,wasm --dim 64 --depth 2 --batch 16 --steps 3
- *   npm run bench:trainer -- --no-torch                     # skip the PyTorch side
- *   npm run bench:trainer -- --kernels on                   # only our wasm kernels (default: off,on)
- *   npm run bench:trainer -- --kernels off,bmm,on           # stock / our BatchMatMul only / all ours
- *   npm run bench:trainer -- --wasm-threads 2               # only 2 wasm threads (default: 1,2)
+ *   default  ViT 32 px / patch 4, dim 192, depth 6, heads 3, batch 64, heads hidden 1024 → 256
+ *   small    ViT 28 px / patch 7, dim 64, depth 4, heads 4, batch 256, heads hidden 512 → 128
  *
- * Kernel settings share one process (our BatchMatMul switches at run time); each wasm thread
- * count needs its own process (fixed when the backend starts), run one after the other.
+ *   npm run bench:trainer                                  # both shapes, native path, vs PyTorch
+ *   npm run bench:trainer -- --shapes small --rounds 3     # one shape, three interleaved rounds
+ *   npm run bench:trainer -- --kernels off,wasm,on         # stock / our wasm kernels / + native BLAS
+ *   npm run bench:trainer -- --img 32 --patch 4 --dim 64 --depth 2 --batch 16   # a custom shape
+ *   npm run bench:trainer -- --backends cpu,wasm --dim 64 --depth 2 --heads 2 --batch 16 --hidden 256
+ *   npm run bench:trainer -- --wasm-threads 1,2            # wasm pool sizes (default: the backend's choice)
+ *   npm run bench:trainer -- --no-torch                    # skip the PyTorch side
  *
- * The tfjs `cpu` backend takes minutes per step at the default size: pass it only with small
- * shapes. Prints median ms/step, images/s, peak process RSS, the wasm heap and tf.memory(), and
- * the ratio to PyTorch (or to the reported 3.1 s when torch is unavailable).
+ * Kernel settings (`off`: stock tfjs kernels; `bmm`: our wasm batched matMul; `wasm`: + fused
+ * GELU; `on`: + the native BLAS where it loads) share one process per shape (they switch at run
+ * time). Every measurement is its own process, so peak RSS is per measurement, and the rounds
+ * interleave tfjs and PyTorch (tfjs, PyTorch, tfjs, PyTorch …) so that load from other processes
+ * falls on both sides alike: on a shared machine only the ratio of one run means anything. The
+ * load average is printed with every figure.
+ *
+ * Prints, per shape: median ms/step over all rounds, images/s, images/s per core (per thread the
+ * run computes with, at most the cores there are), peak RSS, and time ÷ PyTorch's.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend, type BackendPreference } from '../runner/moco/backend.js';
 import { setWasmKernelsEnabled } from '../runner/moco/kernels/batch-matmul.js';
 import { disposeParams } from '../runner/moco/params.js';
-import { benchmarkStep } from './benchmarkStep.js';
+import { BENCHMARK_SHAPES, benchmarkStep, type BenchmarkShape } from './benchmarkStep.js';
 
-/** The shape of DESIGN.md's measurements (and of the baseline script's defaults). */
-const DEFAULT_SHAPE = { dim: '192', depth: '6', heads: '3', batch: '64', hidden: '1024', out: '256' };
-
+const SHAPE_KEYS = ['img', 'patch', 'dim', 'depth', 'heads', 'batch', 'hidden', 'out'] as const;
 const { values: a } = parseArgs({
   options: {
+    shapes: { type: 'string', default: 'default,small' },
+    img: { type: 'string' },
+    patch: { type: 'string' },
+    dim: { type: 'string' },
+    depth: { type: 'string' },
+    heads: { type: 'string' },
+    batch: { type: 'string' },
+    hidden: { type: 'string' },
+    out: { type: 'string' },
     backends: { type: 'string', default: 'wasm' },
-    dim: { type: 'string', default: DEFAULT_SHAPE.dim },
-    depth: { type: 'string', default: DEFAULT_SHAPE.depth },
-    heads: { type: 'string', default: DEFAULT_SHAPE.heads },
-    batch: { type: 'string', default: DEFAULT_SHAPE.batch },
     'micro-batch': { type: 'string' },
-    hidden: { type: 'string', default: DEFAULT_SHAPE.hidden },
-    out: { type: 'string', default: DEFAULT_SHAPE.out },
     steps: { type: 'string', default: '3' },
     warmup: { type: 'string', default: '1' },
-    threads: { type: 'string', default: '2' },
-    kernels: { type: 'string', default: 'off,on' },
-    'wasm-threads': { type: 'string', default: '1,2' },
+    rounds: { type: 'string', default: '2' },
+    threads: { type: 'string', default: String(availableParallelism()) },
+    kernels: { type: 'string', default: 'on' },
+    'wasm-threads': { type: 'string', default: '' },
+    // Internal: run one measurement in this process and write its rows here.
+    'child-shape': { type: 'string' },
     'rows-json': { type: 'string' },
     'no-torch': { type: 'boolean', default: false },
   },
 });
-const n = (k: keyof typeof a) => Number(a[k]);
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const BASELINE = join(ROOT, '..', 'shared', 'baselines', 'pytorch_moco_step.py');
+const PYTHON = '/usr/bin/python3'; // Debian's, the one python3-torch is installed for
 const REPORTED_TORCH_MS = 3100; // DESIGN.md section 4: PyTorch 1.13 + OpenBLAS on 2 cores, default shape
 const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor((xs.length - 1) / 2)];
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+const load = () => loadavg()[0].toFixed(2);
+const CORES = availableParallelism();
 
 interface Row {
-  backend: string;
-  medianMs: number;
-  imagesPerSec: number;
+  label: string;
+  times: number[];
+  batch: number;
+  /** Threads it computes with (cores it can use). */
+  threads: number;
   peakRss: number;
   wasmHeap: number | null;
-  tfBytes: number;
   loss: number;
+  load: string[];
 }
 
-type KernelSetting = 'off' | 'bmm' | 'on';
+type KernelSetting = 'off' | 'bmm' | 'wasm' | 'on';
 
-async function benchTfjs(pref: BackendPreference, kernels: KernelSetting): Promise<Row> {
-  const info = await selectBackend(pref);
-  setWasmKernelsEnabled(kernels !== 'off', kernels === 'on');
-  const kernelLabel = info.backend !== 'wasm' ? '' : kernels === 'on' ? `, kernels ${info.kernels}` : kernels === 'bmm' ? ', kernels bmm only' : ', stock kernels';
-  const B = n('batch');
-  const bench = benchmarkStep({
-    dim: n('dim'),
-    depth: n('depth'),
-    heads: n('heads'),
-    batch: B,
-    hidden: n('hidden'),
-    out: n('out'),
-    microBatch: a['micro-batch'] ? Number(a['micro-batch']) : undefined,
+function shapeLabel(s: BenchmarkShape): string {
+  return `ViT ${s.img} px / patch ${s.patch}, dim ${s.dim}, depth ${s.depth}, heads ${s.heads}, batch ${s.batch}, heads hidden ${s.hidden} → ${s.out}`;
+}
+
+/** The shapes asked for: --shapes names, or one custom shape when any shape option is given. */
+function shapesAsked(): [string, BenchmarkShape][] {
+  if (SHAPE_KEYS.some((k) => a[k] !== undefined)) {
+    const s: BenchmarkShape = { ...BENCHMARK_SHAPES.default };
+    for (const k of SHAPE_KEYS) if (a[k] !== undefined) s[k] = Number(a[k]);
+    return [['custom', s]];
+  }
+  return a.shapes!.split(',').map((name) => {
+    const s = BENCHMARK_SHAPES[name.trim() as keyof typeof BENCHMARK_SHAPES];
+    if (!s) throw new Error(`unknown shape ${name} (known: ${Object.keys(BENCHMARK_SHAPES).join(', ')})`);
+    return [name.trim(), s];
   });
+}
+
+// ---------------------------------------------------------------- one measurement (child process)
+
+async function benchTfjs(shape: BenchmarkShape, pref: BackendPreference, kernels: KernelSetting): Promise<Row> {
+  const info = await selectBackend(pref);
+  setWasmKernelsEnabled(kernels !== 'off', kernels === 'wasm' || kernels === 'on', kernels === 'on');
+  const blas = typeof info.blas === 'string' ? null : info.blas;
+  const kernelLabel =
+    info.backend !== 'wasm'
+      ? ''
+      : { off: ', stock kernels', bmm: ', our bmm only', wasm: ', our wasm kernels', on: `, kernels ${info.kernels}${blas ? ` (${blas.threads} BLAS thr)` : ''}` }[kernels];
+  const bench = benchmarkStep({ ...shape, microBatch: a['micro-batch'] ? Number(a['micro-batch']) : undefined });
   const times: number[] = [];
   let peakRss = process.memoryUsage().rss;
   let loss = NaN;
-  const total = n('warmup') + n('steps');
+  const total = Number(a.warmup) + Number(a.steps);
   for (let i = 0; i < total; i++) {
     const t0 = performance.now();
     loss = bench.step(i).loss;
     const ms = performance.now() - t0;
     peakRss = Math.max(peakRss, process.memoryUsage().rss);
-    process.stderr.write(`  ${info.backend}${kernelLabel} step ${i}${i < n('warmup') ? ' (warmup)' : ''}: ${ms.toFixed(0)} ms loss ${loss.toFixed(4)}\n`);
-    if (i >= n('warmup')) times.push(ms);
+    process.stderr.write(`  ${info.backend}${kernelLabel} step ${i}${i < Number(a.warmup) ? ' (warmup)' : ''}: ${ms.toFixed(0)} ms loss ${loss.toFixed(4)} (load ${load()})\n`);
+    if (i >= Number(a.warmup)) times.push(ms);
   }
   const heap = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.byteLength ?? null;
-  const tfBytes = tf.memory().numBytes;
   bench.dispose();
   disposeParams(bench.model.query);
   disposeParams(bench.model.momentum);
   bench.optimizer.dispose();
-  const medianMs = median(times);
-  return { backend: `tfjs-${info.backend} (${info.device}, ${info.threads} thr${kernelLabel})`, medianMs, imagesPerSec: (B * 1000) / medianMs, peakRss, wasmHeap: heap, tfBytes, loss };
+  const threads = Math.min(CORES, Math.max(info.threads, blas && kernels === 'on' ? blas.threads : 1));
+  return { label: `tfjs-${info.backend} (${info.threads} wasm thr${kernelLabel})`, times, batch: shape.batch, threads, peakRss, wasmHeap: heap, loss, load: [load()] };
 }
 
-/** This benchmark in a child process with one wasm thread count; returns its rows. */
-function runChild(threads: string): Row[] {
+async function childMain(): Promise<void> {
+  const shape = JSON.parse(a['child-shape']!) as BenchmarkShape;
+  const rows: Row[] = [];
+  for (const b of a.backends!.split(',')) {
+    const settings = b.trim() === 'wasm' ? a.kernels!.split(',').map((k) => k.trim() as KernelSetting) : (['off'] as const);
+    for (const k of settings) rows.push(await benchTfjs(shape, b.trim() as BackendPreference, k));
+  }
+  writeFileSync(a['rows-json']!, JSON.stringify(rows));
+}
+
+// ---------------------------------------------------------------- the comparison (parent process)
+
+/** One tfjs measurement of a shape in its own process (one wasm pool size); its rows. */
+function runTfjs(shape: BenchmarkShape, wasmThreads: string): Row[] {
   const json = join(mkdtempSync(join(tmpdir(), 'moco-bench-')), 'rows.json');
-  const args = process.argv.slice(2).filter((x, i, all) => !['--wasm-threads', '--rows-json'].includes(x) && !['--wasm-threads', '--rows-json'].includes(all[i - 1]));
-  const r = spawnSync(process.execPath, [...process.execArgv, process.argv[1], ...args, '--wasm-threads', threads, '--rows-json', json, '--no-torch'], {
+  const pass = ['--backends', a.backends!, '--kernels', a.kernels!, '--steps', a.steps!, '--warmup', a.warmup!, ...(a['micro-batch'] ? ['--micro-batch', a['micro-batch']] : [])];
+  const env = { ...process.env, ...(wasmThreads ? { MOCO_WASM_THREADS: wasmThreads } : {}) };
+  const r = spawnSync(process.execPath, [...process.execArgv, process.argv[1], ...pass, '--child-shape', JSON.stringify(shape), '--rows-json', json], {
     stdio: ['ignore', 'ignore', 'inherit'],
+    env,
   });
-  if (r.status !== 0 || !existsSync(json)) throw new Error(`benchmark child (--wasm-threads ${threads}) exited ${r.status}`);
+  if (r.status !== 0 || !existsSync(json)) throw new Error(`benchmark child exited ${r.status}`);
   return JSON.parse(readFileSync(json, 'utf8')) as Row[];
 }
 
-function benchTorch(): { medianMs: number; imagesPerSec: number; label: string } | string {
-  const script = '/work/shared/baselines/pytorch_moco_step.py';
-  const python = '/usr/bin/python3';
-  const blas = '/usr/lib/x86_64-linux-gnu/openblas-pthread';
-  if (!existsSync(script) || !existsSync(python)) return 'baseline script or /usr/bin/python3 missing';
+/** PyTorch's side of a shape (one process), or why it did not run. */
+function runTorch(shape: BenchmarkShape): Row | string {
+  if (!existsSync(BASELINE)) return `no baseline script at ${BASELINE}`;
+  if (!existsSync(PYTHON)) return `${PYTHON} missing`;
   const json = join(mkdtempSync(join(tmpdir(), 'moco-bench-')), 'torch.json');
-  const args = [script, '--dim', a.dim!, '--depth', a.depth!, '--heads', a.heads!, '--batch', a.batch!, '--mlp-hidden', a.hidden!, '--out', a.out!];
+  const args = ['--img', shape.img, '--patch', shape.patch, '--dim', shape.dim, '--depth', shape.depth, '--heads', shape.heads, '--batch', shape.batch, '--mlp-hidden', shape.hidden, '--out', shape.out];
   args.push('--steps', a.steps!, '--warmup', a.warmup!, '--threads', a.threads!, '--json', json);
-  const r = spawnSync(python, args, { env: { ...process.env, LD_LIBRARY_PATH: blas }, stdio: ['ignore', 'inherit', 'inherit'] });
+  // Runs the script unchanged and adds its peak RSS (ru_maxrss, KiB) to its JSON.
+  const wrapper = [
+    'import json, resource, runpy, sys',
+    'sys.argv = sys.argv[1:]',
+    'runpy.run_path(sys.argv[0], run_name="__main__")',
+    'out = sys.argv[sys.argv.index("--json") + 1]',
+    'res = json.load(open(out)); res["peakRssKiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss',
+    'json.dump(res, open(out, "w"))',
+  ].join('\n');
+  // Debian's torch finds OpenBLAS through libblas.so.3: point it at the pthread variant's folder.
+  const blasDir = `/usr/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu/openblas-pthread`;
+  const r = spawnSync(PYTHON, ['-c', wrapper, BASELINE, ...args.map(String)], { env: { ...process.env, LD_LIBRARY_PATH: blasDir }, stdio: ['ignore', 'ignore', 'inherit'] });
   if (r.status !== 0 || !existsSync(json)) return `python3 exited ${r.status} (apt-get install -y python3-torch libopenblas0-pthread)`;
-  const res = JSON.parse(readFileSync(json, 'utf8')) as { medianMs: number; imagesPerSec: number; backend: string; threads: number };
-  return { medianMs: res.medianMs, imagesPerSec: res.imagesPerSec, label: `${res.backend}, ${res.threads} threads` };
+  const res = JSON.parse(readFileSync(json, 'utf8')) as { steps: { ms: number; loss: number }[]; backend: string; threads: number; peakRssKiB: number };
+  return {
+    label: `${res.backend} (${res.threads} thr)`,
+    times: res.steps.map((s) => s.ms),
+    batch: shape.batch,
+    threads: Math.min(CORES, res.threads),
+    peakRss: res.peakRssKiB * 1024,
+    wasmHeap: null,
+    loss: res.steps[res.steps.length - 1]?.loss ?? NaN,
+    load: [load()],
+  };
+}
+
+/** Rows of the same label across rounds, merged: every step time kept, peaks maxed. */
+function merge(rows: Row[]): Row[] {
+  const byLabel = new Map<string, Row>();
+  for (const r of rows) {
+    const m = byLabel.get(r.label);
+    if (!m) byLabel.set(r.label, { ...r, times: [...r.times], load: [...r.load] });
+    else {
+      m.times.push(...r.times);
+      m.peakRss = Math.max(m.peakRss, r.peakRss);
+      m.load.push(...r.load);
+    }
+  }
+  return [...byLabel.values()];
 }
 
 async function main() {
-  const shape = `ViT 32×32/4 D${a.dim} depth ${a.depth} heads ${a.heads}, batch ${a.batch}, heads hidden ${a.hidden} out ${a.out}`;
-  process.stderr.write(`one MoCo v3 step: ${shape}\n`);
-  const rows: Row[] = [];
-  const threadCounts = a['wasm-threads']!.split(',').map((t) => t.trim());
-  if (threadCounts.length > 1) {
-    for (const t of threadCounts) rows.push(...runChild(t));
-  } else {
-    process.env.MOCO_WASM_THREADS = threadCounts[0];
-    // Every backend × kernel setting in this one process, so the ratios compare like with like.
-    const kernelSettings = a.kernels!.split(',').map((k) => k.trim() as KernelSetting);
-    for (const b of a.backends!.split(',')) {
-      for (const k of b.trim() === 'wasm' ? kernelSettings : (['off'] as const)) rows.push(await benchTfjs(b.trim() as BackendPreference, k));
+  if (a['child-shape']) return childMain();
+  const shapes = shapesAsked();
+  const wasmThreads = a['wasm-threads'] ? a['wasm-threads'].split(',').map((t) => t.trim()) : [''];
+  const rounds = Number(a.rounds);
+  console.log(`load average at the start: ${loadavg().map((l) => l.toFixed(2)).join(' ')} (${CORES} cores)`);
+  const tfjsRows = new Map<string, Row[]>(shapes.map(([name]) => [name, []]));
+  const torchRows = new Map<string, Row[]>(shapes.map(([name]) => [name, []]));
+  const torchMissing = new Map<string, string>();
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, shape] of shapes) {
+      process.stderr.write(`round ${round + 1}/${rounds}, ${name}: ${shapeLabel(shape)}\n`);
+      for (const t of wasmThreads) tfjsRows.get(name)!.push(...runTfjs(shape, t));
+      if (a['no-torch']) torchMissing.set(name, 'skipped (--no-torch)');
+      else {
+        const torch = runTorch(shape);
+        if (typeof torch === 'string') torchMissing.set(name, torch);
+        else torchRows.get(name)!.push(torch);
+      }
     }
-    if (a['rows-json']) return writeFileSync(a['rows-json'], JSON.stringify(rows));
   }
-  const torch = a['no-torch'] ? 'skipped (--no-torch)' : benchTorch();
-  // The reported figure is for the default shape only: at another shape there is nothing to compare.
-  const defaultShape = (Object.keys(DEFAULT_SHAPE) as (keyof typeof DEFAULT_SHAPE)[]).every((k) => a[k] === DEFAULT_SHAPE[k]);
-  const torchMs = typeof torch !== 'string' ? torch.medianMs : defaultShape ? REPORTED_TORCH_MS : NaN;
-  const torchLabel =
-    typeof torch !== 'string'
-      ? `measured in this run (${torch.label})`
-      : defaultShape
-        ? `reported ${REPORTED_TORCH_MS} ms (DESIGN.md; not run here: ${torch})`
-        : `not run (${torch}); the reported ${REPORTED_TORCH_MS} ms is for the default shape only`;
-  console.log(`\n${shape}`);
-  console.log('| backend | median ms/step | images/s | peak RSS | wasm heap | tf.memory | speed-up vs first row | time ÷ PyTorch |');
-  console.log('|---|---|---|---|---|---|---|---|');
-  for (const r of rows) {
-    const speedup = `${(rows[0].medianMs / r.medianMs).toFixed(2)}×`;
-    console.log(`| ${r.backend} | ${r.medianMs.toFixed(0)} | ${r.imagesPerSec.toFixed(2)} | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${mib(r.tfBytes)} | ${speedup} | ${Number.isNaN(torchMs) ? '–' : `${(r.medianMs / torchMs).toFixed(2)}×`} |`);
+  const summary: string[] = [];
+  for (const [name, shape] of shapes) {
+    const torch = merge(torchRows.get(name)!)[0];
+    const isDefault = SHAPE_KEYS.every((k) => shape[k] === BENCHMARK_SHAPES.default[k]);
+    const torchMs = torch ? median(torch.times) : isDefault ? REPORTED_TORCH_MS : NaN;
+    const rows = merge(tfjsRows.get(name)!);
+    console.log(`\n${name}: ${shapeLabel(shape)}; ${rounds} round(s) × ${a.steps} steps, interleaved`);
+    console.log('| run | median ms/step | images/s | images/s per core | peak RSS | wasm heap | last loss | time ÷ PyTorch | load average per round |');
+    console.log('|---|---|---|---|---|---|---|---|---|');
+    for (const r of [...rows, ...(torch ? [torch] : [])]) {
+      const ms = median(r.times);
+      const ips = (r.batch * 1000) / ms;
+      const ratio = Number.isNaN(torchMs) ? '–' : `${(ms / torchMs).toFixed(2)}×`;
+      console.log(`| ${r.label} | ${ms.toFixed(0)} | ${ips.toFixed(1)} | ${(ips / r.threads).toFixed(1)} (${r.threads} thr) | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${r.loss.toFixed(4)} | ${ratio} | ${r.load.join(', ')} |`);
+      if (r !== torch) summary.push(`| ${name} | ${r.label} | ${ms.toFixed(0)} | ${torch ? median(torch.times).toFixed(0) : '–'} | **${ratio}** | ${mib(r.peakRss)} / ${torch ? mib(torch.peakRss) : '–'} | ${(ips / r.threads).toFixed(1)} / ${torch ? ((torch.batch * 1000) / median(torch.times) / torch.threads).toFixed(1) : '–'} |`);
+    }
+    if (!torch) console.log(`PyTorch: ${isDefault ? `the reported ${REPORTED_TORCH_MS} ms (DESIGN.md; not run here: ${torchMissing.get(name)})` : `not run (${torchMissing.get(name)})`}`);
   }
-  if (typeof torch !== 'string') console.log(`| pytorch | ${torch.medianMs.toFixed(0)} | ${torch.imagesPerSec.toFixed(2)} | – | – | – | – | 1× |`);
+  console.log('\n| shape | tfjs | ms/step | PyTorch ms/step | time ÷ PyTorch | peak RSS (tfjs / PyTorch) | images/s per core (tfjs / PyTorch) |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const line of summary) console.log(line);
   console.log(`load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  console.log(`PyTorch: ${torchLabel}`);
 }
 
 main().catch((err) => {

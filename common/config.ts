@@ -49,9 +49,14 @@ export const configSchema = z.object({
    * replica agrees without a secret column. The default is for a developer's machine only.
    */
   WEBHOOK_SIGNING_KEY: z.string().min(16, 'must be at least 16 characters').default(DEV_WEBHOOK_SIGNING_KEY),
-  /** What an API process runs: a comma-separated subset of http,dispatcher,reconciler,webhooks. */
-  API_ROLES: z.string().regex(/^[a-z]+(,[a-z]+)*$/, 'a comma-separated list such as http,dispatcher').default('http,dispatcher,reconciler,webhooks'),
+  /** What an API process runs: a comma-separated subset of http,dispatcher,reconciler,webhooks,sweeps. */
+  API_ROLES: z.string().regex(/^[a-z]+(,[a-z]+)*$/, 'a comma-separated list such as http,dispatcher').default('http,dispatcher,reconciler,webhooks,sweeps'),
   RUNNER_CONCURRENCY: int(1, 64).default(1),
+  /**
+   * GPUs this runner hands out, one per concurrent run (CUDA_VISIBLE_DEVICES): a number, or `auto`
+   * (`nvidia-smi -L`; 0 where there is none). Runs beyond the GPUs compute on the CPU.
+   */
+  RUNNER_GPUS: z.string().regex(/^(auto|\d{1,2})$/, 'a number of GPUs or auto').default('auto'),
   /** Seconds a runner has after SIGTERM to checkpoint the running job and exit. */
   RUNNER_GRACE_SECONDS: int(1, 3600).default(60),
   /** BullMQ lock of a running job; renewed every lock/2 from a thread that never trains. */

@@ -15,10 +15,10 @@ function isUsageError(err: unknown): err is Error {
  * Runs an entry point; a UserFacingError or a command-line mistake becomes one clear line on
  * stderr and exit code 1.
  */
-export function runMain(main: () => Promise<unknown>, usage?: string): void {
+export function runMain(main: () => Promise<unknown>): void {
   main().catch((err: unknown) => {
     if (isUsageError(err)) {
-      process.stderr.write(`momentum: ${err.message}${usage ? `\nusage: ${usage}` : ''}\n`);
+      process.stderr.write(`momentum: ${err.message.split(/\.(\s|$)/)[0]}; --help lists the options\n`);
     } else if (err instanceof UserFacingError) {
       process.stderr.write(`momentum: ${err.message}\n`);
     } else {

@@ -5,6 +5,8 @@
  * (DESIGN.md section 3); the runner resolves the ones that depend on the architecture or dataset.
  */
 import { z } from 'zod';
+import { gateRule } from './gate.js';
+import { modelAlias, modelName, modelRef } from './models.js';
 
 export const JOB_TYPES = ['pretrain', 'probe', 'ingest'] as const;
 export type JobType = (typeof JOB_TYPES)[number];
@@ -45,8 +47,8 @@ export const modelSpec = z.strictObject({
 export const mocoSpec = z.strictObject({
   /** InfoNCE temperature; defaults to 0.2 for ViT and 1.0 for ResNet. */
   temperature: positive(10).optional(),
-  /** Initial momentum of the key encoder; rises to 1 on a half-cosine when schedule is cosine. */
-  momentum: probability.default(0.99),
+  /** Initial momentum of the key encoder; rises to 1 on a half-cosine when schedule is cosine. Defaults: 0.99 (MoCo v3), 0.996 (BYOL). */
+  momentum: probability.optional(),
   momentumSchedule: z.enum(['cosine', 'constant']).default('cosine'),
   projector: z
     .strictObject({
@@ -57,7 +59,8 @@ export const mocoSpec = z.strictObject({
     .prefault({}),
   predictor: z
     .strictObject({
-      enabled: z.boolean().default(true),
+      /** Defaults to true for MoCo v3 and BYOL; SimCLR has none. */
+      enabled: z.boolean().optional(),
       layers: int(1, 4).default(2),
       hiddenDim: int(8, 16384).default(4096),
     })
@@ -102,7 +105,16 @@ export const webhookSpec = z.strictObject({
 });
 
 export const resourcesSpec = z.strictObject({
-  gpus: int(0, 8).default(1),
+  /**
+   * 0 (CPU only: the run sees no GPU) or 1. tfjs-node-gpu trains on one GPU per process, and a
+   * runner gives each run one GPU, so more is refused at submission rather than silently ignored.
+   */
+  gpus: z
+    .number()
+    .int()
+    .min(0)
+    .max(1, { message: 'at most 1: a run trains on one GPU (tfjs-node-gpu uses one GPU per process, and each runner gives a run one GPU)' })
+    .default(1),
   backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
 });
 
@@ -115,9 +127,29 @@ const common = {
   labels: z.record(z.string().max(64), z.string().max(256)).optional(),
 };
 
+/**
+ * Where weights come from (a probe's source, a pretrain's initFrom): a job's checkpoint
+ * (`{ job, checkpoint }`, checkpoint `latest` when omitted) or a model version (`{ model:
+ * "fmnist-backbone@production" }`). The API pins what it resolved: `{ job, checkpoint: "v3" }`, plus
+ * `model: "name@N"` when a model was named (then job and checkpoint must name that version's).
+ */
+export const weightsSource = z
+  .strictObject({
+    job: z.uuid().optional(),
+    checkpoint: checkpointRef.optional(),
+    model: modelRef.optional(),
+  })
+  .refine((s) => s.job !== undefined || s.model !== undefined, { message: 'name a job (and optionally a checkpoint) or a model ("name@alias", "name@N")', path: ['job'] })
+  .refine((s) => s.job !== undefined || s.checkpoint === undefined, { message: 'a checkpoint belongs to a job: name the job too, or use model', path: ['checkpoint'] });
+export type WeightsSource = z.infer<typeof weightsSource>;
+
+/** The self-supervised objective: MoCo v3, or SimCLR / BYOL as baselines on the same backbone and data path. */
+export const METHODS = ['mocov3', 'simclr', 'byol'] as const;
+
 export const pretrainSpec = z.strictObject({
   type: z.literal('pretrain'),
   dataset: datasetRef,
+  method: z.enum(METHODS).default('mocov3'),
   model: modelSpec.prefault({}),
   moco: mocoSpec.prefault({}),
   optim: optimSpec.prefault({}),
@@ -129,13 +161,25 @@ export const pretrainSpec = z.strictObject({
   /** Keep the newest K checkpoint versions (aliased ones are always kept). */
   keepCheckpoints: int(1, 1000).default(3),
   /** Start from another pretrain job's checkpoint (retraining); its architecture must match. */
-  initFrom: z.strictObject({ job: z.uuid(), checkpoint: checkpointRef.default('latest') }).optional(),
+  initFrom: weightsSource.optional(),
   ...common,
 });
 
+/**
+ * Register the probed checkpoint as a version of `model` and point `alias` at it, if every gate rule
+ * passes (contracts/gate.ts). The decision and both numbers are recorded either way.
+ */
+export const promoteSpec = z.strictObject({
+  model: modelName,
+  alias: modelAlias,
+  gate: z.array(gateRule).max(8).default([]),
+});
+export type PromoteSpec = z.infer<typeof promoteSpec>;
+
 export const probeSpec = z.strictObject({
   type: z.literal('probe'),
-  source: z.strictObject({ job: z.uuid(), checkpoint: checkpointRef.default('latest') }),
+  source: weightsSource,
+  promote: promoteSpec.optional(),
   /** Labeled dataset to probe on; defaults to the pretrain job's dataset. */
   dataset: datasetRef.optional(),
   epochs: int(1, 1000).default(10),

@@ -28,5 +28,9 @@ export const JOB_EVENTS = [
   'job.canceled',
   'checkpoint.created',
   'evaluation.completed',
+  // Named models (on the job they concern: the promoting probe, or the job whose checkpoint it is).
+  'model.version.created',
+  'model.alias.moved',
+  'gate.failed',
 ] as const;
 export type JobEventName = (typeof JOB_EVENTS)[number];

@@ -30,6 +30,10 @@ export async function checkDatabase(sql: Sql, url: string): Promise<void> {
   try {
     await sql`select 1`;
   } catch (err) {
+    // Postgres answered, but the database is not there yet: say so, and what creates it.
+    if ((err as { code?: string }).code === '3D000') {
+      throw new UserFacingError(`${describe(err)} (DATABASE_URL=${redactUrl(url)}); \`npm run migrate\` creates it, as \`npm run api\` and \`npm run runner\` do at start-up`);
+    }
     throw new UserFacingError(`cannot reach Postgres at DATABASE_URL=${redactUrl(url)}: ${describe(err)}`);
   }
 }

@@ -16,6 +16,7 @@ import {
   jobLogs,
   jobs,
   metrics,
+  modelVersions,
   outbox,
 } from './schema.js';
 import { OUTBOX_TOPICS, type JobEventMessage } from '../contracts/outbox.js';
@@ -231,8 +232,8 @@ export async function resolveCheckpoint(db: DbOrTx, jobId: string, ref: string):
 
 /**
  * The versions retention may delete: all but the newest `keep`, minus those an alias points at
- * (`latest`, `best`, a user's) and those an evaluation refers to (deleting them would delete the
- * recorded probe results with them).
+ * (`latest`, `best`, a user's), those an evaluation refers to (deleting them would delete the
+ * recorded probe results with them) and those a model version points at.
  */
 export async function checkpointsBeyondRetention(db: DbOrTx, jobId: string, keep: number): Promise<CheckpointRow[]> {
   const all = await listCheckpoints(db, jobId);
@@ -247,11 +248,15 @@ export async function checkpointsBeyondRetention(db: DbOrTx, jobId: string, keep
     .select({ id: evaluations.checkpointId })
     .from(evaluations)
     .where(inArray(evaluations.checkpointId, ids));
-  const pinned = new Set([...aliased, ...evaluated].map((r) => r.id));
+  const registered = await db
+    .select({ id: modelVersions.checkpointId })
+    .from(modelVersions)
+    .where(inArray(modelVersions.checkpointId, ids));
+  const pinned = new Set([...aliased, ...evaluated, ...registered].map((r) => r.id));
   return old.filter((c) => !pinned.has(c.id));
 }
 
-/** Deletes version rows, unless an alias or an evaluation started pointing at one meanwhile. */
+/** Deletes version rows, unless an alias, an evaluation or a model version started pointing at one meanwhile. */
 export async function deleteCheckpointRows(db: DbOrTx, ids: readonly string[]): Promise<string[]> {
   if (!ids.length) return [];
   const deleted = await db
@@ -261,6 +266,7 @@ export async function deleteCheckpointRows(db: DbOrTx, ids: readonly string[]): 
         inArray(checkpoints.id, [...ids]),
         sql`not exists (select 1 from ${checkpointAliases} a where a.checkpoint_id = ${checkpoints.id})`,
         sql`not exists (select 1 from ${evaluations} e where e.checkpoint_id = ${checkpoints.id})`,
+        sql`not exists (select 1 from ${modelVersions} mv where mv.checkpoint_id = ${checkpoints.id})`,
       ),
     )
     .returning({ id: checkpoints.id });

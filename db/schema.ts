@@ -5,6 +5,7 @@
  */
 import { sql } from 'drizzle-orm';
 import {
+  type AnyPgColumn,
   bigint,
   bigserial,
   boolean,
@@ -258,4 +259,135 @@ export const webhookDeliveries = pgTable(
     // The reconciler looks for unfinished deliveries by age every pass; keep that off a full scan.
     index('webhook_deliveries_unfinished_idx').on(t.createdAt).where(sql`${t.status} in ('pending','retrying')`),
   ],
+);
+
+export const SWEEP_STATES = ['running', 'completed', 'canceled'] as const;
+export type SweepState = (typeof SWEEP_STATES)[number];
+
+/** A sweep: one pretrain job (and then one probe) per setting of a grid over a base spec (issue 12). */
+export const sweeps = pgTable(
+  'sweeps',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    tenantId: uuid('tenant_id').notNull().references(() => tenants.id, { onDelete: 'cascade' }),
+    state: text('state').$type<SweepState>().notNull().default('running'),
+    /** The request as validated: base spec (dataset pinned), grid, variants, seeds, probe, budget. */
+    spec: jsonb('spec').notNull(),
+    /** Why it ended when it did not just complete (canceled by the user, budget used up). */
+    reason: text('reason'),
+    idempotencyKey: text('idempotency_key'),
+    requestHash: text('request_hash'),
+    createdAt: createdAt(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+    finishedAt: timestamp('finished_at', { withTimezone: true }),
+  },
+  (t) => [
+    uniqueIndex('sweeps_tenant_idempotency_uq').on(t.tenantId, t.idempotencyKey),
+    index('sweeps_tenant_created_idx').on(t.tenantId, t.createdAt, t.id),
+    index('sweeps_running_idx').on(t.createdAt).where(sql`${t.state} = 'running'`),
+    check('sweeps_state_ck', sql`${t.state} in ('running','completed','canceled')`),
+  ],
+);
+
+/** One setting of a sweep: its values, its full pretrain spec, and the jobs submitted for it. */
+export const sweepRuns = pgTable(
+  'sweep_runs',
+  {
+    sweepId: uuid('sweep_id').notNull().references(() => sweeps.id, { onDelete: 'cascade' }),
+    index: integer('index').notNull(),
+    /** Dotted path → value for every grid/variant/seed field this setting sets. */
+    setting: jsonb('setting').notNull(),
+    spec: jsonb('spec').notNull(),
+    pretrainJobId: uuid('pretrain_job_id').references(() => jobs.id, { onDelete: 'set null' }),
+    probeJobId: uuid('probe_job_id').references(() => jobs.id, { onDelete: 'set null' }),
+    /** Why a job for this setting could not be submitted (its dataset was deleted, say). */
+    error: text('error'),
+  },
+  (t) => [primaryKey({ columns: [t.sweepId, t.index] })],
+);
+
+// --- named models (migration 0005) ---------------------------------------------------------------
+
+/** A tenant-scoped name (`fmnist-backbone`) whose versions point at checkpoints of any of its jobs. */
+export const models = pgTable(
+  'models',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    tenantId: uuid('tenant_id').notNull().references(() => tenants.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    description: text('description'),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('models_tenant_name_uq').on(t.tenantId, t.name)],
+);
+
+/**
+ * One version of a model: a checkpoint version of a pretrain job, immutable, with its lineage as it
+ * was when registered (parent weights, dataset version and manifest digest, spec, code version). The
+ * checkpoint is pinned: retention never deletes a checkpoint a model version points at.
+ */
+export const modelVersions = pgTable(
+  'model_versions',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    modelId: uuid('model_id').notNull().references(() => models.id, { onDelete: 'cascade' }),
+    version: integer('version').notNull(),
+    checkpointId: uuid('checkpoint_id').notNull().references(() => checkpoints.id),
+    jobId: uuid('job_id').notNull().references(() => jobs.id, { onDelete: 'cascade' }),
+    checkpointVersion: integer('checkpoint_version').notNull(),
+    /** The model version whose weights the job started from (initFrom), when there is one. */
+    parentVersionId: uuid('parent_version_id').references((): AnyPgColumn => modelVersions.id, { onDelete: 'set null' }),
+    parentJobId: uuid('parent_job_id'),
+    parentCheckpointVersion: integer('parent_checkpoint_version'),
+    datasetVersionId: uuid('dataset_version_id'),
+    /** `name@N` as the job resolved it (kept even if the dataset version is deleted later). */
+    datasetRef: text('dataset_ref'),
+    manifestSha256: text('manifest_sha256'),
+    spec: jsonb('spec').notNull(),
+    /** The runner's code version (package version, git commit) from the job's runtime. */
+    codeVersion: jsonb('code_version'),
+    /** The probe job whose gate promoted it; null when registered through the API. */
+    createdByJobId: uuid('created_by_job_id'),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    uniqueIndex('model_versions_uq').on(t.modelId, t.version),
+    uniqueIndex('model_versions_checkpoint_uq').on(t.modelId, t.checkpointId),
+    index('model_versions_checkpoint_idx').on(t.checkpointId),
+  ],
+);
+
+/** Movable names of model versions (`production`, `staging`, the user's own); `latest` is implicit. */
+export const modelAliases = pgTable(
+  'model_aliases',
+  {
+    modelId: uuid('model_id').notNull().references(() => models.id, { onDelete: 'cascade' }),
+    alias: text('alias').notNull(),
+    versionId: uuid('version_id').notNull().references(() => modelVersions.id, { onDelete: 'cascade' }),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.modelId, t.alias] })],
+);
+
+/** Every gated promotion decided by a probe: pass or fail, each rule with both numbers. One per probe job. */
+export const modelGateResults = pgTable(
+  'model_gate_results',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    modelId: uuid('model_id').notNull().references(() => models.id, { onDelete: 'cascade' }),
+    probeJobId: uuid('probe_job_id').notNull().references(() => jobs.id, { onDelete: 'cascade' }),
+    alias: text('alias').notNull(),
+    checkpointId: uuid('checkpoint_id').notNull(),
+    evaluationId: uuid('evaluation_id').notNull(),
+    passed: boolean('passed').notNull(),
+    /** The alias moved to this candidate (false when it failed, or already pointed there). */
+    moved: boolean('moved').notNull(),
+    versionId: uuid('version_id'),
+    previousVersionId: uuid('previous_version_id'),
+    rules: jsonb('rules').notNull(),
+    datasetVersionId: uuid('dataset_version_id'),
+    protocol: jsonb('protocol'),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('model_gate_results_probe_uq').on(t.probeJobId), index('model_gate_results_model_idx').on(t.modelId, t.createdAt)],
 );

@@ -7,7 +7,8 @@
  * within RUNNER_GRACE_SECONDS. A second SIGINT exits at once.
  */
 import { config } from '../common/config.js';
-import { runMain, UserFacingError } from '../common/errors.js';
+import { parseCommandLine } from '../common/commandLine.js';
+import { runMain } from '../common/errors.js';
 import { createLogger } from '../common/logger.js';
 import { checkDependencies } from '../common/startup.js';
 import { Storage, storageConfigFrom } from '../common/storage.js';
@@ -16,18 +17,16 @@ import { runMigrations } from '../db/migrate.js';
 import { CancelWatch } from './supervisor/cancelWatch.js';
 import { newRunnerId, Runner } from './worker.js';
 
-function onceRequested(argv: readonly string[], fromConfig: boolean): boolean {
-  const unknown = argv.filter((a) => a !== '--once');
-  if (unknown.length) throw new UserFacingError(`runner: unknown argument ${unknown[0]} (usage: runner [--once])`);
-  return argv.includes('--once') || fromConfig;
-}
+const USAGE = 'npm run runner [-- --once]   (--once: take one job, run it, exit; configuration: the environment, see the README)';
 
 runMain(async () => {
+  const { values } = parseCommandLine(USAGE, { once: { type: 'boolean', default: false } });
   const c = config();
-  const once = onceRequested(process.argv.slice(2), c.RUNNER_ONCE);
+  const once = values.once || c.RUNNER_ONCE;
   const log = createLogger(c.LOG_LEVEL, 'runner');
-  await checkDependencies(c, { s3: true });
+  // Create and migrate the database first: on a new machine it does not exist yet.
   await runMigrations(c.DATABASE_URL);
+  await checkDependencies(c, { s3: true });
 
   const database = connectDatabase(c.DATABASE_URL, { max: Math.min(c.DATABASE_POOL_MAX, 4 + 2 * c.RUNNER_CONCURRENCY) });
   const storage = new Storage(storageConfigFrom(c));

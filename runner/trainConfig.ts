@@ -27,6 +27,7 @@ export function buildTrainConfig(spec: PretrainSpec, manifest: DatasetManifest, 
   }
   const config = resolveTrainConfig(
     {
+      method: spec.method,
       model: spec.model,
       moco: spec.moco,
       optim: spec.optim,

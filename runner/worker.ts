@@ -12,7 +12,8 @@
  * - maxStalledCount = RUNNER_MAX_ATTEMPTS: every stall is a lost attempt, and Postgres counts
  *   attempts (jobs.attempt) and fails the job with its reasons past the limit; BullMQ must not give
  *   up first (after maxStalledCount stalls it would fail the job behind Postgres's back).
- * - concurrency = RUNNER_CONCURRENCY on `train` (1 per GPU), 1 on `ingest`.
+ * - concurrency = RUNNER_CONCURRENCY on `train` (1 per GPU), 1 on `ingest`. Each `train` run gets a
+ *   device slot (supervisor/deviceSlots.ts): its own GPU of RUNNER_GPUS and cores / concurrency.
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -23,6 +24,7 @@ import { QUEUES, type QueueName, type RunJobPayload } from '../contracts/queues.
 import type { RunnerServices } from './supervisor/context.js';
 import { RunControl } from './supervisor/runControl.js';
 import { processDelivery, type AttemptResult } from './supervisor/jobAttempt.js';
+import { DeviceSlots, resolveGpuCount } from './supervisor/deviceSlots.js';
 
 export interface RunnerOptions {
   /** Take one job, run it, then stop (scale-to-zero runners, KEDA ScaledJobs). */
@@ -41,6 +43,7 @@ export class Runner {
   private stopping: Promise<void> | undefined;
   private takenOnce = false;
   private markStopped!: () => void;
+  private slots: DeviceSlots | undefined;
   /** Resolves once the runner has stopped: after SIGTERM, or in one-job mode after its job. */
   readonly stopped = new Promise<void>((resolve) => (this.markStopped = resolve));
 
@@ -52,6 +55,10 @@ export class Runner {
   async start(): Promise<void> {
     const { config, log } = this.services;
     await this.services.cancelWatch.start();
+    const gpus = resolveGpuCount(config.RUNNER_GPUS);
+    const trainRuns = this.opts.once ? 1 : config.RUNNER_CONCURRENCY;
+    this.slots = new DeviceSlots(gpus, trainRuns);
+    if (gpus > 0 && trainRuns > gpus) log.warn({ gpus, concurrency: trainRuns }, 'more concurrent runs than GPUs: the runs beyond them compute on the CPU');
     const queues = this.opts.queues ?? [QUEUES.train, QUEUES.ingest];
     for (const queue of queues) {
       const connection = createRedis(config.REDIS_URL);
@@ -83,7 +90,7 @@ export class Runner {
       await worker.waitUntilReady();
     }
     log.info(
-      { queues, concurrency: config.RUNNER_CONCURRENCY, lockMs: config.RUNNER_LOCK_MS, prefix: config.QUEUE_PREFIX, once: !!this.opts.once },
+      { queues, concurrency: config.RUNNER_CONCURRENCY, gpus, coresPerRun: this.slots.coresPerSlot, lockMs: config.RUNNER_LOCK_MS, prefix: config.QUEUE_PREFIX, once: !!this.opts.once },
       'runner waiting for jobs',
     );
   }
@@ -139,9 +146,12 @@ export class Runner {
     this.takenOnce = true;
     const control = new RunControl();
     this.active.set(job.data.jobId, control);
+    // A GPU and a share of the cores for a training or probe run; ingestion needs neither.
+    const slot = job.queueName === QUEUES.train ? this.slots?.acquire() : undefined;
     try {
-      return await processDelivery(this.services, job, token, control);
+      return await processDelivery(this.services, job, token, control, slot);
     } finally {
+      if (slot) this.slots?.release(slot);
       this.active.delete(job.data.jobId);
       if (this.opts.once) {
         // Closing waits for this processor to return, so it must not be awaited from inside it.

@@ -3,8 +3,8 @@
  * and an API key for it, and prints the key (shown this once; only its hash is stored). This is how
  * the first admin key comes to exist; later keys can be made over the API (POST /v1/keys).
  */
-import { parseArgs } from 'node:util';
 import { config } from '../common/config.js';
+import { parseCommandLine } from '../common/commandLine.js';
 import { runMain, UserFacingError } from '../common/errors.js';
 import { checkDependencies } from '../common/startup.js';
 import { connectDatabase } from '../db/client.js';
@@ -16,27 +16,20 @@ import { SCOPES } from '../api/auth/scopes.js';
 const USAGE = `npm run create-key -- [--tenant default] [--name admin] [--scopes ${SCOPES.join(',')}] [--json]`;
 
 runMain(async () => {
-  const { values } = parseArgs({
-    options: {
-      tenant: { type: 'string', default: 'default' },
-      name: { type: 'string', default: 'admin' },
-      scopes: { type: 'string', default: 'admin' },
-      json: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
-    },
+  const { values } = parseCommandLine(USAGE, {
+    tenant: { type: 'string', default: 'default' },
+    name: { type: 'string', default: 'admin' },
+    scopes: { type: 'string', default: 'admin' },
+    json: { type: 'boolean', default: false },
   });
-  if (values.help) {
-    console.log(`usage: ${USAGE}`);
-    return;
-  }
   const scopes = values.scopes!.split(',').map((s) => s.trim()).filter(Boolean);
   const bad = scopes.find((s) => !(SCOPES as readonly string[]).includes(s));
   if (bad || !scopes.length) throw new UserFacingError(`--scopes must be a comma-separated subset of ${SCOPES.join(',')}; got ${JSON.stringify(values.scopes)}`);
   if (!/^[A-Za-z0-9._-]{1,100}$/.test(values.tenant!)) throw new UserFacingError('--tenant: letters, digits, ".", "_", "-", at most 100');
 
   const c = config();
-  await checkDependencies(c);
   await runMigrations(c.DATABASE_URL);
+  await checkDependencies(c);
   const database = connectDatabase(c.DATABASE_URL, { max: 1 });
   try {
     const tenant = await ensureTenant(database.db, values.tenant!);
@@ -51,4 +44,4 @@ runMain(async () => {
   } finally {
     await database.close();
   }
-}, USAGE);
+});

@@ -8,15 +8,17 @@
  * (the archive bytes), both from runner/datasets.
  */
 import { writeFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from '../common/commandLine.js';
 import { runMain, UserFacingError } from '../common/errors.js';
 import { FASHION_MNIST_DIR, fashionMnistIdxArchive } from '../runner/datasets/index.js';
 
 runMain(async () => {
-  const { values, positionals } = parseArgs({
-    allowPositionals: true,
-    options: { train: { type: 'string' }, val: { type: 'string' }, dir: { type: 'string', default: FASHION_MNIST_DIR } },
-  });
+  const { values, positionals } = parseCommandLine(
+    `npx tsx scripts/import-fashion-mnist.ts [out.tar.gz] [--train N] [--val N] [--dir ${FASHION_MNIST_DIR}]   (writes an IDX archive to upload with --format idx)`,
+    { train: { type: 'string' }, val: { type: 'string' }, dir: { type: 'string', default: FASHION_MNIST_DIR } },
+    { allowPositionals: true },
+  );
+  if (positionals.length > 1) throw new UserFacingError(`one output file, got ${positionals.length}; --help lists the options`);
   const count = (v: string | undefined, name: string) => {
     if (v === undefined) return undefined;
     const n = Number(v);

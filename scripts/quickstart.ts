@@ -11,13 +11,13 @@
  * --small (or QUICKSTART_SMALL=1): a few dozen steps on a few thousand images (tests, slow machines).
  * --generated: use generated images even where Fashion-MNIST is installed.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, openSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { config } from '../common/config.js';
+import { parseCommandLine } from '../common/commandLine.js';
 import { runMain, UserFacingError } from '../common/errors.js';
 import { checkDependencies } from '../common/startup.js';
 import { FASHION_MNIST_DIR, fashionMnistIdxArchive, generateSyntheticDataset, writeIdxArchive } from '../runner/datasets/index.js';
@@ -207,7 +207,15 @@ function progressPrinter(total: number) {
 }
 
 runMain(async () => {
-  const { values } = parseArgs({ options: { small: { type: 'boolean', default: false }, generated: { type: 'boolean', default: false } } });
+  const { values } = parseCommandLine(
+    'npm run quickstart [-- --small] [-- --generated]   (--small: a few dozen steps; --generated: generated images even where Fashion-MNIST is installed)',
+    { small: { type: 'boolean', default: false }, generated: { type: 'boolean', default: false }, services: { type: 'boolean', default: false } },
+  );
+  // `npm run quickstart` passes --services: start what is missing first (after --help was handled).
+  if (values.services) {
+    const services = spawnSync('bash', ['scripts/services.sh'], { stdio: 'inherit' });
+    if (services.status !== 0) throw new UserFacingError(`scripts/services.sh exited ${services.status}; its output above says why`);
+  }
   const small = values.small || ['1', 'true', 'yes'].includes((process.env.QUICKSTART_SMALL ?? '').toLowerCase());
   const plan = small ? SMALL : FULL;
   const c = config();

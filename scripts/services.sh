@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts what Momentum needs and is not running yet: PostgreSQL, Redis and the local S3 server.
 # Idempotent: a service that answers is left alone. Where PostgreSQL or Redis are not installed and
-# we are root on Debian, they are installed from Debian's packages. Prints one line per service.
+# we are root on Debian, they are installed from Debian's packages, and so is OpenBLAS
+# (libopenblas0-pthread: the trainer's matrix products on wasm; without it the trainer uses its
+# wasm kernels, so its absence is not an error). Prints one line per service.
 # Usage: scripts/services.sh [--no-s3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +51,21 @@ else
     --dir "$VAR" --logfile "$VAR/log/redis.log"
   wait_port "$REDIS_PORT" 50 || { echo "services: redis did not start" >&2; exit 1; }
   echo "services: started redis on 127.0.0.1:$REDIS_PORT"
+fi
+
+# --- Native BLAS for the trainer (optional) --------------------------------------------------
+blas_present() { ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\.0' || ls /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0 >/dev/null 2>&1; }
+if [ "${MOMENTUM_NO_BLAS_INSTALL:-}" = 1 ] || blas_present; then
+  blas_present && echo "services: native BLAS (OpenBLAS) present" || echo "services: native BLAS absent; the trainer uses its wasm kernels"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "services: installing libopenblas0-pthread from Debian's packages (the trainer's native matrix products)"
+  if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread) >"$VAR/log/apt-blas.log" 2>&1; then
+    echo "services: native BLAS installed"
+  else
+    echo "services: could not install libopenblas0-pthread (see $VAR/log/apt-blas.log); the trainer uses its wasm kernels" >&2
+  fi
+else
+  echo "services: native BLAS absent (apt-get install libopenblas0-pthread as root for faster training); the trainer uses its wasm kernels"
 fi
 
 # --- S3 (s3rver) ------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ const FILE_KINDS = { state: CHECKPOINT_FILES.state, backbone: CHECKPOINT_FILES.b
 const listRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}/checkpoints',
+  operationId: 'listCheckpoints',
   tags: ['checkpoints'],
   summary: 'Checkpoint versions of a job, with their aliases',
   security,
@@ -70,6 +71,7 @@ const listRoute = createRoute({
 const getRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}/checkpoints/{ref}',
+  operationId: 'getCheckpoint',
   tags: ['checkpoints'],
   summary: 'One checkpoint by version (`3`, `v3`) or alias (`latest`, `best`, your own)',
   security,
@@ -81,6 +83,7 @@ const getRoute = createRoute({
 const downloadRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}/checkpoints/{ref}/download',
+  operationId: 'getCheckpointDownloadUrl',
   tags: ['checkpoints'],
   summary: 'A short-lived presigned URL for the full state or the backbone export',
   description: 'The URL expires after `ttl` seconds (default SIGNED_URL_TTL_SECONDS, at most SIGNED_URL_MAX_TTL_SECONDS) and names the file `<job>-v<N>-<file>.safetensors`. With `redirect=true` the answer is a 302 to it.',
@@ -117,6 +120,7 @@ const downloadRoute = createRoute({
 const putAliasRoute = createRoute({
   method: 'put',
   path: '/jobs/{id}/checkpoints/aliases/{alias}',
+  operationId: 'setCheckpointAlias',
   tags: ['checkpoints'],
   summary: 'Point a user alias at a checkpoint version',
   security,
@@ -128,6 +132,7 @@ const putAliasRoute = createRoute({
 const deleteAliasRoute = createRoute({
   method: 'delete',
   path: '/jobs/{id}/checkpoints/aliases/{alias}',
+  operationId: 'deleteCheckpointAlias',
   tags: ['checkpoints'],
   summary: 'Remove a user alias',
   security,
@@ -148,9 +153,31 @@ function aliasesByVersion(aliases: Record<string, number>): Map<number, string[]
   return byVersion;
 }
 
+/** The `ttl` query of a download: at most SIGNED_URL_MAX_TTL_SECONDS. */
+export function checkTtl(deps: AppDeps, ttl: number | undefined): void {
+  const max = deps.config.SIGNED_URL_MAX_TTL_SECONDS;
+  if (ttl !== undefined && ttl > max) {
+    throw new ApiError(400, 'validation_failed', `ttl: at most ${max} seconds`, [{ path: 'ttl', message: `must be <= ${max}`, in: 'query' }]);
+  }
+}
+
+/** A presigned URL of one file of a checkpoint, named `<prefix>-<file>` for the browser. Shared with model downloads. */
+export async function presignCheckpointFile(deps: AppDeps, cp: CheckpointRow, q: { file: 'state' | 'backbone'; ttl?: number }, namePrefix: string) {
+  const max = deps.config.SIGNED_URL_MAX_TTL_SECONDS;
+  const ttl = q.ttl ?? Math.min(deps.config.SIGNED_URL_TTL_SECONDS, max);
+  const name = FILE_KINDS[q.file];
+  const file = ((cp.files ?? {}) as CheckpointFiles)[name];
+  if (!file) {
+    throw new ApiError(404, 'file_not_found', `checkpoint v${cp.version} of job ${cp.jobId} has no ${name}`, [{ path: 'file', message: 'not in this checkpoint', in: 'query' }]);
+  }
+  const fileName = `${namePrefix}-${name}`;
+  const url = await deps.storage.presignGet(file.key, ttl, fileName);
+  const expiresAt = new Date((deps.clock ?? { now: () => new Date() }).now().getTime() + ttl * 1000).toISOString();
+  return { url, expiresAt, fileName, file: q.file, version: cp.version, bytes: file.bytes, sha256: file.sha256 };
+}
+
 export function checkpointRoutes(deps: AppDeps) {
   const app = router();
-  const clock = deps.clock ?? { now: () => new Date() };
 
   app.openapi(listRoute, async (c) => {
     const job = await loadJob(deps, c.get('principal').tenantId, c.req.valid('param').id);
@@ -170,23 +197,12 @@ export function checkpointRoutes(deps: AppDeps) {
   app.openapi(downloadRoute, async (c) => {
     const { id, ref } = c.req.valid('param');
     const q = c.req.valid('query');
-    const max = deps.config.SIGNED_URL_MAX_TTL_SECONDS;
-    if (q.ttl !== undefined && q.ttl > max) {
-      throw new ApiError(400, 'validation_failed', `ttl: at most ${max} seconds`, [{ path: 'ttl', message: `must be <= ${max}`, in: 'query' }]);
-    }
-    const ttl = q.ttl ?? Math.min(deps.config.SIGNED_URL_TTL_SECONDS, max);
+    checkTtl(deps, q.ttl);
     const job = await loadJob(deps, c.get('principal').tenantId, id);
     const cp = await loadCheckpoint(deps, job.id, ref);
-    const name = FILE_KINDS[q.file];
-    const file = ((cp.files ?? {}) as CheckpointFiles)[name];
-    if (!file) {
-      throw new ApiError(404, 'file_not_found', `checkpoint v${cp.version} of job ${job.id} has no ${name}`, [{ path: 'file', message: 'not in this checkpoint', in: 'query' }]);
-    }
-    const fileName = `${job.id}-v${cp.version}-${name}`;
-    const url = await deps.storage.presignGet(file.key, ttl, fileName);
-    if (q.redirect === 'true') return c.redirect(url, 302);
-    const expiresAt = new Date(clock.now().getTime() + ttl * 1000).toISOString();
-    return c.json({ url, expiresAt, fileName, file: q.file, version: cp.version, bytes: file.bytes, sha256: file.sha256 }, 200);
+    const link = await presignCheckpointFile(deps, cp, q, `${job.id}-v${cp.version}`);
+    if (q.redirect === 'true') return c.redirect(link.url, 302);
+    return c.json(link, 200);
   });
 
   app.openapi(putAliasRoute, async (c) => {

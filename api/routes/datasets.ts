@@ -70,6 +70,7 @@ const UploadSchema = z
 const createDatasetRoute = createRoute({
   method: 'post',
   path: '/datasets',
+  operationId: 'createDataset',
   tags: ['datasets'],
   summary: 'Create a dataset',
   security,
@@ -81,6 +82,7 @@ const createDatasetRoute = createRoute({
 const listDatasetsRoute = createRoute({
   method: 'get',
   path: '/datasets',
+  operationId: 'listDatasets',
   tags: ['datasets'],
   summary: 'List datasets',
   security,
@@ -91,6 +93,7 @@ const listDatasetsRoute = createRoute({
 const getDatasetRoute = createRoute({
   method: 'get',
   path: '/datasets/{name}',
+  operationId: 'getDataset',
   tags: ['datasets'],
   summary: 'A dataset with its versions',
   security,
@@ -102,6 +105,7 @@ const getDatasetRoute = createRoute({
 const deleteDatasetRoute = createRoute({
   method: 'delete',
   path: '/datasets/{name}',
+  operationId: 'deleteDataset',
   tags: ['datasets'],
   summary: 'Delete a dataset and its stored data (refused while unfinished jobs use it)',
   security,
@@ -113,6 +117,7 @@ const deleteDatasetRoute = createRoute({
 const createVersionRoute = createRoute({
   method: 'post',
   path: '/datasets/{name}/versions',
+  operationId: 'createDatasetVersion',
   tags: ['datasets'],
   summary: 'Create a version and get presigned upload URL(s) for its archive',
   security,
@@ -135,6 +140,7 @@ const createVersionRoute = createRoute({
 const listVersionsRoute = createRoute({
   method: 'get',
   path: '/datasets/{name}/versions',
+  operationId: 'listDatasetVersions',
   tags: ['datasets'],
   summary: 'Versions of a dataset',
   security,
@@ -146,6 +152,7 @@ const listVersionsRoute = createRoute({
 const getVersionRoute = createRoute({
   method: 'get',
   path: '/datasets/{name}/versions/{version}',
+  operationId: 'getDatasetVersion',
   tags: ['datasets'],
   summary: 'A version with its manifest (`latest` = newest ready version)',
   security,
@@ -157,6 +164,7 @@ const getVersionRoute = createRoute({
 const completeUploadRoute = createRoute({
   method: 'post',
   path: '/datasets/{name}/versions/{version}/upload/complete',
+  operationId: 'completeDatasetUpload',
   tags: ['datasets'],
   summary: 'Complete a multipart upload with the ETags of its parts',
   security,
@@ -176,6 +184,7 @@ const completeUploadRoute = createRoute({
 const finalizeRoute = createRoute({
   method: 'post',
   path: '/datasets/{name}/versions/{version}/finalize',
+  operationId: 'finalizeDatasetVersion',
   tags: ['datasets'],
   summary: 'Check the upload and start ingestion (an ingest job)',
   security,
@@ -187,6 +196,7 @@ const finalizeRoute = createRoute({
 const deleteVersionRoute = createRoute({
   method: 'delete',
   path: '/datasets/{name}/versions/{version}',
+  operationId: 'deleteDatasetVersion',
   tags: ['datasets'],
   summary: 'Delete a version and its stored data (refused while unfinished jobs use it)',
   security,

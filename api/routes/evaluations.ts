@@ -37,6 +37,7 @@ const evaluationJson = (v: EvaluationView) => ({
 const listRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}/evaluations',
+  operationId: 'listEvaluations',
   tags: ['evaluations'],
   summary: "Probe results of a pretrain job's checkpoints (or of a probe job itself)",
   security,
@@ -58,6 +59,7 @@ const VersionRow = z.object({
 const compareRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}/evaluations/comparison',
+  operationId: 'compareEvaluations',
   tags: ['evaluations'],
   summary: 'Probe accuracy across the checkpoint versions of a job',
   security,

@@ -40,6 +40,7 @@ const eventJson = (e: JobEventRow) => ({
 const eventsRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}/events',
+  operationId: 'listJobEvents',
   tags: ['jobs'],
   summary: 'Events of a job: JSON, or a live stream with Accept: text/event-stream',
   description:
@@ -71,6 +72,7 @@ const eventsRoute = createRoute({
 const metricsRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}/metrics',
+  operationId: 'listJobMetrics',
   tags: ['jobs'],
   summary: 'Metrics as time series by step',
   security,
@@ -99,6 +101,7 @@ const metricsRoute = createRoute({
 const logsRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}/logs',
+  operationId: 'getJobLogs',
   tags: ['jobs'],
   summary: 'Log lines of a job, oldest first',
   security,
@@ -126,6 +129,7 @@ const logsRoute = createRoute({
 const deliveriesRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}/webhook-deliveries',
+  operationId: 'listWebhookDeliveries',
   tags: ['webhooks'],
   summary: 'Webhook deliveries made about a job, with attempts and status',
   security,

@@ -1,6 +1,7 @@
 /** Jobs: submit (idempotent), list with filters and cursor, get, cancel, retry, retrain. */
 import { createRoute, z } from '@hono/zod-openapi';
-import { jobSpec, datasetRef, checkpointRef, pretrainSpec } from '../../contracts/jobSpec.js';
+import { jobSpec, datasetRef, CHECKPOINT_REF_MESSAGE, CHECKPOINT_REF_PATTERN, pretrainSpec, type WeightsSource } from '../../contracts/jobSpec.js';
+import { isModelRef } from '../../contracts/models.js';
 import { JOB_STATES } from '../../contracts/lifecycle.js';
 import { JOB_TYPES } from '../../db/schema.js';
 import { CANCEL_CHANNEL, OUTBOX_TOPICS, type EnqueueMessage } from '../../contracts/outbox.js';
@@ -50,6 +51,7 @@ const IdempotencyHeader = z.object({
 const submitRoute = createRoute({
   method: 'post',
   path: '/jobs',
+  operationId: 'submitJob',
   tags: ['jobs'],
   summary: 'Submit a pretrain or probe job',
   security,
@@ -66,6 +68,7 @@ const submitRoute = createRoute({
 const listRoute = createRoute({
   method: 'get',
   path: '/jobs',
+  operationId: 'listJobs',
   tags: ['jobs'],
   summary: 'List jobs, newest first',
   security,
@@ -88,6 +91,7 @@ const listRoute = createRoute({
 const getRoute = createRoute({
   method: 'get',
   path: '/jobs/{id}',
+  operationId: 'getJob',
   tags: ['jobs'],
   summary: 'Get a job',
   security,
@@ -99,6 +103,7 @@ const getRoute = createRoute({
 const cancelRoute = createRoute({
   method: 'post',
   path: '/jobs/{id}/cancel',
+  operationId: 'cancelJob',
   tags: ['jobs'],
   summary: 'Cancel a job (queued: at once; running: asks the runner)',
   security,
@@ -110,6 +115,7 @@ const cancelRoute = createRoute({
 const retryRoute = createRoute({
   method: 'post',
   path: '/jobs/{id}/retry',
+  operationId: 'retryJob',
   tags: ['jobs'],
   summary: 'Queue a failed or canceled job again (a new attempt)',
   security,
@@ -121,8 +127,12 @@ const retryRoute = createRoute({
 const RetrainBody = z
   .strictObject({
     dataset: datasetRef,
-    /** Start from this checkpoint of the earlier job; omitted or null: train from scratch. */
-    initFrom: checkpointRef.nullable().optional(),
+    /** Start from this checkpoint of the earlier job (`latest`, `v3`), or from a model version (`fmnist-backbone@production`); omitted or null: train from scratch. */
+    initFrom: z
+      .string()
+      .refine((ref) => CHECKPOINT_REF_PATTERN.test(ref) || isModelRef(ref), `${CHECKPOINT_REF_MESSAGE}, or a model version ("name@alias", "name@N")`)
+      .nullable()
+      .optional(),
     epochs: z.number().int().min(1).max(10000).optional(),
     maxSteps: pretrainSpec.shape.maxSteps,
     labels: pretrainSpec.shape.labels,
@@ -132,6 +142,7 @@ const RetrainBody = z
 const retrainRoute = createRoute({
   method: 'post',
   path: '/jobs/{id}/retrain',
+  operationId: 'retrainJob',
   tags: ['jobs'],
   summary: "A new pretrain job from this job's spec on another dataset version, optionally initialised from one of its checkpoints",
   security,
@@ -240,25 +251,9 @@ export function jobRoutes(deps: AppDeps) {
   app.openapi(retrainRoute, async (c) => {
     const { tenantId } = c.get('principal');
     const earlier = await loadJob(deps, tenantId, c.req.valid('param').id);
-    if (earlier.type !== 'pretrain') throw conflict('wrong_job_type', `job is a ${earlier.type} job; only pretrain jobs can be retrained`);
     const body = c.req.valid('json');
-    // The stored spec went through the schema at submission; re-parse so today's defaults apply.
-    const { initFrom: _initFrom, ...base } = earlier.spec as Record<string, unknown>;
-    const parsed = pretrainSpec.safeParse({
-      ...base,
-      dataset: body.dataset,
-      ...(body.epochs !== undefined ? { epochs: body.epochs } : {}),
-      ...(body.maxSteps !== undefined ? { maxSteps: body.maxSteps } : {}),
-      ...(body.labels !== undefined ? { labels: body.labels } : {}),
-      ...(body.initFrom ? { initFrom: { job: earlier.id, checkpoint: body.initFrom } } : {}),
-    });
-    if (!parsed.success) throw invalid(parsed.error.issues[0]!.path.join('.'), parsed.error.issues[0]!.message);
-    const { job, replayed } = await submitJob(deps, parsed.data, {
-      tenantId,
-      idempotencyKey: c.req.valid('header')['idempotency-key'],
-      parentJobId: earlier.id,
-      operation: `retrain:${earlier.id}`,
-    });
+    const initFrom = body.initFrom ? (isModelRef(body.initFrom) ? { model: body.initFrom } : { job: earlier.id, checkpoint: body.initFrom }) : undefined;
+    const { job, replayed } = await retrainJob(deps, tenantId, earlier, { ...body, initFrom }, c.req.valid('header')['idempotency-key']);
     if (replayed) c.header('Idempotent-Replayed', 'true');
     c.header('Location', `/v1/jobs/${job.id}`);
     return c.json(jobJson(job), 201);
@@ -267,11 +262,40 @@ export function jobRoutes(deps: AppDeps) {
   return app;
 }
 
+export interface RetrainOptions {
+  dataset: string;
+  /** Where the new job's weights start; none: from scratch. */
+  initFrom?: WeightsSource;
+  epochs?: number;
+  maxSteps?: number;
+  labels?: Record<string, string>;
+}
+
+/**
+ * A new pretrain job with an earlier job's spec (today's defaults applied) on another dataset
+ * version. Shared by POST /v1/jobs/{id}/retrain and POST /v1/models/{name}/versions/{ref}/retrain.
+ */
+export async function retrainJob(deps: AppDeps, tenantId: string, earlier: JobRow, o: RetrainOptions, idempotencyKey: string | undefined) {
+  if (earlier.type !== 'pretrain') throw conflict('wrong_job_type', `job is a ${earlier.type} job; only pretrain jobs can be retrained`);
+  // The stored spec went through the schema at submission; re-parse so today's defaults apply.
+  const { initFrom: _initFrom, ...base } = earlier.spec as Record<string, unknown>;
+  const parsed = pretrainSpec.safeParse({
+    ...base,
+    dataset: o.dataset,
+    ...(o.epochs !== undefined ? { epochs: o.epochs } : {}),
+    ...(o.maxSteps !== undefined ? { maxSteps: o.maxSteps } : {}),
+    ...(o.labels !== undefined ? { labels: o.labels } : {}),
+    ...(o.initFrom ? { initFrom: o.initFrom } : {}),
+  });
+  if (!parsed.success) throw invalid(parsed.error.issues[0]!.path.join('.'), parsed.error.issues[0]!.message);
+  return submitJob(deps, parsed.data, { tenantId, idempotencyKey, parentJobId: earlier.id, operation: `retrain:${earlier.id}` });
+}
+
 /**
  * queued/requeued → canceled at once (and taken off BullMQ); running → canceling, with the flag set
  * and a NOTIFY so the runner's training loop stops at its next step. Terminal jobs: 409.
  */
-async function cancelJob(deps: AppDeps, job: JobRow): Promise<JobRow> {
+export async function cancelJob(deps: AppDeps, job: JobRow): Promise<JobRow> {
   if (job.state === 'canceling') return job;
   if (job.state === 'queued' || job.state === 'requeued') {
     const row = await transitionJob(deps.db, job.id, { from: ['queued', 'requeued'], to: 'canceled', reason: 'canceled by user', patch: { cancelRequested: true } });

@@ -24,6 +24,7 @@ const KeySchema = z
 const createKeyRoute = createRoute({
   method: 'post',
   path: '/keys',
+  operationId: 'createApiKey',
   tags: ['keys'],
   summary: 'Create an API key (the secret is in this answer only)',
   security,
@@ -42,6 +43,7 @@ const createKeyRoute = createRoute({
 const listKeysRoute = createRoute({
   method: 'get',
   path: '/keys',
+  operationId: 'listApiKeys',
   tags: ['keys'],
   summary: "The tenant's API keys (never their secrets)",
   security,
@@ -54,6 +56,7 @@ const KeyIdParam = z.object({ id: z.uuid().openapi({ param: { name: 'id', in: 'p
 const revokeKeyRoute = createRoute({
   method: 'delete',
   path: '/keys/{id}',
+  operationId: 'revokeApiKey',
   tags: ['keys'],
   summary: 'Revoke an API key (takes effect within a second on every replica)',
   security,

@@ -8,6 +8,7 @@ import { tenantWebhookSecret } from '../webhooks/signing.js';
 const secretRoute = createRoute({
   method: 'get',
   path: '/webhooks/secret',
+  operationId: 'getWebhookSecret',
   tags: ['webhooks'],
   summary: 'The secret that signs webhook deliveries to this tenant (Standard Webhooks, whsec_…)',
   security,

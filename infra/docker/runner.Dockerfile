@@ -1,13 +1,14 @@
 # The GPU runner image: CUDA 11.8 + cuDNN 8 (what libtensorflow 2.9, under tfjs-node-gpu 4.22,
 # needs), Node 20 (tfjs-node-gpu's prebuilt binaries stop at Node 20), and the full dependency set.
 # `npm ci` downloads libtensorflow for tfjs-node-gpu, so the build needs the network. Where no GPU
-# is visible at run time the runner falls back to tfjs-node's CPU build, then wasm (TFJS_BACKEND).
+# is visible at run time the runner falls back to tfjs-node's CPU build, then wasm (TFJS_BACKEND),
+# whose matrix products run on OpenBLAS (libopenblas0-pthread).
 #   docker build -f infra/docker/runner.Dockerfile -t momentum-runner .
 FROM nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04
 
 ARG NODE_VERSION=20.19.5
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl xz-utils python3 make g++ \
+ && apt-get install -y --no-install-recommends ca-certificates curl xz-utils python3 make g++ libopenblas0-pthread \
  && curl -fsSL "https://nodejs.org/dist/v${NODE_VERSION}/node-v${NODE_VERSION}-linux-x64.tar.xz" \
     | tar -xJ -C /usr/local --strip-components=1 \
  && rm -rf /var/lib/apt/lists/*

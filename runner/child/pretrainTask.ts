@@ -15,15 +15,15 @@ import { readCheckpointDir, STATE_FILES } from '../supervisor/checkpointStore.js
 import type { PretrainTask } from '../supervisor/protocol.js';
 import { selectBackend } from '../moco/backend.js';
 import { yieldingDataset } from './yieldingDataset.js';
-import { ipcLogger, type TaskIO, type TaskResult } from './taskSupport.js';
+import { deviceEnv, ipcLogger, type TaskIO, type TaskResult } from './taskSupport.js';
 
 export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<TaskResult> {
   const trainConfig = task.trainConfig as TrainConfig;
   const log = ipcLogger(io);
   const storage = new Storage(storageConfigFrom(config()));
   try {
-    const { backend, device, versions, threads } = await selectBackend(task.backend);
-    const runtime = { backend, device, versions, threads };
+    const { backend, device, versions, threads, kernels, blas } = await selectBackend(task.backend);
+    const runtime = { backend, device, versions, threads, kernels, blas, env: deviceEnv() };
     const data = yieldingDataset(openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir }));
     const resumeFrom = task.resumeDir ? await readCheckpointDir(task.resumeDir) : undefined;
     const initFrom = !resumeFrom && task.initDir ? await readCheckpointDir(task.initDir, STATE_FILES) : undefined;
@@ -63,6 +63,8 @@ export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<T
         imagesPerSec: result.imagesPerSec,
         backend: result.backend,
         parameters: result.parameters,
+        // The resolved settings (defaults filled in): what a sweep's table shows per run.
+        config: result.config,
       },
     };
   } finally {

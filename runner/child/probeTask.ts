@@ -11,7 +11,7 @@ import { readCheckpointDir, BACKBONE_FILES } from '../supervisor/checkpointStore
 import type { ProbeTask } from '../supervisor/protocol.js';
 import { selectBackend } from '../moco/backend.js';
 import { yieldingDataset } from './yieldingDataset.js';
-import { ipcLogger, TaskFailure, type TaskIO, type TaskResult } from './taskSupport.js';
+import { deviceEnv, ipcLogger, TaskFailure, type TaskIO, type TaskResult } from './taskSupport.js';
 
 export async function runProbeTask(task: ProbeTask, io: TaskIO): Promise<TaskResult> {
   if (!task.manifest.splits.val) {
@@ -20,8 +20,8 @@ export async function runProbeTask(task: ProbeTask, io: TaskIO): Promise<TaskRes
   const log = ipcLogger(io);
   const storage = new Storage(storageConfigFrom(config()));
   try {
-    const { backend, device, versions, threads } = await selectBackend(task.backend);
-    const runtime = { backend, device, versions, threads };
+    const { backend, device, versions, threads, kernels, blas } = await selectBackend(task.backend);
+    const runtime = { backend, device, versions, threads, kernels, blas, env: deviceEnv() };
     const files = await readCheckpointDir(task.backboneDir, BACKBONE_FILES);
     const data = {
       train: yieldingDataset(openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir })),

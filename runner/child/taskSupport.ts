@@ -100,3 +100,12 @@ export function ipcPinoLogger(io: TaskIO, level = process.env.LOG_LEVEL ?? 'info
   };
   return pino({ level: level === 'silent' ? 'silent' : level, base: undefined }, destination);
 }
+
+/**
+ * The device environment this child was started with (its runner's device slot): recorded with the
+ * run, so the job shows which GPU it could see and how many cores it was given.
+ */
+export function deviceEnv(): Record<string, string | null> {
+  const keys = ['CUDA_VISIBLE_DEVICES', 'TF_FORCE_GPU_ALLOW_GROWTH', 'MOCO_CORES'];
+  return Object.fromEntries(keys.map((k) => [k, process.env[k] ?? null]));
+}

@@ -8,7 +8,8 @@
  * a GPU or the native packages.
  */
 import * as tf from '@tensorflow/tfjs';
-import { installWasmKernels } from './kernels/batch-matmul.js';
+import { installWasmKernels, nativeBlasStatus } from './kernels/batch-matmul.js';
+import { loadNativeBlas } from './kernels/native-blas.js';
 import { activateWasm, wantedWasmThreads } from './kernels/wasm-threads.js';
 
 export type BackendPreference = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
@@ -22,10 +23,16 @@ export interface BackendInfo {
   /** Threads the backend computes with (wasm: its pool; 1 for the js cpu backend). */
   threads: number;
   /**
-   * Our own kernels in use: 'bmm+gelu' (our SIMD batched matMul and fused GELU on wasm), 'stock' (none), or
+   * Our own kernels in use: 'blas+bmm+gelu' (matrix products on the native BLAS, our SIMD batched
+   * matMul for small batched ones, fused GELU), 'bmm+gelu' (no native BLAS), 'stock' (none), or
    * 'off (reason)' when they could not be installed. MOCO_WASM_KERNELS=off turns them off.
    */
   kernels: string;
+  /**
+   * The native BLAS the wasm backend's matrix products run on ({library, config, threads}), or why
+   * they do not ('no native BLAS: …', 'off (MOCO_BLAS=off)', 'not used by the … backend').
+   */
+  blas: { library: string; config: string; threads: number } | string;
   /** Every candidate in order, with the reason it was not taken. */
   tried: { candidate: string; ok: boolean; error?: string; note?: string }[];
 }
@@ -49,6 +56,8 @@ interface Candidate {
   /** Runs after activation: installs our kernels for this backend; says which. */
   kernels: () => string;
 }
+
+const noBlas = (backend: string) => `not used by the ${backend} backend`;
 
 const NATIVE_GPU: Candidate = {
   name: '@tensorflow/tfjs-node-gpu',
@@ -74,14 +83,24 @@ const WASM: Candidate = {
   device: 'cpu (wasm simd)',
   prepare: async ({ load }) => ({ 'tfjs-backend-wasm': versionOf(await load('@tensorflow/tfjs-backend-wasm')) }),
   // Stock tfjs 4.22 runs wasm single-threaded under Node; kernels/wasm-threads.ts works around it
-  // (MOCO_WASM_THREADS, default every core) and falls back to one thread, with a note, if it fails.
-  activate: async ({ load, activate }) => activateWasm(wantedWasmThreads(), (await load('@tensorflow/tfjs-backend-wasm')) as object, activate),
+  // (MOCO_WASM_THREADS) and falls back to one thread, with a note, if it fails.
+  activate: async ({ load, activate }) => activateWasm(wasmThreadsFor(), (await load('@tensorflow/tfjs-backend-wasm')) as object, activate),
   threads: async () => {
     const wasm = (await import('@tensorflow/tfjs-backend-wasm')) as { getThreadsCount?: () => number };
     return wasm.getThreadsCount?.() ?? 1;
   },
   kernels: () => (process.env.MOCO_WASM_KERNELS === 'off' ? 'off (MOCO_WASM_KERNELS=off)' : installWasmKernels()),
 };
+
+/**
+ * The wasm thread pool's size: MOCO_WASM_THREADS when set; else 1 when the native BLAS loads (the
+ * pool only ever served XNNPACK's products, which then run on BLAS's own threads: a second pool
+ * would compete for the same cores; measured in docs/trainer.md), else every core.
+ */
+function wasmThreadsFor(): number {
+  if (process.env.MOCO_WASM_THREADS) return wantedWasmThreads();
+  return process.env.MOCO_WASM_KERNELS !== 'off' && typeof loadNativeBlas() !== 'string' ? 1 : wantedWasmThreads();
+}
 
 const CPU: Candidate = {
   name: 'cpu',
@@ -137,7 +156,9 @@ export async function selectBackend(pref: BackendPreference = 'auto', deps: Back
       if (!ok) throw new Error(`tf.setBackend('${c.backend}') failed${note ? ` (${note})` : ''}`);
       tried.push({ candidate: c.name, ok: true, ...(note ? { note } : {}) });
       const threads = await c.threads();
-      return { backend: c.backend, device: c.device, versions: { tfjs: tf.version.tfjs, ...versions }, threads, kernels: c.kernels(), tried };
+      const kernels = c.kernels();
+      const blas = c.backend !== 'wasm' ? noBlas(c.backend) : process.env.MOCO_WASM_KERNELS === 'off' ? 'off (MOCO_WASM_KERNELS=off)' : nativeBlasStatus();
+      return { backend: c.backend, device: c.device, versions: { tfjs: tf.version.tfjs, ...versions }, threads, kernels, blas, tried };
     } catch (err) {
       tried.push({ candidate: c.name, ok: false, error: (err as Error).message.split('\n')[0] });
     }

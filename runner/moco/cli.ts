@@ -1,6 +1,7 @@
 /**
  * Train MoCo v3 locally, without any service: `npm run train:local -- [options]`.
  *
+ *   --method mocov3|simclr|byol                  default mocov3
  *   --data synthetic | <folder with IDX files>   (train-images-idx3-ubyte[.gz], train-labels-…,
  *                                                 t10k-… for the probe), default synthetic
  *   --out <folder>          checkpoints go to <out>/step-<n>/, default var/moco-local
@@ -21,7 +22,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { selectBackend, type BackendPreference } from './backend.js';
 import type { CheckpointFiles } from './checkpoint.js';
-import type { TrainConfigInput } from './config.js';
+import type { Method, TrainConfigInput } from './config.js';
 import type { ImageDataset, InMemoryImageDataset } from './dataset.js';
 import { loadIdxDataset } from './idx.js';
 import { knnEvaluate, linearProbe } from './probe.js';
@@ -30,7 +31,7 @@ import { train, type StepMetrics } from './train.js';
 
 const FILES: (keyof CheckpointFiles)[] = ['state.safetensors', 'state.json', 'backbone.safetensors', 'backbone.json'];
 
-const USAGE = `usage: npm run train:local -- [--data synthetic|<IDX folder>] [--out var/moco-local] [--backend auto|tensorflow|wasm|cpu]
+const USAGE = `usage: npm run train:local -- [--method mocov3|simclr|byol] [--data synthetic|<IDX folder>] [--out var/moco-local] [--backend auto|tensorflow|wasm|cpu]
   [--arch vit_tiny|vit_small|vit_base|resnet18|resnet50] [--dim N] [--depth N] [--heads N] [--patch N] [--image-size N]
   [--pos-embed sincos|learned|none] [--pooling cls|gap|gap_no_ln] [--train-patch-projection] [--batch N] [--micro-batch N]
   [--lr X] [--optimizer adamw|lars] [--warmup-epochs X] [--epochs N] [--max-steps N] [--hidden-dim N] [--out-dim N]
@@ -41,12 +42,13 @@ function parseOptions() {
   try {
     return parseArgs({ options: OPTIONS });
   } catch (err) {
-    process.stderr.write(`train:local: ${(err as Error).message}\n${USAGE}\n`);
+    process.stderr.write(`train:local: ${(err as Error).message.split(/\.(\s|$)/)[0]}; --help lists the options\n`);
     process.exit(2);
   }
 }
 
 const OPTIONS = {
+  method: { type: 'string', default: 'mocov3' },
   data: { type: 'string', default: 'synthetic' },
   out: { type: 'string', default: 'var/moco-local' },
   backend: { type: 'string', default: 'auto' },
@@ -112,9 +114,11 @@ function progressBar(m: StepMetrics, total: number): string {
 
 async function main() {
   const backend = await selectBackend(a.backend as BackendPreference);
-  process.stderr.write(`backend ${backend.backend} (${backend.device}, ${backend.threads} thread(s)); ${JSON.stringify(backend.versions)}\n`);
+  const blas = typeof backend.blas === 'string' ? backend.blas : `${backend.blas.library}, ${backend.blas.threads} thread(s)`;
+  process.stderr.write(`backend ${backend.backend} (${backend.device}, ${backend.threads} thread(s), kernels ${backend.kernels}; BLAS: ${blas}); ${JSON.stringify(backend.versions)}\n`);
   const data = await loadData();
   const config: TrainConfigInput = {
+    method: a.method as Method,
     model: {
       arch: a.arch as 'vit_tiny',
       dim: num(a.dim),
@@ -129,7 +133,8 @@ async function main() {
     moco: {
       temperature: num(a.temperature),
       projector: { hiddenDim: num(a['hidden-dim']), outDim: num(a['out-dim']) },
-      predictor: { enabled: !a['no-predictor'], hiddenDim: num(a['hidden-dim']) },
+      // SimCLR has no predictor: leave it to the method's default unless --no-predictor.
+      predictor: { enabled: a['no-predictor'] ? false : undefined, hiddenDim: num(a['hidden-dim']) },
     },
     optim: { batch: num(a.batch), microBatch: num(a['micro-batch']), lr: num(a.lr), name: a.optimizer as 'adamw' | undefined, warmupEpochs: num(a['warmup-epochs']) },
     epochs: num(a.epochs),

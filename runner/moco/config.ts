@@ -10,6 +10,9 @@ export type { Arch };
 export type PosEmbed = 'sincos' | 'learned' | 'none';
 export type Pooling = 'cls' | 'gap' | 'gap_no_ln';
 export type OptimizerName = 'adamw' | 'lars';
+/** The self-supervised objective: MoCo v3 (default), or the SimCLR / BYOL baselines on the same backbone. */
+export type Method = 'mocov3' | 'simclr' | 'byol';
+export const METHODS: readonly Method[] = ['mocov3', 'simclr', 'byol'];
 
 export interface ModelConfig {
   arch: Arch;
@@ -55,6 +58,7 @@ export interface AugmentConfig {
 }
 
 export interface TrainConfig {
+  method: Method;
   model: ModelConfig;
   moco: MocoConfig;
   optim: OptimConfig;
@@ -109,10 +113,13 @@ export function resolveTrainConfig(input: TrainConfigInput, dataset: DatasetShap
     pooling: m.pooling ?? 'cls',
     freezePatchProjection: m.freezePatchProjection ?? true,
   };
+  const method: Method = input.method ?? 'mocov3';
   const mc = input.moco ?? {};
   const moco: MocoConfig = {
-    temperature: mc.temperature ?? (vit ? 0.2 : 1.0),
-    momentum: mc.momentum ?? 0.99,
+    // SimCLR: 0.2 as in MoCo v3's framework comparison (SimCLR v1's main runs used 0.5); docs/trainer.md.
+    temperature: mc.temperature ?? (method === 'simclr' ? 0.2 : vit ? 0.2 : 1.0),
+    // BYOL's target network starts at 0.996 (BYOL §3.2); MoCo v3's at 0.99.
+    momentum: mc.momentum ?? (method === 'byol' ? 0.996 : 0.99),
     momentumSchedule: mc.momentumSchedule ?? 'cosine',
     projector: {
       layers: mc.projector?.layers ?? (vit ? 3 : 2),
@@ -120,7 +127,8 @@ export function resolveTrainConfig(input: TrainConfigInput, dataset: DatasetShap
       outDim: mc.projector?.outDim ?? 256,
     },
     predictor: {
-      enabled: mc.predictor?.enabled ?? true,
+      // SimCLR has no predictor; MoCo v3 and BYOL have one.
+      enabled: mc.predictor?.enabled ?? method !== 'simclr',
       layers: mc.predictor?.layers ?? 2,
       hiddenDim: mc.predictor?.hiddenDim ?? 4096,
     },
@@ -152,6 +160,7 @@ export function resolveTrainConfig(input: TrainConfigInput, dataset: DatasetShap
     flipProb: a.flipProb ?? 0.5,
   };
   const config: TrainConfig = {
+    method,
     model,
     moco,
     optim,
@@ -178,6 +187,12 @@ export function validateTrainConfig(c: TrainConfig, dataset: DatasetShape): void
   if (optim.microBatch < 2) problems.push('optim.microBatch must be at least 2 (BatchNorm in the heads needs two samples)');
   if (dataset.size < optim.batch) problems.push(`the dataset holds ${dataset.size} examples, fewer than optim.batch ${optim.batch}`);
   if (c.moco.projector.layers < 1 || c.moco.predictor.layers < 1) problems.push('head layers must be at least 1');
+  if (!METHODS.includes(c.method)) problems.push(`method ${JSON.stringify(c.method)} must be one of ${METHODS.join(', ')}`);
+  if (c.method === 'simclr') {
+    if (c.moco.predictor.enabled) problems.push('moco.predictor.enabled must be false with method simclr (SimCLR has no predictor)');
+    // NT-Xent couples every pair of the 2N views: the batch cannot be split into independent shares.
+    if (optim.microBatch !== optim.batch) problems.push(`optim.microBatch ${optim.microBatch} must equal optim.batch ${optim.batch} with method simclr`);
+  }
   if (problems.length) throw new RangeError(`invalid training config: ${problems.join('; ')}`);
 }
 

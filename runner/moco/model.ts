@@ -11,6 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import { backboneFeatureDim, backboneForward, initBackbone } from './backbone.js';
 import { isVit, type TrainConfig } from './config.js';
 import { initMlp, mlpForward, type MlpShape } from './heads.js';
+import { emaFused, fusedUpdatesActive } from './kernels/heap-kernels.js';
 import { cloneParams, prefixed, type Params } from './params.js';
 import { Prng, mixSeed } from './rng.js';
 
@@ -18,7 +19,7 @@ export interface MocoModel {
   readonly config: TrainConfig;
   /** Query encoder: backbone.*, projector.*, predictor.* (trained and frozen tensors). */
   query: Params;
-  /** Momentum encoder: the trained backbone.* and projector.* tensors only. */
+  /** Momentum encoder: the trained backbone.* and projector.* tensors only (none for SimCLR). */
   momentum: Params;
   /** Full names of tensors that are never trained. */
   readonly frozen: Set<string>;
@@ -46,7 +47,8 @@ export function buildMocoModel(config: TrainConfig): MocoModel {
   if (config.moco.predictor.enabled) Object.assign(query, initMlp(predictorShape(config), 'predictor.', rng));
   const frozen = new Set([...backbone.frozen].filter((n) => !/running_/.test(n)).map((n) => 'backbone.' + n));
   const buffers = new Set([...backbone.frozen].filter((n) => /running_/.test(n)).map((n) => 'backbone.' + n));
-  const momentum = cloneParams(pick(query, (n) => !n.startsWith('predictor.') && !frozen.has(n) && !buffers.has(n)));
+  // SimCLR has no momentum encoder: both views go through the query encoder.
+  const momentum = config.method === 'simclr' ? {} : cloneParams(pick(query, (n) => !n.startsWith('predictor.') && !frozen.has(n) && !buffers.has(n)));
   return { config, query, momentum, frozen, buffers };
 }
 
@@ -85,9 +87,10 @@ export function keyForward(model: MocoModel, images: tf.Tensor4D): tf.Tensor2D {
 
 /** θ_k ← m·θ_k + (1 − m)·θ_q for every momentum tensor (BN buffers are not averaged). */
 export function momentumUpdate(model: MocoModel, m: number): void {
+  const fused = fusedUpdatesActive(); // one pass per tensor on wasm (kernels/heap-kernels.ts)
   for (const [name, k] of Object.entries(model.momentum)) {
     const q = model.query[name];
-    model.momentum[name] = tf.tidy(() => tf.add(tf.mul(k, m), tf.mul(q, 1 - m)));
+    model.momentum[name] = fused ? emaFused(k, q, m) : tf.tidy(() => tf.add(tf.mul(k, m), tf.mul(q, 1 - m)));
     k.dispose();
   }
 }

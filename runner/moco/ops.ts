@@ -4,13 +4,15 @@
  * Why hand-written (DESIGN.md section 4): on tfjs's wasm backend only an untransposed 2-D matMul
  * reaches XNNPACK; the built-in matMul gradient emits transposeA/transposeB products, which fall
  * to a slow scalar loop. Each gradient here transposes explicitly and then multiplies plainly.
+ * Where the products run on a native BLAS (kernels/native-blas.ts) a transposed operand costs
+ * nothing, and the gradients multiply transposed operands in place instead.
  * Every gradient body runs inside tf.tidy: customGrad calls it outside any tidy, and without one
  * its temporaries would live until the whole backward pass ends.
  *
  * Each op has a numerical-gradient test in test/unit/moco/ops.test.ts.
  */
 import * as tf from '@tensorflow/tfjs';
-import { wasmGeluActive, wasmKernelsActive } from './kernels/batch-matmul.js';
+import { nativeProductsActive, wasmGeluActive, wasmKernelsActive } from './kernels/batch-matmul.js';
 import { geluFused, geluGradFused } from './kernels/gelu.js';
 
 const T2: [number, number] = [1, 0];
@@ -25,6 +27,16 @@ export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tenso
   return b ? denseBias(x, w, b) : denseNoBias(x, w);
 }
 
+/** dL/dx = dy·Wᵀ of a dense layer. */
+function dxOfDense(dy: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  return nativeProductsActive() ? tf.matMul(dy, w, false, true) : tf.matMul(dy, tf.transpose(w, T2));
+}
+
+/** dL/dW = xᵀ·dy of a dense layer. */
+function dwOfDense(x: tf.Tensor2D, dy: tf.Tensor2D): tf.Tensor2D {
+  return nativeProductsActive() ? tf.matMul(x, dy, true, false) : tf.matMul(tf.transpose(x, T2), dy);
+}
+
 const denseNoBias = customGrad((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x, w]);
   return {
@@ -32,7 +44,7 @@ const denseNoBias = customGrad((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFun
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
       tf.tidy(() => {
         const [xs, ws] = saved as tf.Tensor2D[];
-        return [tf.matMul(dy as tf.Tensor2D, tf.transpose(ws, T2)), tf.matMul(tf.transpose(xs, T2), dy as tf.Tensor2D)];
+        return [dxOfDense(dy as tf.Tensor2D, ws), dwOfDense(xs, dy as tf.Tensor2D)];
       }),
   };
 }) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
@@ -44,11 +56,7 @@ const denseBias = customGrad((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
       tf.tidy(() => {
         const [xs, ws] = saved as tf.Tensor2D[];
-        return [
-          tf.matMul(dy as tf.Tensor2D, tf.transpose(ws, T2)),
-          tf.matMul(tf.transpose(xs, T2), dy as tf.Tensor2D),
-          tf.sum(dy, 0),
-        ];
+        return [dxOfDense(dy as tf.Tensor2D, ws), dwOfDense(xs, dy as tf.Tensor2D), tf.sum(dy, 0)];
       }),
   };
 }) as unknown as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
@@ -65,9 +73,9 @@ export const bmm = customGrad((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc
       tf.tidy(() => {
         const [as, bs] = saved as tf.Tensor3D[];
         const d = dy as tf.Tensor3D;
-        // Our wasm kernel (kernels/bmm.c) reads transposed operands in place; the stock kernels
-        // (and the cpu reference) get explicit transposes and plain products.
-        if (wasmKernelsActive()) return [tf.matMul(d, bs, false, true), tf.matMul(as, d, true, false)];
+        // Our wasm kernel (kernels/bmm.c) and the native BLAS read transposed operands in place;
+        // the stock kernels (and the cpu reference) get explicit transposes and plain products.
+        if (wasmKernelsActive() || nativeProductsActive()) return [tf.matMul(d, bs, false, true), tf.matMul(as, d, true, false)];
         return [tf.matMul(d, tf.transpose(bs, T3)), tf.matMul(tf.transpose(as, T3), d)];
       }),
   };

@@ -9,6 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { OptimConfig } from './config.js';
+import { adamwFused, fusedUpdatesActive } from './kernels/heap-kernels.js';
 import type { Params } from './params.js';
 
 export interface Optimizer {
@@ -77,7 +78,9 @@ class AdamW extends SlotOptimizer implements Optimizer {
       const g = grads[name];
       const m0 = this.slot('exp_avg', name, p);
       const v0 = this.slot('exp_avg_sq', name, p);
-      const [m, v, next] = tf.tidy(() => {
+      // On wasm one fused pass (kernels/heap-kernels.ts) does the same float32 steps.
+      const fused = fusedUpdatesActive();
+      const [m, v, next] = fused ? adamwFused(p, g, m0, v0, { lr, beta1: b1, beta2: b2, bc1, bc2Sqrt, eps: this.eps, weightDecay: this.weightDecay }) : tf.tidy(() => {
         const m = tf.add(tf.mul(m0, b1), tf.mul(g, 1 - b1));
         const v = tf.add(tf.mul(v0, b2), tf.mul(tf.square(g), 1 - b2));
         const decayed = tf.mul(p, 1 - lr * this.weightDecay);

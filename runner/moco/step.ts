@@ -1,5 +1,5 @@
 /**
- * One MoCo v3 training step, following the paper's Algorithm 1:
+ * One training step. MoCo v3's follows the paper's Algorithm 1:
  *
  *   update the momentum encoder: f_k ← m·f_k + (1−m)·f_q
  *   k1, k2 = f_k(x1), f_k(x2)                                 (no gradient; in chunks)
@@ -12,6 +12,10 @@
  * and each micro-batch contributes its share of the batch-mean loss, so the accumulated gradient
  * is the full batch's. Memory follows the micro-batch. The one difference: BatchNorm in the heads
  * (and in a ResNet backbone) normalises over the micro-batch (and each key chunk), not the batch.
+ *
+ * The baselines (methods/simclr.ts, methods/byol.ts) reuse the pieces exported here: BYOL has the
+ * same structure with another per-direction objective (`momentumEncoderStep`), SimCLR its own
+ * loop; every method ends in `applyGradients` (divergence check, per-layer norms, clip, update).
  */
 import * as tf from '@tensorflow/tfjs';
 import { contrastivePart, prepareKeys } from './loss.js';
@@ -35,98 +39,111 @@ export interface StepResult {
   gradNorm: number;
   /** Gradient norm of the patch projection (null when frozen or not a ViT). */
   gradNormPatchProjection: number | null;
+  /** Gradient norm of the first transformer block / the first ResNet stage. */
+  gradNormFirstBlock: number;
   /** Gradient norm of the last transformer block / the last ResNet stage. */
   gradNormLastBlock: number;
+  /** Gradient norm of the projection head. */
+  gradNormProjector: number;
+  /** Gradient norm of the prediction head (null without one). */
+  gradNormPredictor: number | null;
 }
 
-/** Runs f on the rows [start, start+size) of x (no copy when that is all of x). */
-function rows(x: tf.Tensor4D, start: number, size: number): tf.Tensor4D {
+export interface StepOptions {
+  step: number;
+  lr: number;
+  /** The momentum encoder's m for this step (ignored by methods without one). */
+  momentum: number;
+}
+
+export type StepFunction = (model: MocoModel, optimizer: Optimizer, x1: tf.Tensor4D, x2: tf.Tensor4D, o: StepOptions) => StepResult;
+
+/** The rows [start, start+size) of x (no copy when that is all of x). */
+export function rows(x: tf.Tensor4D, start: number, size: number): tf.Tensor4D {
   return start === 0 && size === x.shape[0] ? x : tf.slice(x, [start, 0, 0, 0], [size, -1, -1, -1]);
 }
 
-/** All keys of one view: momentum encoder in chunks, normalised, transposed to [dim, N]. */
-function allKeys(model: MocoModel, x: tf.Tensor4D, chunk: number): tf.Tensor2D {
+/** The momentum encoder's outputs for one view, in chunks, then `prepare`d (normalised...) once. */
+function allTargets(model: MocoModel, x: tf.Tensor4D, chunk: number, prepare: (k: tf.Tensor2D) => tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => {
     const N = x.shape[0];
     const parts: tf.Tensor2D[] = [];
     for (let s = 0; s < N; s += chunk) parts.push(keyForward(model, rows(x, s, Math.min(chunk, N - s))));
-    return prepareKeys(parts.length === 1 ? parts[0] : tf.concat(parts, 0));
+    return prepare(parts.length === 1 ? parts[0] : tf.concat(parts, 0));
   });
 }
 
-function lastBlockPrefix(model: MocoModel): string {
-  const c = model.config.model;
-  return c.arch.startsWith('vit') ? `backbone.blocks.${c.depth - 1}.` : 'backbone.layer4.';
-}
-
 /**
- * One step on the views x1, x2 [N, S, S, 3]. Throws TrainingDivergedError (before touching the
- * parameters) when the loss is not finite. Returns the new optimizer-updated model in place.
+ * The value and gradients (over the trained tensors) of `objective(encode)`, where `encode(x)` is
+ * the query encoder's output for images x under the tensors being differentiated.
  */
-export function mocoStep(model: MocoModel, optimizer: Optimizer, x1: tf.Tensor4D, x2: tf.Tensor4D, o: { step: number; lr: number; momentum: number }): StepResult {
-  const c = model.config;
-  const N = x1.shape[0];
-  const mb = Math.min(c.optim.microBatch, N);
-  const tau = c.moco.temperature;
-
-  momentumUpdate(model, o.momentum);
-  const k1 = allKeys(model, x1, mb);
-  const k2 = allKeys(model, x2, mb);
-
+export function lossAndGradients(
+  model: MocoModel,
+  bnStats: Params,
+  objective: (encode: (x: tf.Tensor4D) => tf.Tensor2D) => tf.Scalar,
+): { loss: number; grads: Params } {
   const names = trainableNames(model);
   const fixed: Params = {};
   for (const [n, t] of Object.entries(model.query)) if (!names.includes(n)) fixed[n] = t;
-  const bnStats: Params = {};
-  let grads: Params | null = null;
-  let loss = 0;
-  // The two directions are independent terms of the loss: each gets its own backward pass, so
-  // only one view's activations are alive at a time (half the peak memory, same gradient).
-  const directions: [tf.Tensor4D, tf.Tensor2D][] = [
-    [x1, k2],
-    [x2, k1],
-  ];
-  for (let s = 0; s < N; s += mb) {
-    for (const [x, keys] of directions) {
-      const { value, grads: g } = tf.tidy(() => {
-        const qx = rows(x, s, mb);
-        const lossOf = (...trained: tf.Tensor[]) => {
-          const p: Params = { ...fixed };
-          names.forEach((n, i) => (p[n] = trained[i]));
-          return contrastivePart(queryForward(model, p, qx, bnStats), keys, s, tau);
-        };
-        return tf.valueAndGrads(lossOf)(names.map((n) => model.query[n]));
-      });
-      loss += value.dataSync()[0];
-      value.dispose();
-      if (grads === null) grads = Object.fromEntries(names.map((n, i) => [n, g[i]]));
-      else {
-        const acc: Params = grads;
-        names.forEach((n, i) => {
-          const sum = tf.add(acc[n], g[i]);
-          acc[n].dispose();
-          g[i].dispose();
-          acc[n] = sum;
-        });
-      }
-    }
-  }
-  k1.dispose();
-  k2.dispose();
-  let g = grads as Params;
+  const { value, grads } = tf.tidy(() => {
+    const lossOf = (...trained: tf.Tensor[]) => {
+      const p: Params = { ...fixed };
+      names.forEach((n, i) => (p[n] = trained[i]));
+      return objective((x) => queryForward(model, p, x, bnStats));
+    };
+    return tf.valueAndGrads(lossOf)(names.map((n) => model.query[n]));
+  });
+  const loss = value.dataSync()[0];
+  value.dispose();
+  return { loss, grads: Object.fromEntries(names.map((n, i) => [n, grads[i]])) };
+}
 
+/** acc += g (both keyed by name); disposes what it replaces. Returns g itself when acc is null. */
+export function accumulate(acc: Params | null, g: Params): Params {
+  if (acc === null) return g;
+  for (const [n, t] of Object.entries(g)) {
+    const sum = tf.add(acc[n], t);
+    acc[n].dispose();
+    t.dispose();
+    acc[n] = sum;
+  }
+  return acc;
+}
+
+/** The name prefixes of the layers whose gradient norms are reported (the paper's Figure 9: the patch projection spikes first). */
+function layerPrefixes(model: MocoModel): { patch: string; first: string; last: string } {
+  const c = model.config.model;
+  if (c.arch.startsWith('vit')) return { patch: 'backbone.patch_embed.', first: 'backbone.blocks.0.', last: `backbone.blocks.${c.depth - 1}.` };
+  return { patch: '', first: 'backbone.layer1.', last: 'backbone.layer4.' };
+}
+
+/**
+ * The end of every method's step: refuse a non-finite loss (TrainingDivergedError, before touching
+ * the parameters), measure the per-layer gradient norms, clip if asked, let the optimizer update
+ * the query encoder, and keep the backbone's BatchNorm statistics (ResNet) from this step.
+ */
+export function applyGradients(model: MocoModel, optimizer: Optimizer, g: Params, loss: number, bnStats: Params, o: StepOptions): StepResult {
+  const c = model.config;
   if (!Number.isFinite(loss)) {
     Object.values(g).forEach((t) => t.dispose());
     Object.values(bnStats).forEach((t) => t.dispose());
     throw new TrainingDivergedError(o.step, loss);
   }
-
+  const names = Object.keys(g);
+  const normOf = (prefix: string) => {
+    const matching = prefix ? names.filter((n) => n.startsWith(prefix)) : [];
+    return matching.length ? globalNorm(g, matching) : null;
+  };
+  const layers = layerPrefixes(model);
   const gradNorm = globalNorm(g);
-  const patchNames = names.filter((n) => n.startsWith('backbone.patch_embed.'));
   const result: StepResult = {
     loss,
     gradNorm,
-    gradNormPatchProjection: patchNames.length ? globalNorm(g, patchNames) : null,
-    gradNormLastBlock: globalNorm(g, names.filter((n) => n.startsWith(lastBlockPrefix(model)))),
+    gradNormPatchProjection: normOf(layers.patch),
+    gradNormFirstBlock: normOf(layers.first) ?? 0,
+    gradNormLastBlock: normOf(layers.last) ?? 0,
+    gradNormProjector: normOf('projector.') ?? 0,
+    gradNormPredictor: normOf('predictor.'),
   };
   if (c.optim.clipGradNorm !== null) g = clipByGlobalNorm(g, c.optim.clipGradNorm, gradNorm);
 
@@ -135,7 +152,6 @@ export function mocoStep(model: MocoModel, optimizer: Optimizer, x1: tf.Tensor4D
   const updated = optimizer.apply(trained, g, o.lr);
   Object.values(g).forEach((t) => t.dispose());
   Object.assign(model.query, updated);
-  // BatchNorm running statistics of the query backbone (ResNet), from this step's forwards.
   for (const [n, t] of Object.entries(bnStats)) {
     const full = 'backbone.' + n;
     model.query[full].dispose();
@@ -143,3 +159,52 @@ export function mocoStep(model: MocoModel, optimizer: Optimizer, x1: tf.Tensor4D
   }
   return result;
 }
+
+/** What distinguishes the methods that have a momentum encoder: how targets are prepared and scored. */
+export interface MomentumObjective {
+  /** Once per view, on the momentum encoder's outputs for the whole batch (e.g. normalise, transpose). */
+  prepareTargets(k: tf.Tensor2D): tf.Tensor2D;
+  /** A micro-batch's share of one direction's batch-mean loss: queries [mb, d] (raw), rows offset… */
+  lossPart(q: tf.Tensor2D, targets: tf.Tensor2D, offset: number): tf.Scalar;
+}
+
+/**
+ * update f_k; t1, t2 = f_k(x1), f_k(x2); loss = part(f_q(x1), t2) + part(f_q(x2), t1), by
+ * micro-batch and direction. The two directions are independent terms of the loss: each gets its
+ * own backward pass, so only one view's activations are alive at a time (half the peak memory).
+ */
+export function momentumEncoderStep(model: MocoModel, optimizer: Optimizer, x1: tf.Tensor4D, x2: tf.Tensor4D, o: StepOptions, objective: MomentumObjective): StepResult {
+  const N = x1.shape[0];
+  const mb = Math.min(model.config.optim.microBatch, N);
+
+  momentumUpdate(model, o.momentum);
+  const t1 = allTargets(model, x1, mb, objective.prepareTargets);
+  const t2 = allTargets(model, x2, mb, objective.prepareTargets);
+
+  const bnStats: Params = {};
+  let grads: Params | null = null;
+  let loss = 0;
+  const directions: [tf.Tensor4D, tf.Tensor2D][] = [
+    [x1, t2],
+    [x2, t1],
+  ];
+  for (let s = 0; s < N; s += mb) {
+    for (const [x, targets] of directions) {
+      const part = lossAndGradients(model, bnStats, (encode) => objective.lossPart(encode(rows(x, s, mb)), targets, s));
+      loss += part.loss;
+      grads = accumulate(grads, part.grads);
+    }
+  }
+  t1.dispose();
+  t2.dispose();
+  return applyGradients(model, optimizer, grads as Params, loss, bnStats, o);
+}
+
+/** MoCo v3: ctr(q1, k2) + ctr(q2, k1) against all N keys of the batch, each × 2τ. */
+export const mocoStep: StepFunction = (model, optimizer, x1, x2, o) => {
+  const tau = model.config.moco.temperature;
+  return momentumEncoderStep(model, optimizer, x1, x2, o, {
+    prepareTargets: prepareKeys,
+    lossPart: (q, keysT, offset) => contrastivePart(q, keysT, offset, tau),
+  });
+};

@@ -29,7 +29,7 @@ import { createOptimizer, type Optimizer } from './optim.js';
 import { countParams, disposeParams } from './params.js';
 import { Prng, mixSeed } from './rng.js';
 import { learningRateAt, momentumAt } from './schedule.js';
-import { mocoStep } from './step.js';
+import { stepFor } from './methods/index.js';
 
 export { TrainingDivergedError } from './step.js';
 
@@ -46,7 +46,11 @@ export interface StepMetrics {
   gradNorm: number;
   /** null when the patch projection is frozen (the default) or the backbone is a ResNet. */
   gradNormPatchProjection: number | null;
+  gradNormFirstBlock: number;
   gradNormLastBlock: number;
+  gradNormProjector: number;
+  /** null without a predictor (SimCLR, or moco.predictor.enabled false). */
+  gradNormPredictor: number | null;
 }
 
 export type CheckpointReason = 'periodic' | 'aborted' | 'requested' | 'final';
@@ -113,6 +117,8 @@ export class DataOrder {
 
 /** Config sections that must match between a checkpoint and the run resuming it. */
 function assertResumable(saved: TrainConfig, now: TrainConfig): void {
+  // Checkpoints written before `method` existed are MoCo v3's.
+  if ((saved.method ?? 'mocov3') !== now.method) throw new RangeError(`cannot resume: config.method differs from the checkpoint's (${saved.method ?? 'mocov3'})`);
   for (const key of ['model', 'moco', 'optim', 'augment', 'epochs', 'seed'] as const) {
     if (JSON.stringify(saved[key]) !== JSON.stringify(now[key])) {
       throw new RangeError(`cannot resume: config.${key} differs from the checkpoint's (${JSON.stringify(saved[key])})`);
@@ -156,6 +162,7 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
   const backend = tf.getBackend();
 
   const model = buildMocoModel(config);
+  const trainStep = stepFor(config.method);
   const optimizer = createOptimizer(config.optim);
   let augmentRng = new Prng(mixSeed(config.seed, 0xa06));
   let step = 0;
@@ -237,7 +244,7 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
       const [x1, x2] = twoViews(batch.pixels, config.optim.batch, data, config.model.imageSize, config.augment, augmentRng);
       let r;
       try {
-        r = mocoStep(model, optimizer, x1, x2, { step, lr, momentum });
+        r = trainStep(model, optimizer, x1, x2, { step, lr, momentum });
       } finally {
         x1.dispose();
         x2.dispose();
@@ -255,7 +262,10 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
         stepMs,
         gradNorm: r.gradNorm,
         gradNormPatchProjection: r.gradNormPatchProjection,
+        gradNormFirstBlock: r.gradNormFirstBlock,
         gradNormLastBlock: r.gradNormLastBlock,
+        gradNormProjector: r.gradNormProjector,
+        gradNormPredictor: r.gradNormPredictor,
       });
       if (step % config.checkpointEvery === 0 && step < stopAt) await checkpoint('periodic');
     }

@@ -5,6 +5,7 @@ import type { Storage } from '../../common/storage.js';
 import type { Db, Sql } from '../../db/client.js';
 import type { JobRow } from '../../db/jobs.js';
 import type { CancelWatch } from './cancelWatch.js';
+import type { DeviceSlot } from './deviceSlots.js';
 import type { RunControl } from './runControl.js';
 import type { Progress } from './metricsWriter.js';
 
@@ -29,6 +30,8 @@ export interface RunContext extends RunnerServices {
   control: RunControl;
   /** A local scratch directory of this attempt, removed when it ends. */
   workDir: string;
+  /** This run's GPU and share of the cores (train queue); none for ingestion. */
+  deviceSlot?: DeviceSlot;
   /** Live progress for the queue (BullMQ job.updateProgress). */
   publishProgress(p: Progress): Promise<void>;
 }

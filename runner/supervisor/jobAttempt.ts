@@ -26,6 +26,7 @@ import { isTerminal } from '../../contracts/lifecycle.js';
 import type { RunJobPayload } from '../../contracts/queues.js';
 import { SupersededError } from '../../db/runs.js';
 import { PermanentRunError, type RunContext, type RunnerServices, type RunOutcome } from './context.js';
+import type { DeviceSlot } from './deviceSlots.js';
 import type { RunControl } from './runControl.js';
 import { runPretrain } from './pretrainRun.js';
 import { runProbe } from './probeRun.js';
@@ -48,6 +49,7 @@ export async function processDelivery(
   bullJob: Job<RunJobPayload>,
   token: string,
   control: RunControl,
+  deviceSlot?: DeviceSlot,
 ): Promise<AttemptResult> {
   const { db, config } = services;
   const jobId = bullJob.data.jobId;
@@ -99,6 +101,7 @@ export async function processDelivery(
     attempt,
     log: runLog,
     control,
+    deviceSlot,
     workDir,
     publishProgress: (p) => bullJob.updateProgress({ ...p }),
   };

@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
-import { pretrainSpec, type PretrainSpec } from '../../contracts/jobSpec.js';
+import { pretrainSpec, type PretrainSpec, type WeightsSource } from '../../contracts/jobSpec.js';
 import type { DatasetManifest } from '../../contracts/datasetSpec.js';
 import { getJobOfTenant, resolveCheckpoint, resolveDatasetVersion, runningSecondsSoFar, SupersededError, type CheckpointRow } from '../../db/runs.js';
 import { buildTrainConfig } from '../trainConfig.js';
@@ -36,7 +36,7 @@ export async function runPretrain(ctx: RunContext): Promise<RunOutcome> {
     // Retraining: the weights of another job's checkpoint, with a fresh optimizer and schedule.
     const source = await initSource(ctx, spec.initFrom);
     await store.download(source, initDir, STATE_FILES);
-    log.info({ fromJob: spec.initFrom.job, version: source.version, step: source.step }, 'initialising from checkpoint');
+    log.info({ fromJob: spec.initFrom.job, fromModel: spec.initFrom.model, version: source.version, step: source.step }, 'initialising from checkpoint');
   }
 
   let lastCheckpoint: CheckpointRow | undefined = resumed ?? undefined;
@@ -58,6 +58,7 @@ export async function runPretrain(ctx: RunContext): Promise<RunOutcome> {
     },
     {
       remainingSeconds,
+      gpus: spec.resources.gpus,
       async onCheckpoint(ck, run) {
         try {
           if (superseded) return;
@@ -114,10 +115,13 @@ export async function readyManifest(ctx: RunContext, ref: string | undefined, pi
   return version.manifest as DatasetManifest;
 }
 
-async function initSource(ctx: RunContext, from: { job: string; checkpoint: string }): Promise<CheckpointRow> {
+async function initSource(ctx: RunContext, from: WeightsSource): Promise<CheckpointRow> {
+  // The API pins every source to a job and a version (a model reference included) at submission.
+  if (!from.job) throw new PermanentRunError(`initFrom names no job (model ${from.model ?? '?'} was not resolved at submission)`);
   const source = await getJobOfTenant(ctx.db, ctx.job.tenantId, from.job);
   if (!source || source.type !== 'pretrain') throw new PermanentRunError(`initFrom.job ${from.job}: no pretrain job with that id`);
-  const ck = await resolveCheckpoint(ctx.db, source.id, from.checkpoint);
-  if (!ck) throw new PermanentRunError(`initFrom: job ${from.job} has no checkpoint "${from.checkpoint}"`);
+  const ref = from.checkpoint ?? 'latest';
+  const ck = await resolveCheckpoint(ctx.db, source.id, ref);
+  if (!ck) throw new PermanentRunError(`initFrom: job ${from.job} has no checkpoint "${ref}"`);
   return ck;
 }

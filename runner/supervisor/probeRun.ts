@@ -1,11 +1,14 @@
 /**
  * One attempt of a `probe` job: resolve the source job's checkpoint (a version or an alias),
  * download its backbone export (sha256 verified), train a linear classifier on frozen features in
- * a child process, then record the evaluation and move `best` on the source job when it beats it.
+ * a child process, then record the evaluation and move `best` on the source job when it beats it;
+ * with `promote`, decide the gate and promote the checkpoint into the named model on a pass.
  */
 import { join } from 'node:path';
 import { probeSpec, pretrainSpec, type ProbeSpec } from '../../contracts/jobSpec.js';
 import { getJobOfTenant, recordEvaluation, resolveCheckpoint, runningSecondsSoFar } from '../../db/runs.js';
+import { decidePromotion } from '../../db/modelPromotion.js';
+import { lineageOfJob } from '../../db/models.js';
 import { buildProbeConfig } from '../trainConfig.js';
 import { BACKBONE_FILES, CheckpointStore } from './checkpointStore.js';
 import { PermanentRunError, type RunContext, type RunOutcome } from './context.js';
@@ -21,10 +24,13 @@ export async function runProbe(ctx: RunContext): Promise<RunOutcome> {
     return { kind: 'failed', reason: `exceeded maxRuntimeSeconds=${spec.maxRuntimeSeconds} (over all attempts)`, retryable: false };
   }
 
+  // The API pins every source to a job and a version (a model reference included) at submission.
+  if (!spec.source.job) throw new PermanentRunError(`source names no job (model ${spec.source.model ?? '?'} was not resolved at submission)`);
   const source = await getJobOfTenant(ctx.db, job.tenantId, spec.source.job);
   if (!source || source.type !== 'pretrain') throw new PermanentRunError(`source.job ${spec.source.job}: no pretrain job with that id`);
-  const checkpoint = await resolveCheckpoint(ctx.db, source.id, spec.source.checkpoint);
-  if (!checkpoint) throw new PermanentRunError(`source job ${source.id} has no checkpoint "${spec.source.checkpoint}"`);
+  const checkpointRef = spec.source.checkpoint ?? 'latest';
+  const checkpoint = await resolveCheckpoint(ctx.db, source.id, checkpointRef);
+  if (!checkpoint) throw new PermanentRunError(`source job ${source.id} has no checkpoint "${checkpointRef}"`);
 
   // The labeled data: the probe's own dataset, else the one the source job pretrained on.
   const sourceSpec = pretrainSpec.safeParse(source.spec);
@@ -49,7 +55,7 @@ export async function runProbe(ctx: RunContext): Promise<RunOutcome> {
       backend: spec.resources.backend !== 'auto' ? spec.resources.backend : ctx.config.TFJS_BACKEND,
       cacheDir: join(ctx.config.DATA_DIR, 'cache', 'datasets'),
     },
-    { remainingSeconds },
+    { remainingSeconds, gpus: spec.resources.gpus },
   );
   if (outcome.kind !== 'completed') return outcomeOfChild(outcome, stopReason, `probe of v${checkpoint.version} not finished`);
 
@@ -63,10 +69,22 @@ export async function runProbe(ctx: RunContext): Promise<RunOutcome> {
     kind: 'linear',
     top1,
     top5,
-    details: { ...outcome.result, checkpointRef: spec.source.checkpoint, checkpointVersion: checkpoint.version, checkpointStep: checkpoint.step },
+    details: { ...outcome.result, checkpointRef, checkpointVersion: checkpoint.version, checkpointStep: checkpoint.step },
     attempt: ctx.attempt,
   });
   log.info({ top1, top5, version: checkpoint.version, movedBest, previousBestTop1 }, 'probe recorded');
+  // A gated promotion: decided once per probe job, with the model locked (db/modelPromotion.ts).
+  const gate = spec.promote
+    ? await decidePromotion(ctx.db, {
+        tenantId: job.tenantId,
+        probeJob: job,
+        evaluation,
+        checkpoint,
+        promote: spec.promote,
+        lineage: await lineageOfJob(ctx.db, ctx.storage, source, null),
+      })
+    : undefined;
+  if (gate) log.info({ model: gate.model, alias: gate.alias, passed: gate.passed, moved: gate.moved, version: gate.version }, gate.passed ? 'gate passed' : 'gate failed');
   return {
     kind: 'succeeded',
     result: {
@@ -76,6 +94,7 @@ export async function runProbe(ctx: RunContext): Promise<RunOutcome> {
       sourceJob: source.id,
       checkpoint: { version: checkpoint.version, step: checkpoint.step, id: checkpoint.id },
       best: movedBest,
+      ...(gate ? { gate } : {}),
     },
   };
 }

@@ -7,10 +7,13 @@
 import { hostname } from 'node:os';
 import { recordJobEvent } from '../../db/jobs.js';
 import { setRuntime, SupersededError } from '../../db/runs.js';
+import { codeVersion } from '../codeVersion.js';
 import { RunChild, type ChildOutcome } from './childProcess.js';
 import { configEnv, type RunContext } from './context.js';
+import { slotEnvironment } from './deviceSlots.js';
 import { JobLogWriter } from './jobLogWriter.js';
 import { MetricsWriter } from './metricsWriter.js';
+import { SpikeDetector, watchedSeries, type Spike } from '../moco/spikes.js';
 import type { CheckpointReady, ChildTask, RuntimeInfo, StopReason } from './protocol.js';
 
 export interface SuperviseOptions {
@@ -21,6 +24,8 @@ export interface SuperviseOptions {
    * throw; `kill` ends the child at once (this attempt was superseded, say).
    */
   onCheckpoint?(ck: CheckpointReady, run: { kill(): void }): Promise<void>;
+  /** GPUs the job asked for (resources.gpus): 0 hides every GPU from the run. */
+  gpus?: number;
 }
 
 export interface SupervisedResult {
@@ -56,6 +61,17 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
   let lastStep: number | undefined;
   let totalSteps: number | undefined;
   let checkpoints: Promise<void> = Promise.resolve();
+  // The run's own GPU (or none) and share of the cores; recorded with where it runs.
+  const slot = ctx.deviceSlot ? slotEnvironment(ctx.deviceSlot, opts.gpus ?? 1) : undefined;
+  // Loss and gradient-norm spikes of a pretrain run become `spike` events (docs/trainer.md).
+  const spikes = task.kind === 'pretrain' ? new SpikeDetector() : undefined;
+  const recordSpike = (s: Spike) => {
+    const reason = `${s.series} ${s.value.toPrecision(4)} > ${s.factor}× its running median ${s.median.toPrecision(4)}`;
+    logs.add('warn', `spike at step ${s.step}: ${reason}`);
+    void recordJobEvent(db, job.id, 'spike', { attempt: ctx.attempt, reason, data: s }).catch((err: unknown) =>
+      log.warn({ err: (err as Error).message }, 'could not record a spike event'),
+    );
+  };
 
   const child = RunChild.start(
     task,
@@ -63,7 +79,7 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
       onReady(msg) {
         runtime = msg.runtime;
         totalSteps = msg.totalSteps;
-        const where = { ...msg.runtime, hostname: hostname(), pid: process.pid, childPid: child.pid, runnerId: ctx.runnerId, attempt: ctx.attempt };
+        const where = { ...msg.runtime, ...(slot ? { deviceSlot: slot.device } : {}), hostname: hostname(), pid: process.pid, childPid: child.pid, runnerId: ctx.runnerId, attempt: ctx.attempt, code: codeVersion() };
         log.info({ runtime: where, totalSteps, startStep: msg.startStep }, 'run started');
         logs.add('info', `attempt ${ctx.attempt} on ${where.hostname} (${msg.runtime.backend}${msg.runtime.device ? ', ' + msg.runtime.device : ''})${msg.startStep ? `, resuming at step ${msg.startStep}` : ''}`);
         void setRuntime(db, job.id, where, ctx.attempt).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not record runtime'));
@@ -72,6 +88,7 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
         lastStep = msg.metrics.step;
         totalSteps = msg.totalSteps ?? totalSteps;
         metrics.add(msg.metrics, totalSteps);
+        spikes?.observe(msg.metrics.step, watchedSeries(msg.metrics)).forEach(recordSpike);
       },
       onCheckpoint(msg) {
         const handle = opts.onCheckpoint;
@@ -87,7 +104,7 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
         if (msg.level !== 'debug') logs.add(msg.level, msg.message);
       },
     },
-    { env: { ...process.env, ...configEnv(ctx.config) } },
+    { env: { ...process.env, ...configEnv(ctx.config), ...slot?.env } },
   );
 
   const unsubscribeStop = ctx.control.onStop((reason) => {

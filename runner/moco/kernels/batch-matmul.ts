@@ -1,7 +1,9 @@
 /**
- * A BatchMatMul kernel for the tfjs wasm backend that sends batched (3-D+) and transposed
- * products to our SIMD small-GEMM (kernels/bmm.c) and everything else (the plain 2-D product,
- * which tfjs already runs on XNNPACK) to the stock kernel.
+ * A BatchMatMul kernel for the tfjs wasm backend that sends products to a native BLAS when one
+ * loads (kernels/native-blas.ts: every 2-D product, and the batched ones big enough to pay for
+ * the call), the other batched (3-D+) and transposed products to our SIMD small-GEMM
+ * (kernels/bmm.c), and the rest (the plain 2-D product without BLAS, which tfjs runs on XNNPACK)
+ * to the stock kernel.
  *
  * Why (tfjs-backend-wasm 4.22): its BatchMatMul uses XNNPACK only for an untransposed product
  * with batch 1; the rest runs a scalar loop at ~1-2.5 GFLOP/s, and the attention products of the
@@ -9,10 +11,13 @@
  *
  * Installed once per process by `installWasmKernels` (registered as a wrapper around the stock
  * kernel config, so `setWasmKernelsEnabled(false)` switches back at run time: benchmarks compare
- * both paths in one process). Our kernel is deterministic (fixed summation order per element).
+ * both paths in one process). Our kernel is deterministic (fixed summation order per element);
+ * OpenBLAS is too for a given thread count (it splits the output, not the sum, across threads).
  */
 import * as tf from '@tensorflow/tfjs';
 import { geluKernelFor, registerGeluKernels } from './gelu.js';
+import { installHeapKernels, setHeapKernelsEnabled } from './heap-kernels.js';
+import { loadNativeBlas, type NativeBlas } from './native-blas.js';
 import { instantiateKernel, wasmBackendInternals, type WasmBackendInternals } from './wasm-module.js';
 
 interface BmmExports {
@@ -23,6 +28,9 @@ type KernelArgs = Parameters<tf.KernelFunc>[0];
 
 let enabled = true;
 let geluEnabled = true;
+let blasOn = true;
+/** The native BLAS (loaded when our kernels are installed), or why it is not used. */
+let blas: NativeBlas | string = 'not loaded (our wasm kernels are not installed)';
 let installed: { status: string } | null = null;
 const instances = new WeakMap<object, BmmExports | string>();
 
@@ -43,13 +51,22 @@ function kernelFor(backend: object): { internals: WasmBackendInternals; bmm: Bmm
   return typeof inst === 'string' ? inst : { internals, bmm: inst };
 }
 
-/** Shapes our kernel takes: float32, equal batch dims (or one side batch 1), and not the XNNPACK case. */
-function ours(a: tf.TensorInfo, b: tf.TensorInfo, transposeA: boolean, transposeB: boolean): { outer: number[]; batch: number; strideA: number; strideB: number; m: number; n: number; k: number } | null {
+/** A product tfjs asks for, as batched row-major GEMMs; null when it broadcasts in a way we do not handle. */
+interface ProductPlan {
+  outer: number[];
+  batch: number;
+  strideA: number;
+  strideB: number;
+  m: number;
+  n: number;
+  k: number;
+}
+
+function productPlan(a: tf.TensorInfo, b: tf.TensorInfo, transposeA: boolean, transposeB: boolean): ProductPlan | null {
   if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return null;
   const outerA = a.shape.slice(0, -2), outerB = b.shape.slice(0, -2);
   const batchA = outerA.reduce((p, q) => p * q, 1), batchB = outerB.reduce((p, q) => p * q, 1);
   const batch = Math.max(batchA, batchB);
-  if (batch === 1 && !transposeA && !transposeB) return null; // XNNPACK
   const same = outerA.length === outerB.length && outerA.every((d, i) => d === outerB[i]);
   if (!same && batchA !== 1 && batchB !== 1) return null; // general broadcasting: stock kernel
   const [ra, ca] = a.shape.slice(-2), [rb, cb] = b.shape.slice(-2);
@@ -60,16 +77,38 @@ function ours(a: tf.TensorInfo, b: tf.TensorInfo, transposeA: boolean, transpose
   return { outer, batch, strideA: batchA === 1 ? 0 : m * k, strideB: batchB === 1 ? 0 : k * n, m, n, k };
 }
 
+/**
+ * Which engine runs a product. Native BLAS: every 2-D product, and batched ones whose single
+ * products are big enough to pay the FFI call each costs (a few µs); our wasm kernel: the other
+ * batched or transposed ones; XNNPACK (the stock kernel): the plain 2-D product without BLAS.
+ */
+function engineFor(plan: ProductPlan, transposeA: boolean, transposeB: boolean): 'blas' | 'bmm' | 'stock' {
+  if (blasOn && typeof blas !== 'string' && (plan.batch === 1 || plan.m * plan.n * plan.k >= BLAS_MIN_BATCHED_MNK)) return 'blas';
+  if (enabled && !(plan.batch === 1 && !transposeA && !transposeB)) return 'bmm';
+  return 'stock';
+}
+
+/**
+ * Batched products with fewer multiply-adds per product than this stay on our wasm kernel:
+ * below it the FFI call per product costs more than BLAS saves (measured in docs/trainer.md).
+ */
+export const BLAS_MIN_BATCHED_MNK = 32 * 32 * 32;
+
 function makeKernelFunc(stock: tf.KernelConfig): tf.KernelFunc {
   return (args: KernelArgs) => {
     const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
     const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
-    const plan = enabled ? ours(a, b, transposeA, transposeB) : null;
-    const kernel = plan ? kernelFor(args.backend) : null;
+    const plan = enabled || blasOn ? productPlan(a, b, transposeA, transposeB) : null;
+    const engine = plan ? engineFor(plan, transposeA, transposeB) : 'stock';
+    const kernel = engine === 'stock' ? null : kernelFor(args.backend);
     if (!plan || !kernel || typeof kernel === 'string') return stock.kernelFunc(args);
     const { internals, bmm } = kernel;
     const out = internals.makeOutput([...plan.outer, plan.m, plan.n], 'float32');
     const offset = (t: { dataId: object }) => internals.dataIdMap.get(t.dataId)!.memoryOffset;
+    if (engine === 'blas') {
+      nativeProducts(blas as NativeBlas, internals.memory, offset(a), offset(b), offset(out), plan, transposeA, transposeB);
+      return out;
+    }
     const scratch = transposeB ? internals.wasm._malloc(plan.k * plan.n * 4) : 0;
     try {
       bmm.bmm(offset(a), offset(b), offset(out), scratch, plan.batch, plan.m, plan.n, plan.k, plan.strideA, plan.strideB, transposeA ? 1 : 0, transposeB ? 1 : 0);
@@ -81,9 +120,29 @@ function makeKernelFunc(stock: tf.KernelConfig): tf.KernelFunc {
 }
 
 /**
+ * The products of a plan on the native BLAS, on views of the wasm heap (no copies). The views are
+ * taken here, after the output was allocated: a heap that grew since detached every older view.
+ */
+function nativeProducts(lib: NativeBlas, memory: WebAssembly.Memory, a: number, b: number, c: number, p: ProductPlan, transposeA: boolean, transposeB: boolean): void {
+  const heap = memory.buffer;
+  const view = (byteOffset: number, length: number) => new Float32Array(heap, byteOffset, length);
+  const sizeA = p.m * p.k, sizeB = p.k * p.n, sizeC = p.m * p.n;
+  if (p.strideB === 0 && !transposeA && p.batch > 1) {
+    // A [batch, m, k] times one B: a single [batch·m, k] product.
+    lib.gemm(view(a, p.batch * sizeA), view(b, sizeB), view(c, p.batch * sizeC), p.batch * p.m, p.n, p.k, false, transposeB);
+    return;
+  }
+  for (let i = 0; i < p.batch; i++) {
+    lib.gemm(view(a + 4 * i * p.strideA, sizeA), view(b + 4 * i * p.strideB, sizeB), view(c + 4 * i * sizeC, sizeC), p.m, p.n, p.k, transposeA, transposeB);
+  }
+}
+
+/**
  * Registers our kernels for the wasm backend (once per process) when the active backend is wasm
- * and its internals are as expected: BatchMatMul (wrapping the stock one) and the fused GELU
- * kernels. Returns what was done ('bmm+gelu' or the reason it was not).
+ * and its internals are as expected: BatchMatMul (wrapping the stock one; products go to the native
+ * BLAS when it loads, see kernels/native-blas.ts) and the fused GELU kernels. Returns what was done
+ * ('blas+bmm+gelu', 'bmm+gelu' or the reason it was not); `nativeBlasStatus()` says why BLAS is
+ * or is not in use.
  */
 export function installWasmKernels(): string {
   if (installed) return installed.status;
@@ -100,29 +159,53 @@ export function installWasmKernels(): string {
   const stock = tf.getKernel('BatchMatMul', 'wasm');
   if (typeof k === 'string' || !stock) {
     const why = typeof k === 'string' ? k : 'no stock BatchMatMul kernel for wasm';
+    blas = `off (our wasm kernels could not be installed: ${why})`;
     installed = { status: `off (${why})` };
     console.warn(`moco: stock tfjs wasm kernels only: ${why}`);
     return installed.status;
   }
+  blas = loadNativeBlas();
   tf.unregisterKernel('BatchMatMul', 'wasm');
   tf.registerKernel({ ...stock, kernelFunc: makeKernelFunc(stock) });
   registerGeluKernels();
-  installed = { status: 'bmm+gelu' };
+  installHeapKernels(typeof blas === 'string' ? null : blas);
+  installed = { status: typeof blas === 'string' ? 'bmm+gelu' : 'blas+bmm+gelu' };
   return installed.status;
+}
+
+/** The native BLAS the products run on, or why there is none (not installed yet, absent, off). */
+export function nativeBlasStatus(): { library: string; config: string; threads: number } | string {
+  if (typeof blas === 'string') return blas;
+  return { library: blas.library, config: blas.config, threads: blas.threads };
 }
 
 /**
  * Switches our kernels on or off at run time (benchmarks: both paths in one process); `gelu`
- * (default: same as `on`) lets a benchmark measure the fused GELU on its own.
+ * (default: same as `on`) lets a benchmark measure the fused GELU on its own, `native` (default:
+ * same as `on`) the native BLAS products.
  */
-export function setWasmKernelsEnabled(on: boolean, gelu = on): void {
+export function setWasmKernelsEnabled(on: boolean, gelu = on, native = on): void {
   enabled = on;
+  setHeapKernelsEnabled(on);
   geluEnabled = on && gelu;
+  blasOn = native;
+}
+
+function installedOnWasm(): boolean {
+  return (installed?.status === 'bmm+gelu' || installed?.status === 'blas+bmm+gelu') && tf.getBackend() === 'wasm';
 }
 
 /** True when our kernels run on the current backend (ops may emit transposed products, fused GELU). */
 export function wasmKernelsActive(): boolean {
-  return enabled && installed?.status === 'bmm+gelu' && tf.getBackend() === 'wasm';
+  return enabled && installedOnWasm();
+}
+
+/**
+ * True when a transposed 2-D product costs no more than a plain one (it runs on the native BLAS):
+ * ops.ts's dense gradients then skip their explicit transposes.
+ */
+export function nativeProductsActive(): boolean {
+  return blasOn && typeof blas !== 'string' && installedOnWasm();
 }
 
 /** True when ops.ts's gelu should run on our fused kernel. */

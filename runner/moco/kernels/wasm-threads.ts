@@ -25,6 +25,7 @@ import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import vm from 'node:vm';
 import * as tf from '@tensorflow/tfjs';
+import { coresForThisProcess } from './native-blas.js';
 
 const require = createRequire(import.meta.url);
 const WASM_OUT = '@tensorflow/tfjs-backend-wasm/wasm-out/';
@@ -129,10 +130,10 @@ function unrefPoolWorkers(): void {
   for (const w of backend?.wasm?.PThread?.runningWorkers ?? []) w.unref?.();
 }
 
-/** Threads wanted for the wasm backend: MOCO_WASM_THREADS, else every core Node reports. */
+/** Threads wanted for the wasm backend: MOCO_WASM_THREADS, else the cores this process may use (MOCO_CORES). */
 export function wantedWasmThreads(): number {
   const env = Number(process.env.MOCO_WASM_THREADS);
-  return Number.isInteger(env) && env >= 1 ? env : os.availableParallelism();
+  return Number.isInteger(env) && env >= 1 ? env : coresForThisProcess();
 }
 
 /** The worker script must at least parse: a worker that throws takes the whole process down. */

@@ -1,4 +1,4 @@
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHarness, type Harness } from './harness.js';
@@ -79,13 +79,21 @@ describe('/v1/keys', () => {
 
   test('a revoked key is refused (401) at once through this process, and within the cache time through another', async () => {
     const created = (await (await h.request('POST', '/v1/keys', { body: { name: 'short-lived', scopes: ['jobs:read'] } })).json()) as any;
-    assert.equal((await h.request('GET', '/v1/jobs', { key: created.key })).status, 200);
-    // Revoke it behind this process's back (as another replica would): the cache lets it live at most authCacheMs.
-    await h.database.sql`update api_keys set revoked_at = now() where id = ${created.id}`;
-    await new Promise((r) => setTimeout(r, 1100));
-    const res = await h.request('GET', '/v1/jobs', { key: created.key });
-    assert.equal(res.status, 401);
-    assert.match(((await res.json()) as any).error.message, /revoked/);
+    // The cache's clock is mocked: what is asserted is the order of events, not how fast they ran.
+    mock.timers.enable({ apis: ['Date'], now: Date.now() });
+    try {
+      assert.equal((await h.request('GET', '/v1/jobs', { key: created.key })).status, 200);
+      // Revoke it behind this process's back (as another replica would): the cache lets it live at most authCacheMs (1 s).
+      await h.database.sql`update api_keys set revoked_at = now() where id = ${created.id}`;
+      mock.timers.tick(900);
+      assert.equal((await h.request('GET', '/v1/jobs', { key: created.key })).status, 200, 'still cached 0.9 s later');
+      mock.timers.tick(200);
+      const res = await h.request('GET', '/v1/jobs', { key: created.key });
+      assert.equal(res.status, 401, 'refused once the cache time passed');
+      assert.match(((await res.json()) as any).error.message, /revoked/);
+    } finally {
+      mock.timers.reset();
+    }
 
     const second = (await (await h.request('POST', '/v1/keys', { body: { name: 'revoke-me', scopes: ['jobs:read'] } })).json()) as any;
     assert.equal((await h.request('GET', '/v1/jobs', { key: second.key })).status, 200);
@@ -106,25 +114,34 @@ describe('/v1/keys', () => {
 });
 
 describe('rate limits', () => {
-  test('over the per-key budget: 429 with Retry-After; other keys unaffected', async () => {
+  test('over the per-key budget: 429 with Retry-After and RateLimit-* headers; other keys unaffected; the next window starts afresh', async () => {
     const limited = await createHarness({ API_RATE_LIMIT_PER_MINUTE: 3 });
+    // The limiter's clock is mocked at 10 s into a one-minute window, so no window boundary can fall
+    // inside the loop however slow the machine is.
+    const windowStart = Math.floor(Date.now() / 60_000) * 60_000;
+    mock.timers.enable({ apis: ['Date'], now: windowStart + 10_000 });
     try {
-      const statuses: number[] = [];
-      let last: Response | undefined;
+      const seen: [number, string | null, string | null, string | null, string | null][] = [];
       for (let i = 0; i < 5; i++) {
-        last = await limited.request('GET', '/v1/jobs');
-        statuses.push(last.status);
+        const res = await limited.request('GET', '/v1/jobs');
+        seen.push([res.status, res.headers.get('ratelimit-limit'), res.headers.get('ratelimit-remaining'), res.headers.get('ratelimit-reset'), res.headers.get('retry-after')]);
+        if (res.status === 429) assert.equal(((await res.json()) as any).error.code, 'rate_limited');
       }
-      // A window boundary may fall inside the loop; at least one 429 either way.
-      assert.ok(statuses.includes(429), JSON.stringify(statuses));
-      const res = (await limited.request('GET', '/v1/jobs'))!;
-      if (res.status === 429) {
-        const retry = Number(res.headers.get('retry-after'));
-        assert.ok(retry >= 1 && retry <= 60, String(retry));
-        assert.equal(((await res.json()) as any).error.code, 'rate_limited');
-      }
-      assert.equal((await limited.request('GET', '/v1/jobs', { key: limited.keys.readOnly })).status, 200);
+      assert.deepEqual(seen, [
+        [200, '3', '2', '50', null],
+        [200, '3', '1', '50', null],
+        [200, '3', '0', '50', null],
+        [429, '3', '0', '50', '50'],
+        [429, '3', '0', '50', '50'],
+      ]);
+      assert.equal((await limited.request('GET', '/v1/jobs', { key: limited.keys.readOnly })).status, 200, 'another key has its own budget');
+      mock.timers.tick(50_000);
+      const next = await limited.request('GET', '/v1/jobs');
+      assert.equal(next.status, 200, 'a new window');
+      assert.equal(next.headers.get('ratelimit-remaining'), '2');
+      assert.equal(next.headers.get('ratelimit-reset'), '60');
     } finally {
+      mock.timers.reset();
       await limited.close();
     }
   });

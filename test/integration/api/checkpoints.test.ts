@@ -2,6 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createHarness, forceState, pretrain, seedCheckpoint, seedReadyDataset, type Harness } from './harness.js';
+import { checkPresignedGet } from '../../support/sigv4.js';
 
 let h: Harness;
 let jobId: string;
@@ -20,6 +21,7 @@ before(async () => {
   await seedCheckpoint(h, h.tenantA, jobId, 3, { 'state.safetensors': randomBytes(10) });
 });
 after(async () => h.close());
+
 
 describe('checkpoints', () => {
   test('list shows versions, files with sha256, and the implicit latest alias', async () => {
@@ -100,26 +102,50 @@ describe('checkpoint downloads', () => {
     assert.equal(sha(Buffer.from(await (await fetch(full.url)).arrayBuffer())), sha(state));
   });
 
-  test('the URL names one object only (scope): it cannot be bent to another key', async () => {
+  test('the URL is signed (SigV4) for exactly that object, expiry and file name: any change to it no longer verifies', async () => {
+    // The local S3 server accepts any signature, so an independent SigV4 check (test/support/sigv4.ts,
+    // pinned to AWS's published example) decides here, with the deployment's credentials.
+    const credentials = { accessKeyId: h.config.S3_ACCESS_KEY_ID, secretAccessKey: h.config.S3_SECRET_ACCESS_KEY };
     const body = (await (await h.request('GET', `/v1/jobs/${jobId}/checkpoints/v2/download?file=backbone`)).json()) as any;
-    // The local S3 server does not check signatures; what we can check is that the URL we issue
-    // names exactly the requested object, is signed for it with a bounded expiry, and that the
-    // expiry is enforced (next test).
-    const url = new URL(body.url);
-    assert.ok(url.pathname.endsWith(`/checkpoints/${h.tenantA}/${jobId}/v2/backbone.safetensors`));
-    assert.equal(url.searchParams.get('X-Amz-SignedHeaders'), 'host');
-    assert.ok(url.searchParams.get('X-Amz-Signature'));
-    assert.equal(url.searchParams.get('X-Amz-Expires'), '900');
+    const issued = new URL(body.url);
+    assert.equal(issued.pathname, `/${h.bucket.bucket}/checkpoints/${h.tenantA}/${jobId}/v2/backbone.safetensors`);
+    assert.equal(issued.searchParams.get('X-Amz-Expires'), '900');
+    const check = checkPresignedGet(issued, credentials);
+    assert.ok(check.ok, JSON.stringify(check));
+    assert.ok(Math.abs(check.expiresAt.getTime() - Date.parse(body.expiresAt)) < 5000, 'the answer\'s expiresAt is the URL\'s');
+    const changed = (f: (u: URL) => void) => {
+      const u = new URL(issued);
+      f(u);
+      return u;
+    };
+    const tampered: [string, URL][] = [
+      ['another version of the same job', changed((u) => (u.pathname = u.pathname.replace('/v2/', '/v1/')))],
+      ['the state file instead of the backbone', changed((u) => (u.pathname = u.pathname.replace('backbone', 'state')))],
+      ['another tenant', changed((u) => (u.pathname = u.pathname.replace(h.tenantA, h.tenantB)))],
+      ['a longer expiry', changed((u) => u.searchParams.set('X-Amz-Expires', '3600'))],
+      ['a later signing date', changed((u) => u.searchParams.set('X-Amz-Date', u.searchParams.get('X-Amz-Date')!.replace(/^(\d{4})/, (y) => String(Number(y) + 1))))],
+      ['another file name', changed((u) => u.searchParams.set('response-content-disposition', 'attachment; filename="x"'))],
+    ];
+    for (const [what, url] of tampered) assert.deepEqual(checkPresignedGet(url, credentials), { ok: false, reason: 'signature does not match' }, what);
+    assert.deepEqual(checkPresignedGet(issued, credentials, new Date(check.expiresAt.getTime() + 1000)), { ok: false, reason: 'expired' });
   });
 
   test('the URL stops working after its expiry', async () => {
     const body = (await (await h.request('GET', `/v1/jobs/${jobId}/checkpoints/v2/download?file=backbone&ttl=1`)).json()) as any;
-    assert.match(body.url, /X-Amz-Expires=1(&|$)/);
-    assert.equal((await fetch(body.url)).status, 200);
-    await new Promise((r) => setTimeout(r, 2100));
+    const url = new URL(body.url);
+    assert.equal(url.searchParams.get('X-Amz-Expires'), '1');
+    // The expiry is X-Amz-Date + X-Amz-Expires: wait until the clock is past it (however long the
+    // request took), then the server refuses it. No race against a one-second window.
+    const signedAt = Date.parse(url.searchParams.get('X-Amz-Date')!.replace(/^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/, '$1-$2-$3T$4:$5:$6Z'));
+    const skew = Date.parse(body.expiresAt) - (signedAt + 1000);
+    assert.ok(skew >= 0 && skew < 5000, `expiresAt ${body.expiresAt} is the URL's own expiry (X-Amz-Date is whole seconds)`);
+    await new Promise((r) => setTimeout(r, Math.max(0, signedAt + 2100 - Date.now())));
     const late = await fetch(body.url);
     assert.equal(late.status, 403);
     assert.match(await late.text(), /expired/i);
+    // The same object through a URL still inside its time works: it is the expiry that refused it.
+    const fresh = (await (await h.request('GET', `/v1/jobs/${jobId}/checkpoints/v2/download?file=backbone&ttl=600`)).json()) as any;
+    assert.equal((await fetch(fresh.url)).status, 200);
   });
 
   test('ttl is bounded by SIGNED_URL_MAX_TTL_SECONDS; a missing file is 404; redirect=true answers 302', async () => {

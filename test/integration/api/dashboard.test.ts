@@ -13,11 +13,17 @@ test('the dashboard is one self-contained page that only talks to /v1', async ()
   assert.match(res.headers.get('content-security-policy') ?? '', /default-src 'self'/);
   const html = await res.text();
   assert.match(html, /<title>Momentum<\/title>/);
-  // Everything it shows comes from the API: the routes it calls exist in the OpenAPI document.
+  // Everything it shows comes from the API: each route below is called by the page (its call with
+  // `${…}` placeholders where the route has `{…}` parameters), and each call the page makes is a route.
   const doc = (await (await h.app.request('/openapi.json')).json()) as { paths: Record<string, unknown> };
-  for (const path of ['/v1/jobs', '/v1/jobs/{id}', '/v1/jobs/{id}/metrics', '/v1/jobs/{id}/checkpoints', '/v1/jobs/{id}/evaluations', '/v1/jobs/{id}/events', '/v1/jobs/{id}/cancel', '/v1/jobs/{id}/checkpoints/{ref}/download']) {
+  const calls = [...html.matchAll(/\bapi\((['`])(\/v1\/[^'`?]*)/g)].map((m) => m[2]!);
+  const routeRegex = (route: string) => new RegExp('^' + route.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{[^}]+\}/g, '[^/]+') + '$');
+  for (const path of ['/v1/jobs', '/v1/jobs/{id}', '/v1/jobs/{id}/metrics', '/v1/jobs/{id}/checkpoints', '/v1/jobs/{id}/evaluations', '/v1/jobs/{id}/events', '/v1/jobs/{id}/cancel', '/v1/jobs/{id}/checkpoints/{ref}/download', '/v1/sweeps', '/v1/sweeps/{id}', '/v1/sweeps/{id}/cancel']) {
     assert.ok(doc.paths[path], `${path} is in the API`);
-    assert.ok(html.includes(path.replace('/v1', '').split('/{')[0]), `the page calls ${path}`);
+    assert.ok(calls.some((call) => routeRegex(path).test(call)), `the page calls ${path} (its calls: ${calls.join(', ')})`);
+  }
+  for (const call of calls) {
+    assert.ok(Object.keys(doc.paths).some((route) => routeRegex(route).test(call)), `the page's call ${call} is a route of the API`);
   }
   assert.doesNotMatch(html, /https?:\/\//, 'no external script, style or font');
 });

@@ -4,12 +4,13 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { createHarness, pretrain, seedReadyDataset, type Harness } from './harness.js';
-import { OutboxDispatcher } from '../../../api/dispatcher.js';
+import { createHarness, pretrain, randomUUID, seedReadyDataset, type Harness } from './harness.js';
+import { enqueueDelivery, OutboxDispatcher } from '../../../api/dispatcher.js';
 import { Reconciler } from '../../../api/reconciler.js';
 import { createWebhookWorker } from '../../../api/webhooks/worker.js';
-import { verify } from '../../../api/webhooks/signing.js';
+import { carriesSignature, specSignature } from '../../support/standardWebhooks.js';
 import { transitionJob } from '../../../db/jobs.js';
+import { registerCheckpoint } from '../../../db/runs.js';
 import { BULLMQ_CONNECTION_OPTIONS, QUEUES } from '../../../contracts/queues.js';
 import { createLogger } from '../../../common/logger.js';
 
@@ -69,18 +70,27 @@ describe('outbox dispatcher', () => {
   test('a retried job is enqueued again although BullMQ still holds its finished first attempt', async () => {
     const job = await submit(pretrain('fmnist'));
     await dispatcher.dispatchOnce();
-    const first = (await h.deps.queues.train.getJob(job.id))!;
-    await first.moveToFailed(new Error('boom'), '0', false).catch(async () => {
-      // Not locked by a worker: fail it the way a worker would have left it.
-      await first.remove();
-      await h.deps.queues.train.add('pretrain', first.data, { jobId: job.id });
-    });
-    await h.database.sql`update jobs set state = 'failed' where id = ${job.id}`;
+    // A real worker takes the job and fails it: BullMQ keeps the failed copy under the same id.
+    const connection = new Redis(h.config.REDIS_URL, { ...BULLMQ_CONNECTION_OPTIONS });
+    const worker = new Worker(QUEUES.train, async (j) => {
+      if (j.id === job.id) throw new Error('first attempt failed');
+    }, { connection, prefix: h.config.QUEUE_PREFIX });
+    try {
+      await until('the first attempt failed in BullMQ', async () => (await (await h.deps.queues.train.getJob(job.id))?.getState()) === 'failed');
+    } finally {
+      await worker.close();
+      connection.disconnect();
+    }
+    // What the runner leaves behind a failed first attempt.
+    await h.database.sql`update jobs set state = 'failed', attempt = 1 where id = ${job.id}`;
     assert.equal((await h.request('POST', `/v1/jobs/${job.id}/retry`)).status, 200);
     await dispatcher.dispatchOnce();
     const again = await h.deps.queues.train.getJob(job.id);
     assert.ok(again);
-    assert.ok(['waiting', 'prioritized'].includes(await again!.getState()));
+    assert.ok(['waiting', 'prioritized'].includes(await again!.getState()), await again!.getState());
+    assert.ok(!again!.failedReason, 'a fresh copy, not the failed one');
+    const [outbox] = await h.database.sql`select count(*)::int as n from outbox where dispatched_at is null and payload->>'jobId' = ${job.id}`;
+    assert.equal(outbox!.n, 0, 'the retry\'s enqueue row is done');
   });
 
   test('several dispatchers at once (replicas) dispatch every row exactly once', async () => {
@@ -167,9 +177,10 @@ describe('webhooks', () => {
       assert.match(secret, /^whsec_/);
       const types = [];
       for (const r of rx.received) {
-        const ok = verify(secret, { id: String(r.headers['webhook-id']), timestamp: String(r.headers['webhook-timestamp']), signature: String(r.headers['webhook-signature']) }, r.body);
-        assert.ok(ok, 'signature verifies');
-        assert.ok(!verify(secret, { id: String(r.headers['webhook-id']), timestamp: String(r.headers['webhook-timestamp']), signature: String(r.headers['webhook-signature']) }, r.body + ' '), 'a changed body does not');
+        // Checked against the specification's own computation (test/support/standardWebhooks.ts), not the project's sign().
+        const [id, timestamp, signature] = [String(r.headers['webhook-id']), String(r.headers['webhook-timestamp']), String(r.headers['webhook-signature'])];
+        assert.ok(carriesSignature(signature, specSignature(secret, id, timestamp, r.body)), 'signature verifies');
+        assert.ok(!carriesSignature(signature, specSignature(secret, id, timestamp, r.body + ' ')), 'a changed body does not');
         const payload = JSON.parse(r.body);
         assert.equal(payload.data.jobId, job.id);
         types.push(payload.type);
@@ -226,6 +237,106 @@ describe('webhooks', () => {
       await worker.close();
       await rx.close();
     }
+  });
+
+  test('requeued, failed, canceled and checkpoint.created are delivered to the jobs that subscribed', async () => {
+    const rx = await receiver(() => 204);
+    const worker = createWebhookWorker({ sql: h.database.sql, connection: h.deps.redis, prefix: h.config.QUEUE_PREFIX, logger, signingKey: 'k'.repeat(20), allowPrivate: true });
+    try {
+      const events = ['job.requeued', 'job.failed', 'job.canceled', 'checkpoint.created'];
+      const ran = await submit(pretrain('fmnist', { webhook: { url: rx.url, events } }));
+      const canceled = await submit(pretrain('fmnist', { webhook: { url: rx.url, events } }));
+      // What a runner does: attempt 1 preempted, attempt 2 writes a checkpoint and fails for good.
+      await transitionJob(h.database.db, ran.id, { from: ['queued'], to: 'running', patch: { attempt: 1 } });
+      await transitionJob(h.database.db, ran.id, { from: ['running'], to: 'requeued', reason: 'runner shutting down' });
+      await transitionJob(h.database.db, ran.id, { from: ['requeued'], to: 'running', patch: { attempt: 2 } });
+      await registerCheckpoint(h.database.db, { jobId: ran.id, attempt: 2, version: 1, step: 8, s3Prefix: `checkpoints/${h.tenantA}/${ran.id}/v1/`, files: {}, bytes: 10, sha256: 'ab' });
+      await transitionJob(h.database.db, ran.id, { from: ['running'], to: 'failed', reason: 'NaN loss' });
+      assert.equal((await h.request('POST', `/v1/jobs/${canceled.id}/cancel`)).status, 200);
+      while ((await dispatcher.dispatchOnce()) > 0);
+      await until('four deliveries', async () => rx.received.length >= 4);
+      const got = rx.received.map((r) => JSON.parse(r.body)).map((p) => [p.data.jobId, p.type] as const);
+      assert.deepEqual(
+        got.map(([id, type]) => `${id === ran.id ? 'ran' : 'canceled'} ${type}`).sort(),
+        ['canceled job.canceled', 'ran checkpoint.created', 'ran job.failed', 'ran job.requeued'],
+      );
+      const checkpoint = rx.received.map((r) => JSON.parse(r.body)).find((p) => p.type === 'checkpoint.created');
+      assert.deepEqual([checkpoint.data.version, checkpoint.data.step], [1, 8]);
+      const failed = rx.received.map((r) => JSON.parse(r.body)).find((p) => p.type === 'job.failed');
+      assert.equal(failed.data.reason, 'NaN loss');
+    } finally {
+      await worker.close();
+      await rx.close();
+    }
+  });
+
+  test('redirects are not followed: a 3xx is a failed attempt and the redirect target is never called', async () => {
+    const elsewhere = await receiver(() => 200);
+    const rx = await new Promise<{ url: string; hits: number[]; close(): Promise<unknown> }>((resolve) => {
+      const hits: number[] = [];
+      const server = http.createServer((req, res) => {
+        hits.push(Date.now());
+        req.resume();
+        res.writeHead(302, { location: elsewhere.url }).end();
+      });
+      server.listen(0, '127.0.0.1', () =>
+        resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, hits, close: () => new Promise((r) => server.close(r)) }),
+      );
+    });
+    const worker = createWebhookWorker({ sql: h.database.sql, connection: h.deps.redis, prefix: h.config.QUEUE_PREFIX, logger, signingKey: 'k'.repeat(20), allowPrivate: true });
+    try {
+      const job = await submit(pretrain('fmnist', { webhook: { url: rx.url, events: ['job.queued'] } }));
+      await dispatcher.dispatchOnce();
+      const row = await until('the delivery to fail', async () => {
+        const [d] = await h.database.sql`select status, attempts, response_status, last_error from webhook_deliveries where job_id = ${job.id}`;
+        return d?.status === 'failed' ? d : undefined;
+      });
+      assert.equal(row.response_status, 302);
+      assert.match(row.last_error, /302/);
+      assert.equal(rx.hits.length, row.attempts, 'each attempt reached the receiver once');
+      assert.equal(elsewhere.received.length, 0, 'the Location was never requested');
+    } finally {
+      await worker.close();
+      await rx.close();
+      await elsewhere.close();
+    }
+  });
+
+  test('a receiver that does not answer within the timeout is a failed attempt, retried, then failed', async () => {
+    const held: http.ServerResponse[] = [];
+    const server = http.createServer((req, res) => {
+      req.resume();
+      held.push(res); // never answered
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const worker = createWebhookWorker({ sql: h.database.sql, connection: h.deps.redis, prefix: h.config.QUEUE_PREFIX, logger, signingKey: 'k'.repeat(20), allowPrivate: true, timeoutMs: 300 });
+    try {
+      const job = await submit(pretrain('fmnist', { webhook: { url, events: ['job.queued'] } }));
+      await dispatcher.dispatchOnce();
+      const row = await until('the delivery to fail', async () => {
+        const [d] = await h.database.sql`select status, attempts, response_status, last_error from webhook_deliveries where job_id = ${job.id}`;
+        return d?.status === 'failed' ? d : undefined;
+      }, 60_000);
+      assert.equal(row.attempts, 4, 'every attempt timed out');
+      assert.equal(row.response_status, null);
+      assert.match(row.last_error, /no answer within 300 ms/);
+      assert.equal(held.length, 4);
+    } finally {
+      await worker.close();
+      for (const res of held) res.destroy();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  test('the default retry schedule: 8 attempts, exponential from 2 s', async () => {
+    const id = randomUUID();
+    await enqueueDelivery(h.deps.queues.webhooks, id);
+    const queued = await h.deps.queues.webhooks.getJob(id);
+    assert.equal(queued!.opts.attempts, 8);
+    assert.deepEqual(queued!.opts.backoff, { type: 'exponential', delay: 2000 });
+    await queued!.remove();
   });
 
   test('private, loopback and link-local targets are refused at submission and at delivery unless allowed', async () => {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import postgres from 'postgres';
 import { createHarness, forceState, pretrain, randomUUID, seedCheckpoint, seedReadyDataset, type Harness } from './harness.js';
 import { CANCEL_CHANNEL } from '../../../contracts/outbox.js';
+import { createApp } from '../../../api/app.js';
 
 let h: Harness;
 
@@ -35,7 +36,8 @@ describe('POST /v1/jobs', () => {
     assert.equal(body.dataset, 'fmnist@2', 'name alone resolves to the newest ready version');
     assert.equal(body.spec.dataset, 'fmnist@2');
     assert.equal(body.spec.optim.batch, 64);
-    assert.equal(body.spec.moco.momentum, 0.99, 'defaults are applied and stored');
+    assert.equal(body.spec.method, 'mocov3', 'defaults are applied and stored');
+    assert.equal(body.spec.moco.momentumSchedule, 'cosine');
     assert.equal(res.headers.get('location'), `/v1/jobs/${body.id}`);
     const outbox = await h.database.sql`select topic, payload from outbox where payload->>'jobId' = ${body.id} order by id`;
     assert.deepEqual(outbox.map((r) => r.topic), ['job.enqueue', 'job.event']);
@@ -116,10 +118,35 @@ describe('POST /v1/jobs', () => {
     assertErrorShape(await res.json(), 'payload_too_large');
   });
 
-  test('a webhook on a private address is refused unless allowed (this harness allows; checked in webhooks tests)', async () => {
+  test('resources.gpus above 1 is refused, naming the field (a run trains on one GPU)', async () => {
+    const { res, body } = await submit(pretrain('fmnist', { resources: { gpus: 2 } }));
+    assert.equal(res.status, 400);
+    assertErrorShape(body);
+    assert.equal(body.error.details[0].path, 'resources.gpus');
+    assert.match(body.error.details[0].message, /one GPU/);
+    assert.equal((await submit(pretrain('fmnist', { resources: { gpus: 0 } }))).res.status, 201);
+  });
+
+  test('a webhook URL that is not http(s) is refused, naming webhook.url', async () => {
     const { res, body } = await submit(pretrain('fmnist', { webhook: { url: 'ftp://example.com/hook' } }));
     assert.equal(res.status, 400);
     assert.equal(body.error.details[0].path, 'webhook.url');
+  });
+
+  test('a webhook on a private address is refused unless WEBHOOK_ALLOW_PRIVATE', async () => {
+    const strict = createApp({ ...h.deps, config: { ...h.config, WEBHOOK_ALLOW_PRIVATE: false } }).app;
+    const post = (url: string) =>
+      strict.request('/v1/jobs', { method: 'POST', headers: { authorization: `Bearer ${h.keys.admin}`, 'content-type': 'application/json' }, body: JSON.stringify(pretrain('fmnist', { webhook: { url } })) });
+    for (const url of ['http://127.0.0.1:8080/hook', 'http://10.0.0.7/hook', 'http://[fd00::1]/hook']) {
+      const res = await post(url);
+      assert.equal(res.status, 400, url);
+      const body = (await res.json()) as any;
+      assertErrorShape(body, 'validation_failed');
+      assert.equal(body.error.details[0].path, 'webhook.url', url);
+      assert.match(body.error.details[0].message, /private|loopback|WEBHOOK_ALLOW_PRIVATE/i, url);
+    }
+    // The same address through this harness, which allows private targets, is accepted.
+    assert.equal((await submit(pretrain('fmnist', { webhook: { url: 'http://127.0.0.1:8080/hook' } }))).res.status, 201);
   });
 });
 
@@ -232,8 +259,9 @@ describe('cancel, retry, retrain', () => {
     const { body: job } = await submit(pretrain('fmnist'));
     await forceState(h, job.id, 'running');
     const listener = postgres(h.database.url, { max: 1 });
-    const heard = new Promise<string>((resolve) => void listener.listen(CANCEL_CHANNEL, (payload) => resolve(payload)));
-    await new Promise((r) => setTimeout(r, 100)); // LISTEN is registered
+    let heardPayload!: (payload: string) => void;
+    const heard = new Promise<string>((resolve) => (heardPayload = resolve));
+    await listener.listen(CANCEL_CHANNEL, (payload) => heardPayload(payload)); // resolves once LISTEN is registered
     const res = await h.request('POST', `/v1/jobs/${job.id}/cancel`);
     assert.equal(res.status, 200);
     const body = (await res.json()) as any;

@@ -25,6 +25,7 @@ const REPO = join(import.meta.dirname, '..', '..', '..');
 export interface ApiResponse<T = any> {
   status: number;
   body: T;
+  headers: Headers;
 }
 
 export interface RunnerProcess {
@@ -41,7 +42,9 @@ export interface RunnerHarness {
   database: TestDatabase;
   bucket: TestStorage;
   tenantId: string;
-  api<T = any>(method: string, path: string, body?: unknown): Promise<ApiResponse<T>>;
+  /** The app's dependencies (to start a background service such as the sweep driver in a test). */
+  deps: AppDeps;
+  api<T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiResponse<T>>;
   startRunner(opts?: { env?: Record<string, string>; args?: string[] }): RunnerProcess;
   /** Uploads labeled synthetic 16×16 grayscale images as an IDX archive through the API; resolves when ingested. */
   uploadSyntheticDataset(name: string, opts?: { perClass?: number; numClasses?: number; size?: number }): Promise<void>;
@@ -68,7 +71,7 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
   });
   const redis = new Redis(config.REDIS_URL, { ...BULLMQ_CONNECTION_OPTIONS });
   const queues = createQueues(config, redis);
-  const logger = createLogger('silent');
+  const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
   const deps: AppDeps = { config, db: database.db, sql: database.sql, storage: bucket.storage, redis, queues, logger };
   const dispatcher = new OutboxDispatcher({ sql: database.sql, queues, logger, pollMs: 100 });
   deps.onOutboxWritten = () => dispatcher.wake();
@@ -79,12 +82,13 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
   await insertApiKey(database.db, { tenantId: tenant.id, name: 'admin', prefix: material.prefix, secretHash: material.hash, scopes: ['admin'] });
   const runners: RunnerProcess[] = [];
 
-  const api = async <T = any>(method: string, path: string, body?: unknown): Promise<ApiResponse<T>> => {
-    const headers: Record<string, string> = { authorization: `Bearer ${material.secret}` };
+  const api = async <T = any>(method: string, path: string, body?: unknown, extraHeaders: Record<string, string> = {}): Promise<ApiResponse<T>> => {
+    const headers: Record<string, string> = { authorization: `Bearer ${material.secret}`, ...extraHeaders };
     if (body !== undefined) headers['content-type'] = 'application/json';
     const res = await app.request(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     const text = await res.text();
-    return { status: res.status, body: text ? JSON.parse(text) : null };
+    const json = (res.headers.get('content-type') ?? '').includes('json');
+    return { status: res.status, body: text ? (json ? JSON.parse(text) : text) : null, headers: res.headers };
   };
 
   const waitForJob = async (id: string, until: (job: any) => boolean, what: string, timeoutMs = 120_000) => {
@@ -103,6 +107,7 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
     database,
     bucket,
     tenantId: tenant.id,
+    deps,
     api,
     startRunner(opts = {}) {
       const proc = spawn(process.execPath, ['--import', 'tsx', 'runner/main.ts', ...(opts.args ?? [])], {

@@ -28,6 +28,10 @@ test('compose: the services, a GPU for the runner, a stop grace period above the
   const grace = Number(runner.environment.RUNNER_GRACE_SECONDS);
   assert.ok(parseInt(runner.stop_grace_period) > grace, `${runner.stop_grace_period} > ${grace}s`);
   assert.equal(runner.environment.S3_ENDPOINT, 'http://minio:9000');
+  // One run per GPU: as many concurrent runs and GPU slots as reserved devices.
+  const devices = runner.deploy.resources.reservations.devices[0].count;
+  assert.equal(Number(runner.environment.RUNNER_GPUS), devices);
+  assert.equal(Number(runner.environment.RUNNER_CONCURRENCY), devices);
   for (const name of ['api', 'runner']) assert.ok(existsSync(join(REPO, compose.services[name].build.dockerfile)));
 });
 
@@ -36,6 +40,9 @@ test('kubernetes: runner with a GPU, grace above RUNNER_GRACE_SECONDS, preStop; 
   const runner = byKind(k8s('runner.yaml'), 'Deployment');
   const pod = runner.spec.template.spec;
   assert.equal(pod.containers[0].resources.limits['nvidia.com/gpu'], 1);
+  // One run per GPU: as many concurrent runs and GPU slots as the pod's GPUs, like compose.
+  assert.equal(Number(config.RUNNER_GPUS), pod.containers[0].resources.limits['nvidia.com/gpu']);
+  assert.equal(Number(config.RUNNER_CONCURRENCY), Number(config.RUNNER_GPUS));
   assert.ok(pod.terminationGracePeriodSeconds > Number(config.RUNNER_GRACE_SECONDS));
   assert.ok(pod.containers[0].lifecycle.preStop.exec.command.join(' ').includes('kill -TERM 1'));
   const scaled = byKind(k8s('keda.yaml'), 'ScaledObject');

@@ -1,0 +1,155 @@
+/**
+ * The API's OpenAPI document as TypeScript: every schema in components, and every operation by its
+ * operationId with its method, path, inputs and success response. The CLI's client is typed by it
+ * (contracts/api.gen.ts), so a route change that breaks the CLI fails the typecheck.
+ *
+ *   npm run api:types            rewrites contracts/api.gen.ts
+ *   npm run api:types -- --check exits 1 when the file is not what the routes produce (a test runs this check)
+ */
+import { Redis } from 'ioredis';
+import { createApp } from '../api/app.js';
+import type { AppDeps } from '../api/deps.js';
+import { loadConfig } from '../common/config.js';
+import { createLogger } from '../common/logger.js';
+
+export const GENERATED_PATH = 'contracts/api.gen.ts';
+
+/** The document the running API serves, built without touching any service. */
+export async function apiDocument(): Promise<OpenApiDocument> {
+  const redis = new Redis({ lazyConnect: true }); // the rate limiter registers a script on it; nothing connects
+  try {
+    const deps = { config: loadConfig({}), logger: createLogger('silent'), redis, queues: {} } as unknown as AppDeps;
+    const { app } = createApp(deps);
+    return (await (await app.request('/openapi.json')).json()) as OpenApiDocument;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+type Schema = {
+  $ref?: string;
+  type?: string | string[];
+  enum?: unknown[];
+  const?: unknown;
+  properties?: Record<string, Schema>;
+  required?: string[];
+  additionalProperties?: boolean | Schema;
+  items?: Schema;
+  oneOf?: Schema[];
+  anyOf?: Schema[];
+  allOf?: Schema[];
+};
+interface Parameter {
+  name: string;
+  in: 'path' | 'query' | 'header' | 'cookie';
+  required?: boolean;
+  schema?: Schema;
+}
+interface Operation {
+  operationId?: string;
+  parameters?: Parameter[];
+  requestBody?: { required?: boolean; content?: Record<string, { schema?: Schema }> };
+  responses?: Record<string, { content?: Record<string, { schema?: Schema }> }>;
+}
+export interface OpenApiDocument {
+  paths: Record<string, Record<string, Operation>>;
+  components?: { schemas?: Record<string, Schema> };
+}
+
+const key = (name: string) => (/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(name) ? name : JSON.stringify(name));
+
+/** One JSON Schema (OpenAPI 3.1 dialect, as zod-openapi writes it) as a TypeScript type. */
+export function schemaType(s: Schema | undefined, indent = ''): string {
+  if (!s || Object.keys(s).length === 0) return 'unknown';
+  if (s.$ref) return `Schemas[${JSON.stringify(s.$ref.replace('#/components/schemas/', ''))}]`;
+  if (s.const !== undefined) return JSON.stringify(s.const);
+  if (s.enum) return s.enum.map((v) => JSON.stringify(v)).join(' | ');
+  if (s.oneOf) return s.oneOf.map((x) => wrap(schemaType(x, indent))).join(' | ');
+  if (s.anyOf) return s.anyOf.map((x) => wrap(schemaType(x, indent))).join(' | ');
+  if (s.allOf) return s.allOf.map((x) => wrap(schemaType(x, indent))).join(' & ');
+  const types = Array.isArray(s.type) ? s.type : s.type ? [s.type] : [];
+  if (!types.length) return s.properties ? objectType(s, indent) : 'unknown';
+  return types.map((t) => wrap(single(t, s, indent))).join(' | ');
+}
+
+function single(t: string, s: Schema, indent: string): string {
+  switch (t) {
+    case 'string':
+      return 'string';
+    case 'integer':
+    case 'number':
+      return 'number';
+    case 'boolean':
+      return 'boolean';
+    case 'null':
+      return 'null';
+    case 'array':
+      return `${wrap(schemaType(s.items, indent))}[]`;
+    case 'object':
+      return objectType(s, indent);
+    default:
+      return 'unknown';
+  }
+}
+
+function objectType(s: Schema, indent: string): string {
+  const inner = indent + '  ';
+  const required = new Set(s.required ?? []);
+  const lines = Object.entries(s.properties ?? {}).map(([name, p]) => `${inner}${key(name)}${required.has(name) ? '' : '?'}: ${schemaType(p, inner)};`);
+  const extra = s.additionalProperties;
+  if (extra && typeof extra === 'object') lines.push(`${inner}[key: string]: ${schemaType(extra, inner)};`);
+  else if (extra === true || (extra === undefined && !lines.length)) lines.push(`${inner}[key: string]: unknown;`);
+  return `{\n${lines.join('\n')}\n${indent}}`;
+}
+
+const wrap = (t: string) => (/[|&]/.test(t) && !t.startsWith('{') ? `(${t})` : t);
+
+function parameterObject(params: Parameter[], where: Parameter['in'], indent: string): { type: string; required: boolean } | undefined {
+  const mine = params.filter((p) => p.in === where);
+  if (!mine.length) return undefined;
+  const inner = indent + '  ';
+  const lines = mine.map((p) => `${inner}${key(p.name)}${p.required ? '' : '?'}: ${schemaType(p.schema, inner)};`);
+  return { type: `{\n${lines.join('\n')}\n${indent}}`, required: mine.some((p) => p.required) };
+}
+
+/** The whole generated module. */
+export function generateApiTypes(doc: OpenApiDocument): string {
+  const out: string[] = [
+    '// Generated by `npm run api:types` from the API\'s OpenAPI document (scripts/apiTypes.ts). Do not edit:',
+    '// change the routes and run it again; test/unit/apiTypes.test.ts fails while this file is stale.',
+    '/* eslint-disable */',
+    '',
+    'export interface Schemas {',
+  ];
+  for (const [name, schema] of Object.entries(doc.components?.schemas ?? {})) out.push(`  ${key(name)}: ${schemaType(schema, '  ')};`);
+  out.push('}', '', '/** Every operation by operationId: method, path template, inputs and the body of its success answer. */', 'export interface Operations {');
+  const runtime: string[] = [];
+  for (const [path, item] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(item)) {
+      if (!op.operationId) continue;
+      const ind = '      ';
+      const params = op.parameters ?? [];
+      const input: string[] = [];
+      for (const where of ['path', 'query', 'header'] as const) {
+        const p = parameterObject(params, where, ind);
+        const name = where === 'path' ? 'params' : where === 'header' ? 'headers' : 'query';
+        if (p) input.push(`${ind}${name}${p.required ? '' : '?'}: ${p.type};`);
+      }
+      const body = op.requestBody?.content?.['application/json']?.schema;
+      if (body) input.push(`${ind}body${op.requestBody?.required ? '' : '?'}: ${schemaType(body, ind)};`);
+      const success = Object.entries(op.responses ?? {}).find(([status]) => /^2/.test(status));
+      const response = success?.[1].content?.['application/json']?.schema;
+      out.push(
+        `  ${op.operationId}: {`,
+        `    method: ${JSON.stringify(method.toUpperCase())};`,
+        `    path: ${JSON.stringify(path)};`,
+        `    input: {${input.length ? `\n${input.join('\n')}\n    ` : ''}};`,
+        `    response: ${response ? schemaType(response, '    ') : 'void'};`,
+        '  };',
+      );
+      runtime.push(`  ${op.operationId}: { method: ${JSON.stringify(method.toUpperCase())}, path: ${JSON.stringify(path)} },`);
+    }
+  }
+  out.push('}', '', '/** Method and path of each operation, for a client to build its requests. */', 'export const OPERATIONS = {', ...runtime, '} as const satisfies { [K in keyof Operations]: { method: Operations[K][\'method\']; path: Operations[K][\'path\'] } };', '');
+  return out.join('\n');
+}
