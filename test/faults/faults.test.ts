@@ -289,7 +289,7 @@ describe('storage and lock faults', () => {
 
 describe('runner faults (real runner processes)', () => {
   for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
-    test(`${signal} at random steps: the job resumes from its checkpoint and finishes intact`, { timeout: 30 * 60_000 }, async () => {
+    test(`${signal} at random steps: the job resumes from its checkpoint and finishes intact`, { timeout: 20 * 60_000 }, async () => {
       const h = await createRunnerHarness();
       const row: Row = { kind: `runner ${signal} at a random step`, trials: 0, jobs: 1, finished: 0, dataLost: 0 };
       try {
