@@ -56,3 +56,11 @@ test('/metrics: a bearer METRICS_TOKEN when set; without one, only on a loopback
   assert.equal((await guarded.request('/metrics', { headers: { authorization: `Bearer ${token}` } })).status, 200);
   assert.equal((await h.app.request('/metrics')).status, 200, 'a loopback API (development) serves it');
 });
+
+test('the runner hands its child the configuration without turning unset optional settings into "undefined"', async () => {
+  const { configEnv } = await import('../../../runner/supervisor/context.js');
+  const { loadConfig } = await import('../../../common/config.js');
+  const env = configEnv(loadConfig({}));
+  assert.ok(!('METRICS_TOKEN' in env));
+  assert.doesNotThrow(() => loadConfig(env), 'the child parses what the parent hands it');
+});
