@@ -241,8 +241,8 @@ export class OutboxDispatcher {
     const deliveryId = derivedUuid(`outbox:${outboxId}`);
     const payload = { type: msg.event, timestamp: msg.at, data: { jobId: msg.jobId, ...(msg.data ?? {}) } };
     await tx`
-      insert into webhook_deliveries (id, job_id, event, url, payload)
-      values (${deliveryId}, ${msg.jobId}, ${msg.event}, ${webhook.url}, ${JSON.stringify(payload)}::jsonb)
+      insert into webhook_deliveries (id, job_id, event, url, payload, seq)
+      values (${deliveryId}, ${msg.jobId}, ${msg.event}, ${webhook.url}, ${JSON.stringify(payload)}::jsonb, ${outboxId})
       on conflict (id) do nothing`;
     await enqueueDelivery(this.o.queues.webhooks, deliveryId, { attempts: this.o.webhookAttempts, backoffMs: this.o.webhookBackoffMs });
   }

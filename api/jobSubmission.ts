@@ -12,6 +12,7 @@ import { resolveReadyVersion } from '../db/datasets.js';
 import { parseDatasetRef, type JobSpec, type ProbeSpec, type PretrainSpec, type WeightsSource } from '../contracts/jobSpec.js';
 import { resolveModelRef } from '../db/models.js';
 import { refuseWebhookTarget } from './webhooks/targets.js';
+import { datasetRefError } from './datasetReadiness.js';
 import { refuseOverActiveJobLimit, refuseOverStorageLimit, refuseSpecThatCannotFit } from './quotas.js';
 
 export interface SubmitOptions {
@@ -57,10 +58,10 @@ export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOption
     });
   } catch (err) {
     // The dataset version was deleted between resolving it and inserting: same as never existing.
-    if ((err as { code?: string }).code === FOREIGN_KEY_VIOLATION) throw datasetNotFound(spec.dataset ?? '');
+    if ((err as { code?: string }).code === FOREIGN_KEY_VIOLATION) throw await datasetProblem(deps, opts.tenantId, spec.dataset ?? '');
     throw err;
   }
-  if (result.outcome === 'dataset_not_found') throw datasetNotFound(spec.dataset ?? '');
+  if (result.outcome === 'dataset_not_found') throw await datasetProblem(deps, opts.tenantId, spec.dataset ?? '');
   if (result.outcome === 'existing') {
     if (result.job.requestHash !== requestHash) {
       throw conflict('idempotency_key_reused', 'this Idempotency-Key was used with a different request; use a new key for a new job', [
@@ -73,8 +74,15 @@ export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOption
   return { job: result.job, replayed: false };
 }
 
-function datasetNotFound(ref: string) {
-  return unresolvable('dataset_not_found', 'dataset', `no ready dataset version ${JSON.stringify(ref)} in this tenant`);
+/** Off the hot path (only when the insert found no ready version): says which, and why not. */
+function datasetProblem(deps: AppDeps, tenantId: string, ref: string) {
+  let parsed;
+  try {
+    parsed = parseDatasetRef(ref);
+  } catch {
+    return Promise.resolve(unresolvable('dataset_not_found', 'dataset', `no ready dataset version ${JSON.stringify(ref)} in this tenant`));
+  }
+  return datasetRefError(deps.db, tenantId, parsed.name, parsed.version);
 }
 
 interface Prepared {
@@ -98,7 +106,7 @@ async function prepareProbe(deps: AppDeps, tenantId: string, spec: ProbeSpec): P
   if (spec.dataset) {
     const ref = parseDatasetRef(spec.dataset);
     const v = await resolveReadyVersion(deps.db, tenantId, ref.name, ref.version);
-    if (!v) throw datasetNotFound(spec.dataset);
+    if (!v) throw await datasetProblem(deps, tenantId, spec.dataset);
     return { spec: out, dataset: { kind: 'resolved', versionId: v.version.id, ref: v.ref } };
   }
   // Defaults to the pretrain job's own dataset version.

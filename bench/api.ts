@@ -78,7 +78,7 @@ function ceiling(databaseUrl: string): Map<string, WrkResult> {
   return out;
 }
 
-async function waitForHttp(url: string, child: ChildProcess, timeoutMs = 60_000): Promise<void> {
+async function waitForHttp(url: string, child: ChildProcess, timeoutMs = 240_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`API exited with ${child.exitCode}`);

@@ -253,9 +253,12 @@ export const webhookDeliveries = pgTable(
     lastError: text('last_error'),
     createdAt: createdAt(),
     deliveredAt: timestamp('delivered_at', { withTimezone: true }),
+    /** The outbox row it came from: deliveries of one job go out in this order (issue 13, migration 0004). */
+    seq: bigint('seq', { mode: 'number' }),
   },
   (t) => [
     index('webhook_deliveries_job_idx').on(t.jobId),
+    index('webhook_deliveries_job_seq_idx').on(t.jobId, t.seq).where(sql`${t.status} in ('pending','retrying')`),
     // The reconciler looks for unfinished deliveries by age every pass; keep that off a full scan.
     index('webhook_deliveries_unfinished_idx').on(t.createdAt).where(sql`${t.status} in ('pending','retrying')`),
   ],

@@ -4,14 +4,15 @@
 # Extra arguments select test files: scripts/test.sh test/unit/config.test.ts
 #
 # Time limits, so that an await that never resolves fails the run instead of hanging CI:
-#   TEST_FILE_TIMEOUT_SECONDS (default 420): Node 20's --test-timeout. Node 20 applies it to each
+#   TEST_FILE_TIMEOUT_SECONDS (default 600): Node 20's --test-timeout. Node 20 applies it to each
 #     test file's process as a whole (and to every test inside it), so it bounds the slowest file.
-#   TEST_SUITE_TIMEOUT_SECONDS (default 1080): a watchdog over the whole test run; past it the run
+#   TEST_SUITE_TIMEOUT_SECONDS (default 1800): a watchdog over the whole test run; past it the run
 #     is stopped (SIGTERM, then SIGKILL 20 s later) and fails with exit status 124.
 #   TEST_COVERAGE=0 turns coverage off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
+bash scripts/chromium.sh   # the browser tests' Chromium, from Debian when missing
 if [ $# -eq 0 ]; then
   echo "== typecheck"; npx tsc -p .
   echo "== lint"; npx eslint --max-warnings 0 .
@@ -19,8 +20,8 @@ if [ $# -eq 0 ]; then
 else
   files=("$@")
 fi
-file_timeout_ms=$(( ${TEST_FILE_TIMEOUT_SECONDS:-420} * 1000 ))
-suite_timeout_s=${TEST_SUITE_TIMEOUT_SECONDS:-1080}
+file_timeout_ms=$(( ${TEST_FILE_TIMEOUT_SECONDS:-600} * 1000 ))
+suite_timeout_s=${TEST_SUITE_TIMEOUT_SECONDS:-1800}
 coverage=()
 [ "${TEST_COVERAGE:-1}" = 0 ] || coverage=(--experimental-test-coverage)
 echo "== tests (${#files[@]} files; at most ${file_timeout_ms} ms a file, ${suite_timeout_s} s in all)"

@@ -29,11 +29,13 @@ const CheckpointSchema = z
     version: z.number().int(),
     step: z.number().int(),
     epoch: z.number().nullable(),
-    bytes: z.number(),
-    sha256: z.string(),
+    bytes: z.number().openapi({ description: 'Total size of all files of this version' }),
+    sha256: z.string().openapi({ description: 'sha256 of state.safetensors (the file a resume reads); every file has its own in `files`' }),
     metrics: z.unknown(),
     aliases: z.array(z.string()),
-    files: z.record(z.string(), z.object({ bytes: z.number(), sha256: z.string() })),
+    files: z
+      .record(z.string(), z.object({ bytes: z.number(), sha256: z.string() }))
+      .openapi({ description: 'Each file of the version by name, with its own size and sha256 (what a download is checked against)' }),
     createdAt: z.string().nullable(),
   })
   .openapi('Checkpoint');

@@ -26,6 +26,7 @@ import { commonErrors, conflictError, json, jsonBody, Json, notFoundError, route
 import { datasetJson, datasetVersionJson, jobJson } from '../serialize.js';
 import { completeMultipartUpload, isIssuedUpload, MAX_PARTS, MULTIPART_THRESHOLD_BYTES, startMultipartUpload } from '../uploads.js';
 import { JobSchema } from './jobs.js';
+import { explainUnready } from '../datasetReadiness.js';
 import { isNotFound } from '../../common/storage.js';
 
 const DatasetSchema = z
@@ -154,11 +155,11 @@ const getVersionRoute = createRoute({
   path: '/datasets/{name}/versions/{version}',
   operationId: 'getDatasetVersion',
   tags: ['datasets'],
-  summary: 'A version with its manifest (`latest` = newest ready version)',
+  summary: 'A version with its manifest (`latest` = newest ready version; 409 `dataset_not_ready` saying what the newest is doing when none is ready)',
   security,
   middleware: [requireScope('datasets:read')] as const,
   request: { params: VersionParams },
-  responses: { 200: json(VersionSchema), ...commonErrors, ...notFoundError },
+  responses: { 200: json(VersionSchema), ...commonErrors, ...notFoundError, ...conflictError },
 });
 
 const completeUploadRoute = createRoute({
@@ -216,6 +217,11 @@ export function datasetRoutes(deps: AppDeps) {
   }
   async function loadVersion(d: DatasetRow, version: number | 'latest'): Promise<DatasetVersionRow> {
     const v = await getDatasetVersion(deps.db, d.id, version);
+    if (!v && version === 'latest') {
+      // Nothing ready yet: say what the newest version is doing (ingesting, failed and why).
+      const why = await explainUnready(deps.db, d.tenantId, d.name, 'latest');
+      if (why && why.state !== 'none') throw conflict('dataset_not_ready', why.message, [{ path: 'version', message: `${why.ref} is ${why.state.replace('_', ' ')}`, in: 'path' }]);
+    }
     if (!v) throw notFound('dataset version', `${d.name}@${version}`, 'version');
     return v;
   }

@@ -90,6 +90,9 @@ function post(url: string, body: string, headers: Record<string, string>, allowP
   });
 }
 
+/** How soon a delivery held back behind an earlier one of its job looks again. */
+const ORDER_WAIT_MS = 100;
+
 export function createWebhookWorker(o: WebhookWorkerOptions): Worker<WebhookPayload> {
   const limits: PostLimits = { timeoutMs: o.timeoutMs ?? 10_000, deadlineMs: o.deadlineMs ?? 15_000, maxResponseBytes: o.maxResponseBytes ?? 64 * 1024 };
   const perTenant = o.perTenantConcurrency ?? 2;
@@ -98,8 +101,10 @@ export function createWebhookWorker(o: WebhookWorkerOptions): Worker<WebhookPayl
 
   async function deliver(job: Job<WebhookPayload>, token?: string): Promise<void> {
     const { deliveryId } = job.data;
-    const [d] = await o.sql<{ id: string; url: string; payload: unknown; status: string; tenant_id: string; job_id: string }[]>`
-      select d.id, d.url, d.payload, d.status, j.tenant_id, d.job_id
+    const [d] = await o.sql<{ id: string; url: string; payload: unknown; status: string; tenant_id: string; job_id: string; earlier_unfinished: boolean }[]>`
+      select d.id, d.url, d.payload, d.status, j.tenant_id, d.job_id,
+        exists (select 1 from webhook_deliveries e
+                where e.job_id = d.job_id and e.seq < d.seq and e.status in ('pending','retrying')) as earlier_unfinished
       from webhook_deliveries d join jobs j on j.id = d.job_id where d.id = ${deliveryId}`;
     if (!d) {
       // The dispatcher adds the queue job just before its transaction commits: not visible yet.
@@ -113,6 +118,12 @@ export function createWebhookWorker(o: WebhookWorkerOptions): Worker<WebhookPayl
       return;
     }
     if (d.status === 'delivered') return;
+    // In order per job: a checkpoint.created goes out before the job.succeeded that followed it.
+    // Wait (without spending an attempt) while an earlier delivery of this job is still unfinished.
+    if (d.earlier_unfinished && token) {
+      await job.moveToDelayed(Date.now() + ORDER_WAIT_MS, token);
+      throw new DelayedError();
+    }
     if ((inFlight.get(d.tenant_id) ?? 0) >= perTenant && token) {
       await job.moveToDelayed(Date.now() + 250 + Math.floor(Math.random() * 500), token);
       throw new DelayedError();

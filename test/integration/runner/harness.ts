@@ -47,7 +47,7 @@ export interface RunnerHarness {
   api<T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiResponse<T>>;
   startRunner(opts?: { env?: Record<string, string>; args?: string[] }): RunnerProcess;
   /** Uploads labeled synthetic 16×16 grayscale images as an IDX archive through the API; resolves when ingested. */
-  uploadSyntheticDataset(name: string, opts?: { perClass?: number; numClasses?: number; size?: number }): Promise<void>;
+  uploadSyntheticDataset(name: string, opts?: { perClass?: number; numClasses?: number; size?: number; timeoutMs?: number }): Promise<void>;
   submit(spec: Record<string, unknown>): Promise<{ id: string }>;
   waitForJob(id: string, until: (job: any) => boolean, what: string, timeoutMs?: number): Promise<any>;
   close(): Promise<void>;
@@ -148,7 +148,7 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
       const finalized = await api('POST', `/v1/datasets/${name}/versions/${version.body.version}/finalize`);
       if (finalized.status >= 300) throw new Error(`finalize: ${finalized.status} ${JSON.stringify(finalized.body)}`);
       const jobId = finalized.body.job?.id as string | undefined;
-      if (jobId) await waitForJob(jobId, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'ingested');
+      if (jobId) await waitForJob(jobId, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'ingested', opts.timeoutMs);
       const ready = await api('GET', `/v1/datasets/${name}/versions/${version.body.version}`);
       if (ready.body.state !== 'ready') throw new Error(`dataset ${name} not ready: ${JSON.stringify(ready.body)}`);
     },

@@ -18,7 +18,8 @@ before(async () => {
   driver = new SweepDriver({ deps: h.deps, logger: createLogger('silent'), intervalMs: 200 });
   driver.start();
   h.startRunner();
-  await h.uploadSyntheticDataset('shapes', { perClass: 16 });
+  // Generous: on a loaded shared machine the first ingest (a fresh child process) can take minutes.
+  await h.uploadSyntheticDataset('shapes', { perClass: 16, timeoutMs: 600_000 });
 });
 
 after(async () => {
@@ -117,7 +118,7 @@ test('canceling a sweep cancels its queued and running jobs and submits no more'
   });
   assert.equal(created.status, 201, JSON.stringify(created.body));
   const id = created.body.id as string;
-  await eventually(async () => (await sweepJobs(id)).some((j) => j.state === 'running'), 'a job of the sweep to run');
+  await eventually(async () => (await sweepJobs(id)).some((j) => j.state === 'running'), 'a job of the sweep to run', 600_000);
 
   const canceled = await h.api('POST', `/v1/sweeps/${id}/cancel`);
   assert.equal(canceled.status, 200, JSON.stringify(canceled.body));
@@ -126,7 +127,7 @@ test('canceling a sweep cancels its queued and running jobs and submits no more'
   const ended = await eventually(async () => {
     const jobs = await sweepJobs(id);
     return jobs.every((j) => TERMINAL.includes(j.state)) && jobs;
-  }, 'every job of the sweep to end');
+  }, 'every job of the sweep to end', 600_000);
   assert.deepEqual(ended.map((j) => j.state), ['canceled', 'canceled']);
   // The driver keeps passing: nothing new goes out for the third setting.
   await new Promise((r) => setTimeout(r, 1000));
