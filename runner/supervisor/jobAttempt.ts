@@ -161,7 +161,9 @@ async function finish(ctx: RunContext, bullJob: Job<RunJobPayload>, token: strin
       if (!(await move({ from: ['running', 'canceling'], to: 'canceled', reason: outcome.reason }))) return lostTheJob(ctx);
       return { state: 'canceled', attempt, reason: outcome.reason };
     case 'preempted':
-      if (await move({ from: ['running'], to: 'requeued', reason: outcome.reason })) {
+      // A preemption is not a failure: it does not count against RUNNER_MAX_ATTEMPTS (a spot
+      // runner preempted five times must not fail the job), so the count's base moves with it.
+      if (await move({ from: ['running'], to: 'requeued', reason: outcome.reason, patch: { attemptBase: ctx.job.attemptBase + 1 } })) {
         await bullJob.moveToWait(token);
         throw new WaitingError();
       }
