@@ -53,7 +53,8 @@ export const mocoSpec = z.strictObject({
   projector: z
     .strictObject({
       layers: int(1, 4).optional(),
-      hiddenDim: int(8, 16384).default(4096),
+      /** Defaults to 4096, or 1024 for images of 64 px and less. */
+      hiddenDim: int(8, 16384).optional(),
       outDim: int(8, 4096).default(256),
     })
     .prefault({}),
@@ -62,7 +63,7 @@ export const mocoSpec = z.strictObject({
       /** Defaults to true for MoCo v3 and BYOL; SimCLR has none. */
       enabled: z.boolean().optional(),
       layers: int(1, 4).default(2),
-      hiddenDim: int(8, 16384).default(4096),
+      hiddenDim: int(8, 16384).optional(),
     })
     .prefault({}),
 });
@@ -87,12 +88,19 @@ export const optimSpec = z
     path: ['microBatch'],
   });
 
+/**
+ * Augmentations. Left out, a field takes the reference value, or the small-image recipe's for images
+ * of 64 px and less (crop scale ≥ 0.3, no blur) and the grayscale one for one channel (no grayscale,
+ * no saturation or hue jitter); the job's `config-resolved` event says which.
+ */
 export const augmentSpec = z.strictObject({
-  cropMinScale: z.number().gt(0).max(1).default(0.08),
+  cropMinScale: z.number().gt(0).max(1).optional(),
   colorJitterProb: probability.default(0.8),
-  grayscaleProb: probability.default(0.2),
+  /** ColorJitter strengths: brightness, contrast, saturation, hue (reference 0.4, 0.4, 0.2, 0.1). */
+  colorJitter: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1), z.number().min(0).max(1), z.number().min(0).max(0.5)]).optional(),
+  grayscaleProb: probability.optional(),
   /** Gaussian blur probability for view 1 and view 2 (reference: 1.0 / 0.1). */
-  blurProb: z.tuple([probability, probability]).default([1.0, 0.1]),
+  blurProb: z.tuple([probability, probability]).optional(),
   /** Solarize probability for view 1 and view 2 (reference: 0 / 0.2). */
   solarizeProb: z.tuple([probability, probability]).default([0, 0.2]),
   flipProb: probability.default(0.5),
@@ -155,8 +163,28 @@ export const pretrainSpec = z.strictObject({
   optim: optimSpec.prefault({}),
   augment: augmentSpec.prefault({}),
   epochs: int(1, 10000).default(100),
-  /** Stop after this many steps instead of at the end of `epochs` (the schedules still span `epochs`). */
+  /** Stop after this many steps instead of at the end of `epochs`; warmup, lr and momentum schedules end there. */
   maxSteps: int(1, 100_000_000).optional(),
+  /**
+   * Wall-clock budget for the whole pretraining. The runner measures its throughput over the first
+   * steps, fixes the step count that fits (never more than `epochs` / `maxSteps` allow), records it as
+   * a `schedule-fixed` job event and keeps it across resumes; the schedules end at that step.
+   */
+  budget: z.strictObject({ minutes: z.number().min(0.1).max(30 * 24 * 60) }).optional(),
+  /** Watching it learn: kNN top-1 on a fixed labeled subset of the training split, every few steps. */
+  monitor: z
+    .strictObject({
+      /** On by default when the dataset has labels. */
+      knn: z.boolean().optional(),
+      /** Steps between evaluations; default: about 20 over the run. */
+      knnEvery: int(1, 1_000_000).optional(),
+      /** Labeled training images that vote (default min(5000, 80 % of the split)). */
+      knnBank: int(1, 100_000).optional(),
+      /** Held-out training images classified (default min(1000, 20 % of the split)). */
+      knnQueries: int(1, 100_000).optional(),
+      k: int(1, 1000).optional(),
+    })
+    .optional(),
   checkpointEvery: int(1, 1_000_000).default(500),
   /** Keep the newest K checkpoint versions (aliased ones are always kept). */
   keepCheckpoints: int(1, 1000).default(3),
@@ -183,9 +211,22 @@ export const probeSpec = z.strictObject({
   /** Labeled dataset to probe on; defaults to the pretrain job's dataset. */
   dataset: datasetRef.optional(),
   epochs: int(1, 1000).default(10),
-  /** SGD base learning rate (× batch / 256), momentum 0.9, no weight decay, cosine schedule. */
-  lr: positive(1000).default(0.1),
+  /**
+   * SGD base learning rate (× batch / 256), momentum 0.9, no weight decay, cosine schedule. When
+   * omitted, the probe tries `lrCandidates` and keeps the best on a held-out part of the TRAINING
+   * split (never the evaluation split); given, it is used as is.
+   */
+  lr: positive(1000).optional(),
+  lrCandidates: z.array(positive(1000)).min(1).max(8).optional(),
+  /** Share of the training split held out to choose the lr. */
+  heldOutFraction: z.number().min(0.01).max(0.5).default(0.1),
   batch: int(1, 65536).default(256),
+  /** Features: the class tokens of the last n blocks, concatenated (DINO's linear evaluation uses 4). */
+  readout: z.strictObject({ lastBlocks: int(1, 48).default(1) }).prefault({}),
+  /** Cosine kNN on the same features (votes weighted by exp(similarity / 0.07)). */
+  knn: z.strictObject({ k: int(1, 1000).default(20) }).prefault({}),
+  /** Also evaluate, with the same protocol, the architecture at its random init (same seed) and raw pixels. */
+  baselines: z.boolean().default(true),
   ...common,
 });
 

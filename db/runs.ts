@@ -284,6 +284,9 @@ export interface NewEvaluation {
   top5: number | null;
   details: Record<string, unknown>;
   attempt: number;
+  knnTop1?: number | null;
+  subjects?: Record<string, unknown> | null;
+  protocol?: Record<string, unknown> | null;
 }
 
 /**
@@ -307,10 +310,23 @@ export async function recordEvaluation(db: Db, ev: NewEvaluation): Promise<{ eva
         top1: ev.top1,
         top5: ev.top5,
         details: ev.details,
+        knnTop1: ev.knnTop1 ?? null,
+        subjects: ev.subjects ?? null,
+        protocol: ev.protocol ?? null,
       })
       .onConflictDoUpdate({
         target: evaluations.jobId,
-        set: { checkpointId: ev.checkpointId, kind: ev.kind, top1: ev.top1, top5: ev.top5, details: ev.details, createdAt: sql`now()` },
+        set: {
+          checkpointId: ev.checkpointId,
+          kind: ev.kind,
+          top1: ev.top1,
+          top5: ev.top5,
+          details: ev.details,
+          knnTop1: ev.knnTop1 ?? null,
+          subjects: ev.subjects ?? null,
+          protocol: ev.protocol ?? null,
+          createdAt: sql`now()`,
+        },
       })
       .returning();
     const best = await resolveCheckpoint(tx, ev.sourceJobId, 'best');

@@ -217,6 +217,12 @@ export const evaluations = pgTable(
     top1: doublePrecision('top1').notNull(),
     top5: doublePrecision('top5'),
     details: jsonb('details'),
+    /** The model's kNN top-1 (same protocol); null for evaluations made before it was measured. */
+    knnTop1: doublePrecision('knn_top1'),
+    /** Per subject (model / random_init / raw_pixels): linear and kNN results (migration 0002). */
+    subjects: jsonb('subjects'),
+    /** The evaluation protocol every subject ran under. */
+    protocol: jsonb('protocol'),
     createdAt: createdAt(),
   },
   (t) => [uniqueIndex('evaluations_job_uq').on(t.jobId), index('evaluations_checkpoint_idx').on(t.checkpointId)],

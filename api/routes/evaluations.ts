@@ -16,10 +16,23 @@ const EvaluationSchema = z
     checkpointStep: z.number().int(),
     top1: z.number(),
     top5: z.number().nullable(),
+    /** The model's kNN top-1 under the same protocol (null for older evaluations). */
+    knnTop1: z.number().nullable(),
+    /**
+     * Per subject (`model`, `random_init`, `raw_pixels`): `featureDim`, `linear` { top1, top5,
+     * trainTop1, trainTop5, selectedLr, lrSelection } and `knn` { top1, top5 }.
+     */
+    subjects: z.record(z.string(), z.unknown()).nullable(),
+    /** Points of top-1 the model gains over each baseline: { random_init: { linearTop1, knnTop1 }, raw_pixels: … }. */
+    gains: z.record(z.string(), z.object({ linearTop1: z.number(), knnTop1: z.number() })).nullable(),
+    /** The evaluation protocol (standardization, lr selection on held-out training images, readout, kNN). */
+    protocol: z.record(z.string(), z.unknown()).nullable(),
     details: z.unknown(),
     createdAt: z.string(),
   })
   .openapi('Evaluation');
+
+type Gains = Record<string, { linearTop1: number; knnTop1: number }>;
 
 const evaluationJson = (v: EvaluationView) => ({
   id: v.evaluation.id,
@@ -30,6 +43,10 @@ const evaluationJson = (v: EvaluationView) => ({
   checkpointStep: v.checkpointStep,
   top1: v.evaluation.top1,
   top5: v.evaluation.top5,
+  knnTop1: v.evaluation.knnTop1 ?? null,
+  subjects: (v.evaluation.subjects as Record<string, unknown> | null) ?? null,
+  gains: ((v.evaluation.details as { gains?: Gains } | null)?.gains as Gains | undefined) ?? null,
+  protocol: (v.evaluation.protocol as Record<string, unknown> | null) ?? null,
   details: v.evaluation.details ?? null,
   createdAt: v.evaluation.createdAt.toISOString(),
 });

@@ -74,7 +74,11 @@ const metricsRoute = createRoute({
   path: '/jobs/{id}/metrics',
   operationId: 'listJobMetrics',
   tags: ['jobs'],
-  summary: 'Metrics as time series by step',
+  summary: 'Metrics as time series by step: JSON, or a live stream with Accept: text/event-stream',
+  description:
+    'Series include `loss`, `lr`, `momentum`, `contrastiveTop1` (share of queries whose positive key scores highest) and `knnTop1` ' +
+    '(kNN monitor on held-out training images, every few steps). With `Accept: text/event-stream` the answer is Server-Sent Events: ' +
+    '`event: metrics` with `data: {"points":[{name, step, value}]}` for the points stored so far and then as they arrive, and `event: end` once the job is finished.',
   security,
   middleware: [requireScope('jobs:read')] as const,
   request: {
@@ -87,12 +91,18 @@ const metricsRoute = createRoute({
     }),
   },
   responses: {
-    200: json(
-      z.object({
-        series: z.array(z.object({ name: z.string(), points: z.array(z.object({ step: z.number(), value: z.number(), at: z.string() })) })),
-        nextFromStep: z.number().int().nullable(),
-      }),
-    ),
+    200: {
+      description: 'Series by name, or a live stream',
+      content: {
+        'application/json': {
+          schema: z.object({
+            series: z.array(z.object({ name: z.string(), points: z.array(z.object({ step: z.number(), value: z.number(), at: z.string() })) })),
+            nextFromStep: z.number().int().nullable(),
+          }),
+        },
+        'text/event-stream': { schema: z.string() },
+      },
+    },
     ...commonErrors,
     ...notFoundError,
   },
@@ -179,12 +189,46 @@ export function jobActivityRoutes(deps: AppDeps) {
   });
 
   app.openapi(metricsRoute, async (c) => {
-    const job = await loadJob(deps, c.get('principal').tenantId, c.req.valid('param').id);
+    const { tenantId } = c.get('principal');
+    const job = await loadJob(deps, tenantId, c.req.valid('param').id);
     const q = c.req.valid('query');
     if (q.from_step !== undefined && q.to_step !== undefined && q.to_step < q.from_step) {
       throw new ApiError(400, 'validation_failed', 'to_step: must not be below from_step', [{ path: 'to_step', message: 'below from_step', in: 'query' }]);
     }
     const names = q.name?.split(',').map((s) => s.trim()).filter(Boolean);
+    if ((c.req.header('accept') ?? '').includes('text/event-stream')) {
+      // Live: poll new points (indexed on job, name, step) until the job is finished and all was sent.
+      return streamSSE(c, async (stream) => {
+        let closed = false;
+        stream.onAbort(() => {
+          closed = true;
+        });
+        const sent = new Set<string>();
+        let from = q.from_step ?? 0;
+        const sendNew = async () => {
+          for (;;) {
+            const points = await metricPoints(deps.db, job.id, { names, fromStep: from, toStep: q.to_step, limit: 5000 });
+            const fresh = points.filter((p) => !sent.has(`${p.name}\u0000${p.step}`));
+            if (fresh.length) {
+              for (const p of fresh) sent.add(`${p.name}\u0000${p.step}`);
+              await stream.writeSSE({ event: 'metrics', data: JSON.stringify({ points: fresh.map((p) => ({ name: p.name, step: p.step, value: p.value })) }) });
+            }
+            if (points.length) from = points[points.length - 1]!.step;
+            if (points.length < 5000) return;
+          }
+        };
+        while (!closed) {
+          await sendNew();
+          const current = await getTenantJob(deps.sql, tenantId, job.id);
+          if (!current || isTerminal(current.state as JobState)) {
+            await sendNew();
+            await stream.writeSSE({ event: 'end', data: JSON.stringify({ state: current?.state ?? null }) });
+            break;
+          }
+          await stream.sleep(pollMs);
+        }
+      }) as never;
+    }
     const points = await metricPoints(deps.db, job.id, { names, fromStep: q.from_step, toStep: q.to_step, limit: q.limit });
     const series = new Map<string, { step: number; value: number; at: string }[]>();
     for (const p of points) {

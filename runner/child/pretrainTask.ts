@@ -10,7 +10,7 @@ import { config } from '../../common/config.js';
 import { Storage, storageConfigFrom } from '../../common/storage.js';
 import { openDatasetSplit } from '../datasets/index.js';
 import { train, type StepMetrics as TrainerStepMetrics, type TrainHooks } from '../moco/train.js';
-import { totalSteps, type TrainConfig } from '../moco/config.js';
+import { planRun, type TrainConfig } from '../moco/config.js';
 import { readCheckpointDir, STATE_FILES } from '../supervisor/checkpointStore.js';
 import type { PretrainTask } from '../supervisor/protocol.js';
 import { selectBackend } from '../moco/backend.js';
@@ -28,8 +28,9 @@ export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<T
     const resumeFrom = task.resumeDir ? await readCheckpointDir(task.resumeDir) : undefined;
     const initFrom = !resumeFrom && task.initDir ? await readCheckpointDir(task.initDir, STATE_FILES) : undefined;
     const startStep = resumeFrom ? (JSON.parse(new TextDecoder().decode(resumeFrom['state.json'])) as { step: number }).step : 0;
-    const { stopAt } = totalSteps(trainConfig, data.size);
-    await io.send({ type: 'ready', runtime, totalSteps: stopAt, startStep });
+    // The length before a time budget is measured; onPlan brings the fixed one.
+    let total = planRun(trainConfig, data.size).totalSteps;
+    await io.send({ type: 'ready', runtime, totalSteps: total, startStep });
     io.stop.onRequest(() => io.stop.abort());
 
     let last: TrainerStepMetrics | undefined;
@@ -37,9 +38,17 @@ export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<T
       signal: io.stop.abortSignal,
       resumeFrom: resumeFrom as TrainHooks['resumeFrom'],
       initFrom: initFrom as TrainHooks['initFrom'],
+      async onPlan(p) {
+        total = p.totalSteps;
+        // A resumed attempt keeps the length the first one fixed: no new event for it.
+        if (!p.resumed) await io.send({ type: 'event', kind: 'schedule-fixed', data: { ...p } });
+      },
+      onMonitor(m) {
+        void io.send({ type: 'step', metrics: { step: m.step, knnTop1: m.knnTop1 }, totalSteps: total });
+      },
       onStep(m) {
         last = m;
-        void io.send({ type: 'step', metrics: { ...m }, totalSteps: stopAt });
+        void io.send({ type: 'step', metrics: { ...m }, totalSteps: total });
       },
       async onCheckpoint(ck) {
         // Nothing new since the checkpoint this attempt started from (a stop right at the start).

@@ -77,9 +77,11 @@ export function drawViewParams(rng: Prng, n: number, H: number, W: number, outSi
     let x2 = (left + w - 1) / Math.max(W - 1, 1);
     if (rng.bernoulli(a.flipProb)) [x1, x2] = [x2, x1];
     p.boxes.set([y1, x1, y2, x2], i * 4);
-    // ColorJitter(0.4, 0.4, 0.2, 0.1), p = colorJitterProb, ops in a random order per image.
+    // ColorJitter(brightness, contrast, saturation, hue) = a.colorJitter (reference 0.4, 0.4, 0.2, 0.1),
+    // p = colorJitterProb, ops in a random order per image.
     if (rng.bernoulli(a.colorJitterProb)) {
-      p.jitter.set([rng.uniform(0.6, 1.4), rng.uniform(0.6, 1.4), rng.uniform(0.8, 1.2), rng.uniform(-0.1, 0.1)], i * 4);
+      const [b, c, s, h] = a.colorJitter;
+      p.jitter.set([rng.uniform(1 - b, 1 + b), rng.uniform(1 - c, 1 + c), rng.uniform(1 - s, 1 + s), rng.uniform(-h, h)], i * 4);
       p.jitterOrder.set(rng.permutation(4), i * 4);
     } else {
       p.jitter.set([1, 1, 1, 0], i * 4);
@@ -140,13 +142,17 @@ function mat3(a: number[][], b: number[][]): number[][] {
 function colorJitter(x: tf.Tensor4D, p: ViewParams): tf.Tensor4D {
   const [n, h, w] = x.shape;
   const clamp = (t: tf.Tensor) => tf.clipByValue(t, 0, 1) as tf.Tensor4D;
+  // Grayscale data jitters no saturation (factor 1 everywhere): skip the no-op.
+  const anySaturation = p.jitter.some((v, j) => j % 4 === 2 && v !== 1);
   for (let slot = 0; slot < 4; slot++) {
     x = clamp(tf.mul(x, slotFactors(p, n, 0, slot, 1))); // brightness
     const contrast = slotFactors(p, n, 1, slot, 1);
     const meanGray = tf.mean(grayscale(x), [1, 2, 3], true);
     x = clamp(tf.add(tf.mul(x, contrast), tf.mul(meanGray, tf.sub(1, contrast))));
-    const saturation = slotFactors(p, n, 2, slot, 1);
-    x = clamp(tf.add(tf.mul(x, saturation), tf.mul(grayscale(x), tf.sub(1, saturation))));
+    if (anySaturation) {
+      const saturation = slotFactors(p, n, 2, slot, 1);
+      x = clamp(tf.add(tf.mul(x, saturation), tf.mul(grayscale(x), tf.sub(1, saturation))));
+    }
     const hues = new Float32Array(n);
     let anyHue = false;
     for (let i = 0; i < n; i++) {

@@ -25,3 +25,16 @@ export function backboneFeatureDim(c: ModelConfig): number {
 export function backboneForward(p: Params, images: tf.Tensor4D, c: ModelConfig, training: boolean, bnStats?: Params): tf.Tensor2D {
   return isVit(c.arch) ? vitForward(p, images, c) : resnetForward(p, images, c, training, bnStats);
 }
+
+/**
+ * Features for evaluation (inference mode): the backbone output, or for a ViT with a class token
+ * the class tokens of the last `lastBlocks` blocks concatenated (DINO's readout). Returns the
+ * readout actually used (1 where several blocks do not apply).
+ */
+export function readoutFeatures(p: Params, images: tf.Tensor4D, c: ModelConfig, lastBlocks = 1): tf.Tensor2D {
+  return isVit(c.arch) ? vitForward(p, images, c, lastBlocks) : resnetForward(p, images, c, false);
+}
+
+export function effectiveReadout(c: ModelConfig, lastBlocks: number): number {
+  return isVit(c.arch) && c.pooling === 'cls' ? Math.max(1, Math.min(lastBlocks, c.depth)) : 1;
+}

@@ -16,6 +16,7 @@ import * as tf from '@tensorflow/tfjs';
 import { isVit, type ModelConfig, type TrainConfig } from './config.js';
 import type { Params } from './params.js';
 import type { PrngState } from './rng.js';
+import type { RunPlan } from './schedule.js';
 import { readSafetensors, writeSafetensors, type SafeTensor } from './safetensors.js';
 import { vitTokens } from './vit.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from './augment.js';
@@ -36,6 +37,8 @@ export interface StateMeta {
   epoch: number;
   /** Where the data order stands: epoch index and batch position within its permutation. */
   data: { epoch: number; batchInEpoch: number; stepsPerEpoch: number };
+  /** The run's fixed length and warmup; null while a time budget is still being measured. */
+  plan?: RunPlan | null;
   rng: { augment: PrngState };
   optimizer: { name: string; scalars: Record<string, number> };
   config: TrainConfig;

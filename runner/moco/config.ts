@@ -5,6 +5,7 @@
  * DESIGN.md section 3) and returns a config with no optional fields left.
  */
 import type { Arch } from '../../contracts/jobSpec.js';
+import type { RunPlan } from './schedule.js';
 
 export type { Arch };
 export type PosEmbed = 'sincos' | 'learned' | 'none';
@@ -42,7 +43,10 @@ export interface OptimConfig {
   batch: number;
   /** Queries run in micro-batches of this size (and keys in chunks of it); must divide batch. */
   microBatch: number;
-  warmupEpochs: number;
+  /** Warmup length in epochs; null = a fixed share of the run (`warmupFraction`), however long it is. */
+  warmupEpochs: number | null;
+  /** Share of the run's steps spent warming up when warmupEpochs is null (reference: 40/300 ViT, 10/100 ResNet). */
+  warmupFraction: number;
   betas: [number, number];
   eps: number;
   clipGradNorm: number | null;
@@ -51,10 +55,24 @@ export interface OptimConfig {
 export interface AugmentConfig {
   cropMinScale: number;
   colorJitterProb: number;
+  /** ColorJitter strengths: brightness, contrast, saturation, hue (reference 0.4, 0.4, 0.2, 0.1). */
+  colorJitter: [number, number, number, number];
   grayscaleProb: number;
   blurProb: [number, number];
   solarizeProb: [number, number];
   flipProb: number;
+}
+
+/** What the trainer measures while it learns, besides the loss. */
+export interface MonitorConfig {
+  /** kNN top-1 of the backbone's features on a fixed labeled subset of the training split. */
+  knn: boolean;
+  /** Every this many steps; null = about 20 evaluations over the run (and one before the first step). */
+  knnEvery: number | null;
+  /** Labeled training images whose features vote, and held-out training images that are classified. */
+  knnBank: number;
+  knnQueries: number;
+  k: number;
 }
 
 export interface TrainConfig {
@@ -63,8 +81,11 @@ export interface TrainConfig {
   moco: MocoConfig;
   optim: OptimConfig;
   augment: AugmentConfig;
+  monitor: MonitorConfig;
   epochs: number;
   maxSteps: number | null;
+  /** Wall-clock budget for the whole pretraining: the trainer sizes the step count from its throughput. */
+  budget: { minutes: number } | null;
   checkpointEvery: number;
   seed: number;
 }
@@ -72,9 +93,10 @@ export interface TrainConfig {
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends (infer _U)[] ? T[K] : T[K] extends object ? DeepPartial<T[K]> : T[K] };
 
 /** What a caller passes: any subset (a job spec's pretrain fields fit as they are). */
-export type TrainConfigInput = DeepPartial<Omit<TrainConfig, 'maxSteps' | 'optim'>> & {
+export type TrainConfigInput = DeepPartial<Omit<TrainConfig, 'maxSteps' | 'optim' | 'budget'>> & {
   maxSteps?: number | null;
-  optim?: DeepPartial<Omit<OptimConfig, 'clipGradNorm'>> & { clipGradNorm?: number | null };
+  budget?: { minutes: number } | null;
+  optim?: DeepPartial<Omit<OptimConfig, 'clipGradNorm' | 'warmupEpochs'>> & { clipGradNorm?: number | null; warmupEpochs?: number | null };
 };
 
 /** ViT presets: [dim, depth, heads] (MoCo v3's ViT-S has 12 heads, not DeiT's 6). */
@@ -93,71 +115,132 @@ export interface DatasetShape {
   height: number;
   width: number;
   size: number;
+  /** 1 = grayscale (colour augmentations that need colour are skipped); 3 when omitted. */
+  channels?: 1 | 3;
+  /** 0 or absent = unlabeled (no kNN monitor by default). */
+  numClasses?: number;
+}
+
+/** Images this small get the small-image recipe (DESIGN.md section 8). */
+export const SMALL_IMAGE_MAX = 64;
+
+/** Where a resolved value came from, recorded with the job so a user sees what ran and why. */
+export type ValueSource = 'user' | 'dataset-size default' | 'dataset default' | 'architecture default' | 'reference default';
+
+/** The smallest patch (≥ 4) that keeps a small image at 64 tokens or fewer: 28 px → 4, 32 → 4, 64 → 8. */
+export function smallImagePatch(imageSize: number): number {
+  for (let p = Math.max(4, Math.ceil(imageSize / 8)); p <= imageSize; p++) if (imageSize % p === 0) return p;
+  return imageSize;
 }
 
 export function resolveTrainConfig(input: TrainConfigInput, dataset: DatasetShape): TrainConfig {
+  return resolveTrainConfigWithSources(input, dataset).config;
+}
+
+/**
+ * Fills every field the caller left out and says, per field, where its value came from. Explicit
+ * fields always win; then the small-image recipe (images ≤ 64 px), the dataset (grayscale,
+ * labels), the architecture (ViT or ResNet), and last the MoCo v3 reference.
+ */
+export function resolveTrainConfigWithSources(input: TrainConfigInput, dataset: DatasetShape): { config: TrainConfig; sources: Record<string, ValueSource> } {
+  const sources: Record<string, ValueSource> = {};
+  /** The user's value when given, else the first default that applies. */
+  function pick<T>(path: string, user: T | undefined, ...defaults: [ValueSource, T | undefined, boolean?][]): T {
+    if (user !== undefined) {
+      sources[path] = 'user';
+      return user;
+    }
+    for (const [source, value, applies = true] of defaults) {
+      if (applies && value !== undefined) {
+        sources[path] = source;
+        return value;
+      }
+    }
+    throw new Error(`no default for ${path}`);
+  }
   const m = input.model ?? {};
-  const arch: Arch = m.arch ?? 'vit_small';
+  const arch: Arch = pick('model.arch', m.arch, ['reference default', 'vit_small']);
   const vit = isVit(arch);
-  const imageSize = m.imageSize ?? Math.min(dataset.height, dataset.width);
+  const imageSize = pick('model.imageSize', m.imageSize, ['dataset default', Math.min(dataset.height, dataset.width)]);
+  const small = imageSize <= SMALL_IMAGE_MAX;
+  const gray = dataset.channels === 1;
+  const labeled = (dataset.numClasses ?? 0) >= 2;
   const [presetDim, presetDepth, presetHeads] = vit ? VIT_PRESETS[arch] : [0, 0, 0];
   const model: ModelConfig = {
     arch,
     imageSize,
-    // Small images need small patches (e.g. patch 4 on 32×32), with the same structure.
-    patch: m.patch ?? (imageSize <= 64 ? 4 : 16),
-    dim: m.dim ?? presetDim,
-    depth: m.depth ?? presetDepth,
-    heads: m.heads ?? presetHeads,
-    posEmbed: m.posEmbed ?? 'sincos',
-    pooling: m.pooling ?? 'cls',
-    freezePatchProjection: m.freezePatchProjection ?? true,
+    // Small images keep a few dozen tokens (patch 4 on 28–32 px); else the reference's 16.
+    patch: pick('model.patch', m.patch, ['dataset-size default', smallImagePatch(imageSize), small], ['reference default', 16]),
+    dim: pick('model.dim', m.dim, ['architecture default', presetDim]),
+    depth: pick('model.depth', m.depth, ['architecture default', presetDepth]),
+    heads: pick('model.heads', m.heads, ['architecture default', presetHeads]),
+    posEmbed: pick('model.posEmbed', m.posEmbed, ['reference default', 'sincos' as const]),
+    pooling: pick('model.pooling', m.pooling, ['reference default', 'cls' as const]),
+    freezePatchProjection: pick('model.freezePatchProjection', m.freezePatchProjection, ['reference default', true]),
   };
-  const method: Method = input.method ?? 'mocov3';
+  const method: Method = pick('method', input.method, ['reference default', 'mocov3' as Method]);
   const mc = input.moco ?? {};
+  // Heads of 4096 hidden units dwarf a small-image backbone's compute: 1024 there.
+  const headHidden = small ? 1024 : 4096;
   const moco: MocoConfig = {
     // SimCLR: 0.2 as in MoCo v3's framework comparison (SimCLR v1's main runs used 0.5); docs/trainer.md.
-    temperature: mc.temperature ?? (method === 'simclr' ? 0.2 : vit ? 0.2 : 1.0),
+    temperature: pick('moco.temperature', mc.temperature, ['architecture default', method === 'simclr' ? 0.2 : vit ? 0.2 : 1.0]),
     // BYOL's target network starts at 0.996 (BYOL §3.2); MoCo v3's at 0.99.
-    momentum: mc.momentum ?? (method === 'byol' ? 0.996 : 0.99),
-    momentumSchedule: mc.momentumSchedule ?? 'cosine',
+    momentum: pick('moco.momentum', mc.momentum, ['reference default', method === 'byol' ? 0.996 : 0.99]),
+    momentumSchedule: pick('moco.momentumSchedule', mc.momentumSchedule, ['reference default', 'cosine' as const]),
     projector: {
-      layers: mc.projector?.layers ?? (vit ? 3 : 2),
-      hiddenDim: mc.projector?.hiddenDim ?? 4096,
-      outDim: mc.projector?.outDim ?? 256,
+      layers: pick('moco.projector.layers', mc.projector?.layers, ['architecture default', vit ? 3 : 2]),
+      hiddenDim: pick('moco.projector.hiddenDim', mc.projector?.hiddenDim, [small ? 'dataset-size default' : 'reference default', headHidden]),
+      outDim: pick('moco.projector.outDim', mc.projector?.outDim, ['reference default', 256]),
     },
     predictor: {
       // SimCLR has no predictor; MoCo v3 and BYOL have one.
-      enabled: mc.predictor?.enabled ?? method !== 'simclr',
-      layers: mc.predictor?.layers ?? 2,
-      hiddenDim: mc.predictor?.hiddenDim ?? 4096,
+      enabled: pick('moco.predictor.enabled', mc.predictor?.enabled, ['reference default', method !== 'simclr']),
+      layers: pick('moco.predictor.layers', mc.predictor?.layers, ['reference default', 2]),
+      hiddenDim: pick('moco.predictor.hiddenDim', mc.predictor?.hiddenDim, [small ? 'dataset-size default' : 'reference default', headHidden]),
     },
   };
   const o = input.optim ?? {};
-  const name: OptimizerName = o.name ?? (vit ? 'adamw' : 'lars');
-  const epochs = input.epochs ?? 100;
-  const batch = o.batch ?? 256;
-  // Reference warmup: 40 of 300 epochs (ViT), 10 of 100 (ResNet); shorter runs keep the proportion.
-  const warmupDefault = vit ? Math.min(40, (epochs * 40) / 300) : Math.min(10, epochs / 10);
+  const name: OptimizerName = pick('optim.name', o.name, ['architecture default', vit ? ('adamw' as const) : ('lars' as const)]);
+  const epochs = pick('epochs', input.epochs, ['reference default', 100]);
+  const batch = pick('optim.batch', o.batch, ['reference default', 256]);
   const optim: OptimConfig = {
     name,
-    lr: o.lr ?? (name === 'adamw' ? 1.5e-4 : 0.6),
-    weightDecay: o.weightDecay ?? (name === 'adamw' ? 0.1 : 1e-6),
+    // Small images, small models, short runs: ten times the reference base lr (DESIGN.md section 8).
+    lr: pick('optim.lr', o.lr, ['dataset-size default', 1.5e-3, small && name === 'adamw'], ['architecture default', name === 'adamw' ? 1.5e-4 : 0.6]),
+    weightDecay: pick('optim.weightDecay', o.weightDecay, ['architecture default', name === 'adamw' ? 0.1 : 1e-6]),
     batch,
-    microBatch: o.microBatch ?? batch,
-    warmupEpochs: o.warmupEpochs ?? warmupDefault,
-    betas: (o.betas as [number, number] | undefined) ?? [0.9, 0.999],
-    eps: o.eps ?? 1e-8,
-    clipGradNorm: o.clipGradNorm ?? null,
+    microBatch: pick('optim.microBatch', o.microBatch, ['reference default', batch]),
+    // null: warm up over a fixed share of whatever length the run turns out to have.
+    warmupEpochs: pick<number | null>('optim.warmupEpochs', o.warmupEpochs ?? undefined, ['reference default', null]),
+    warmupFraction: pick('optim.warmupFraction', o.warmupFraction, ['architecture default', vit ? 40 / 300 : 10 / 100]),
+    betas: pick('optim.betas', o.betas as [number, number] | undefined, ['reference default', [0.9, 0.999] as [number, number]]),
+    eps: pick('optim.eps', o.eps, ['reference default', 1e-8]),
+    clipGradNorm: pick<number | null>('optim.clipGradNorm', o.clipGradNorm ?? undefined, ['reference default', null]),
   };
   const a = input.augment ?? {};
   const augment: AugmentConfig = {
-    cropMinScale: a.cropMinScale ?? 0.08,
-    colorJitterProb: a.colorJitterProb ?? 0.8,
-    grayscaleProb: a.grayscaleProb ?? 0.2,
-    blurProb: (a.blurProb as [number, number] | undefined) ?? [1.0, 0.1],
-    solarizeProb: (a.solarizeProb as [number, number] | undefined) ?? [0, 0.2],
-    flipProb: a.flipProb ?? 0.5,
+    // A 0.08 crop of a 28-px image keeps ~8×8 pixels, often background: milder crops for small images.
+    cropMinScale: pick('augment.cropMinScale', a.cropMinScale, ['dataset-size default', 0.3, small], ['reference default', 0.08]),
+    colorJitterProb: pick('augment.colorJitterProb', a.colorJitterProb, ['reference default', 0.8]),
+    // Saturation and hue do nothing on one channel.
+    colorJitter: pick('augment.colorJitter', a.colorJitter as [number, number, number, number] | undefined, ['dataset default', [0.4, 0.4, 0, 0] as [number, number, number, number], gray], [
+      'reference default',
+      [0.4, 0.4, 0.2, 0.1] as [number, number, number, number],
+    ]),
+    grayscaleProb: pick('augment.grayscaleProb', a.grayscaleProb, ['dataset default', 0, gray], ['reference default', 0.2]),
+    // The reference's σ ∈ [0.1, 2] is for 224-px crops; scaled to 28 px it is a no-op at best.
+    blurProb: pick('augment.blurProb', a.blurProb as [number, number] | undefined, ['dataset-size default', [0, 0] as [number, number], small], ['reference default', [1.0, 0.1] as [number, number]]),
+    solarizeProb: pick('augment.solarizeProb', a.solarizeProb as [number, number] | undefined, ['reference default', [0, 0.2] as [number, number]]),
+    flipProb: pick('augment.flipProb', a.flipProb, ['reference default', 0.5]),
+  };
+  const mon = input.monitor ?? {};
+  const monitor: MonitorConfig = {
+    knn: pick('monitor.knn', mon.knn, ['dataset default', labeled]),
+    knnEvery: pick<number | null>('monitor.knnEvery', mon.knnEvery ?? undefined, ['reference default', null]),
+    knnBank: pick('monitor.knnBank', mon.knnBank, ['dataset default', Math.max(1, Math.min(5000, Math.floor(dataset.size * 0.8)))]),
+    knnQueries: pick('monitor.knnQueries', mon.knnQueries, ['dataset default', Math.max(1, Math.min(1000, Math.floor(dataset.size * 0.2)))]),
+    k: pick('monitor.k', mon.k, ['reference default', 20]),
   };
   const config: TrainConfig = {
     method,
@@ -165,13 +248,15 @@ export function resolveTrainConfig(input: TrainConfigInput, dataset: DatasetShap
     moco,
     optim,
     augment,
+    monitor,
     epochs,
-    maxSteps: input.maxSteps ?? null,
-    checkpointEvery: input.checkpointEvery ?? 500,
-    seed: input.seed ?? 0,
+    maxSteps: pick<number | null>('maxSteps', input.maxSteps ?? undefined, ['reference default', null]),
+    budget: pick<{ minutes: number } | null>('budget', input.budget ?? undefined, ['reference default', null]),
+    checkpointEvery: pick('checkpointEvery', input.checkpointEvery, ['reference default', 500]),
+    seed: pick('seed', input.seed, ['reference default', 0]),
   };
   validateTrainConfig(config, dataset);
-  return config;
+  return { config, sources };
 }
 
 /** Errors a user can act on, named by field; thrown before any tensor is allocated. */
@@ -187,6 +272,9 @@ export function validateTrainConfig(c: TrainConfig, dataset: DatasetShape): void
   if (optim.microBatch < 2) problems.push('optim.microBatch must be at least 2 (BatchNorm in the heads needs two samples)');
   if (dataset.size < optim.batch) problems.push(`the dataset holds ${dataset.size} examples, fewer than optim.batch ${optim.batch}`);
   if (c.moco.projector.layers < 1 || c.moco.predictor.layers < 1) problems.push('head layers must be at least 1');
+  if (c.monitor.knn && c.monitor.knnBank + c.monitor.knnQueries > dataset.size) {
+    problems.push(`monitor.knnBank ${c.monitor.knnBank} + monitor.knnQueries ${c.monitor.knnQueries} exceed the ${dataset.size} training examples`);
+  }
   if (!METHODS.includes(c.method)) problems.push(`method ${JSON.stringify(c.method)} must be one of ${METHODS.join(', ')}`);
   if (c.method === 'simclr') {
     if (c.moco.predictor.enabled) problems.push('moco.predictor.enabled must be false with method simclr (SimCLR has no predictor)');
@@ -201,8 +289,21 @@ export function stepsPerEpoch(c: TrainConfig, datasetSize: number): number {
   return Math.floor(datasetSize / c.optim.batch);
 }
 
-/** Total steps of the schedules (epochs × steps per epoch), and where the run stops. */
-export function totalSteps(c: TrainConfig, datasetSize: number): { scheduleSteps: number; stopAt: number } {
-  const scheduleSteps = c.epochs * stepsPerEpoch(c, datasetSize);
-  return { scheduleSteps, stopAt: c.maxSteps === null ? scheduleSteps : Math.min(c.maxSteps, scheduleSteps) };
+/**
+ * The run's length and warmup before any budget is applied: `epochs` of the dataset, cut by
+ * `maxSteps`. A budgeted run starts with this plan (its first few steps measure throughput) and
+ * then fixes `totalSteps` from the budget (`planWithTotal`), never above this count.
+ */
+export function planRun(c: TrainConfig, datasetSize: number): RunPlan {
+  const spe = stepsPerEpoch(c, datasetSize);
+  const epochSteps = c.epochs * spe;
+  const cut = c.maxSteps !== null && c.maxSteps < epochSteps;
+  return planWithTotal(c, spe, cut ? (c.maxSteps as number) : epochSteps, cut ? 'maxSteps' : 'epochs');
+}
+
+/** The plan for a given step count: warmup as set in epochs, else a share of the run. */
+export function planWithTotal(c: TrainConfig, spe: number, totalSteps: number, source: RunPlan['source']): RunPlan {
+  const o = c.optim;
+  const warmup = o.warmupEpochs !== null ? Math.round(o.warmupEpochs * spe) : Math.round(o.warmupFraction * totalSteps);
+  return { totalSteps, warmupSteps: Math.max(0, Math.min(warmup, totalSteps - 1)), stepsPerEpoch: spe, source };
 }

@@ -33,6 +33,16 @@ export function contrastivePart(q: tf.Tensor2D, keysT: tf.Tensor2D, offset: numb
   return tf.mul(ceSum, (2 * temperature) / N) as tf.Scalar;
 }
 
+/**
+ * How many queries of the micro-batch score their own positive key highest among all N keys: the
+ * contrastive top-1 (chance is 1/N). q [mb, d] raw, keysT [d, N] from prepareKeys.
+ */
+export function contrastiveHits(q: tf.Tensor2D, keysT: tf.Tensor2D, offset: number): tf.Scalar {
+  const mb = q.shape[0];
+  const best = tf.argMax(dense(q, keysT), 1);
+  return tf.sum(tf.cast(tf.equal(best, tf.range(offset, offset + mb, 1, 'int32')), 'float32'));
+}
+
 /** The whole-batch loss of one direction, ctr(q, k). */
 export function contrastiveLoss(q: tf.Tensor2D, k: tf.Tensor2D, temperature: number): tf.Scalar {
   return tf.tidy(() => contrastivePart(q, prepareKeys(k), 0, temperature));

@@ -52,6 +52,14 @@ export function buildMocoModel(config: TrainConfig): MocoModel {
   return { config, query, momentum, frozen, buffers };
 }
 
+/**
+ * The backbone exactly as a run with this seed starts (before its first step): the probe's
+ * random-init baseline. The frozen random patch projection is the same one the run kept.
+ */
+export function initialBackbone(model: TrainConfig['model'], seed: number): Params {
+  return initBackbone(model, new Prng(mixSeed(seed, 0x1e17))).params;
+}
+
 export function pick(p: Params, keep: (name: string) => boolean): Params {
   const out: Params = {};
   for (const [k, v] of Object.entries(p)) if (keep(k)) out[k] = v;

@@ -10,7 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { normalizeImages, pixelsToTensor } from './augment.js';
-import { backboneForward } from './backbone.js';
+import { readoutFeatures } from './backbone.js';
 import { readBackbone, type BackboneFiles } from './checkpoint.js';
 import type { ImageDataset } from './dataset.js';
 import { disposeParams, type Params } from './params.js';
@@ -36,7 +36,11 @@ function throwIfAborted(signal?: AbortSignal) {
 }
 
 /** Backbone features of every example of `data`, in inference mode, `batch` images at a time. */
-export async function extractFeatures(backbone: { params: Params; model: ModelConfig }, data: ImageDataset, opts: { batch?: number; signal?: AbortSignal } = {}): Promise<Features> {
+export async function extractFeatures(
+  backbone: { params: Params; model: ModelConfig },
+  data: ImageDataset,
+  opts: { batch?: number; signal?: AbortSignal; lastBlocks?: number } = {},
+): Promise<Features> {
   const batch = opts.batch ?? 64;
   const S = backbone.model.imageSize;
   let dim = 0;
@@ -50,7 +54,7 @@ export async function extractFeatures(backbone: { params: Params; model: ModelCo
     const f = tf.tidy(() => {
       let x = pixelsToTensor(pixels, n, data.height, data.width, data.channels);
       if (data.height !== S || data.width !== S) x = tf.image.resizeBilinear(x, [S, S]);
-      return backboneForward(backbone.params, normalizeImages(x), backbone.model, false);
+      return readoutFeatures(backbone.params, normalizeImages(x), backbone.model, opts.lastBlocks ?? 1);
     });
     dim = f.shape[1];
     chunks.push(f.dataSync() as Float32Array);
@@ -87,11 +91,12 @@ export interface EvalResult {
 export interface ProbeResult extends EvalResult {
   /** Accuracy of the linear layer on its own training features. */
   trainTop1: number;
+  trainTop5: number;
   epochs: number;
   finalLoss: number;
 }
 
-function topK(scores: Float32Array, labels: Int32Array, classes: number): { top1: number; top5: number } {
+export function topK(scores: Float32Array, labels: Int32Array, classes: number): { top1: number; top5: number } {
   const n = labels.length;
   const k = Math.min(5, classes);
   let hit1 = 0;
@@ -177,7 +182,7 @@ export async function trainLinear(train: Features, val: Features, classes: numbe
     const scoresOf = (f: Features) => tf.tidy(() => tf.add(tf.matMul(tf.tensor2d(f.features, [f.labels.length, D]), w), b).dataSync() as Float32Array);
     const valAcc = topK(scoresOf(val), val.labels, classes);
     const trainAcc = topK(scoresOf(train), train.labels, classes);
-    return { ...valAcc, trainTop1: trainAcc.top1, epochs: c.epochs, finalLoss, trainExamples: n, valExamples: val.labels.length, featureDim: D, numClasses: classes };
+    return { ...valAcc, trainTop1: trainAcc.top1, trainTop5: trainAcc.top5, epochs: c.epochs, finalLoss, trainExamples: n, valExamples: val.labels.length, featureDim: D, numClasses: classes };
   } finally {
     [X, w, b, mw, mb].forEach((t) => t.dispose());
   }

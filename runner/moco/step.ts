@@ -5,6 +5,7 @@
  *   k1, k2 = f_k(x1), f_k(x2)                                 (no gradient; in chunks)
  *   q1, q2 = f_q(x1), f_q(x2)                                 (in micro-batches)
  *   loss = ctr(q1, k2) + ctr(q2, k1)                         (each × 2τ)
+ *   top-1 = share of queries whose positive key scores highest (a by-product, no gradient)
  *   loss.backward(); update(f_q)                             (gradients accumulated per
  *                                                             micro-batch and direction)
  *
@@ -18,7 +19,7 @@
  * loop; every method ends in `applyGradients` (divergence check, per-layer norms, clip, update).
  */
 import * as tf from '@tensorflow/tfjs';
-import { contrastivePart, prepareKeys } from './loss.js';
+import { contrastiveHits, contrastivePart, prepareKeys } from './loss.js';
 import { keyForward, momentumUpdate, queryForward, trainableNames, type MocoModel } from './model.js';
 import { clipByGlobalNorm, globalNorm, type Optimizer } from './optim.js';
 import type { Params } from './params.js';
@@ -35,6 +36,8 @@ export class TrainingDivergedError extends Error {
 
 export interface StepResult {
   loss: number;
+  /** Share of the 2N queries whose own key scores highest among the batch's N keys (MoCo v3; null for other methods). */
+  contrastiveTop1?: number | null;
   /** Global gradient norm over all trained tensors (before clipping). */
   gradNorm: number;
   /** Gradient norm of the patch projection (null when frozen or not a ViT). */
@@ -164,6 +167,8 @@ export function applyGradients(model: MocoModel, optimizer: Optimizer, g: Params
 export interface MomentumObjective {
   /** Once per view, on the momentum encoder's outputs for the whole batch (e.g. normalise, transpose). */
   prepareTargets(k: tf.Tensor2D): tf.Tensor2D;
+  /** How many queries of the micro-batch score their own target highest (the contrastive top-1's numerator). */
+  hits?(q: tf.Tensor2D, targets: tf.Tensor2D, offset: number): tf.Scalar;
   /** A micro-batch's share of one direction's batch-mean loss: queries [mb, d] (raw), rows offset… */
   lossPart(q: tf.Tensor2D, targets: tf.Tensor2D, offset: number): tf.Scalar;
 }
@@ -184,20 +189,32 @@ export function momentumEncoderStep(model: MocoModel, optimizer: Optimizer, x1: 
   const bnStats: Params = {};
   let grads: Params | null = null;
   let loss = 0;
+  let hits = 0;
   const directions: [tf.Tensor4D, tf.Tensor2D][] = [
     [x1, t2],
     [x2, t1],
   ];
   for (let s = 0; s < N; s += mb) {
     for (const [x, targets] of directions) {
-      const part = lossAndGradients(model, bnStats, (encode) => objective.lossPart(encode(rows(x, s, mb)), targets, s));
+      let counted: tf.Scalar | undefined;
+      const part = lossAndGradients(model, bnStats, (encode) => {
+        const q = encode(rows(x, s, mb));
+        if (objective.hits) counted = tf.keep(objective.hits(q, targets, s));
+        return objective.lossPart(q, targets, s);
+      });
       loss += part.loss;
       grads = accumulate(grads, part.grads);
+      const c = counted as tf.Scalar | undefined;
+      if (c) {
+        hits += c.dataSync()[0];
+        c.dispose();
+      }
     }
   }
   t1.dispose();
   t2.dispose();
-  return applyGradients(model, optimizer, grads as Params, loss, bnStats, o);
+  const result = applyGradients(model, optimizer, grads as Params, loss, bnStats, o);
+  return { ...result, contrastiveTop1: objective.hits ? hits / (2 * N) : null };
 }
 
 /** MoCo v3: ctr(q1, k2) + ctr(q2, k1) against all N keys of the batch, each × 2τ. */
@@ -206,5 +223,6 @@ export const mocoStep: StepFunction = (model, optimizer, x1, x2, o) => {
   return momentumEncoderStep(model, optimizer, x1, x2, o, {
     prepareTargets: prepareKeys,
     lossPart: (q, keysT, offset) => contrastivePart(q, keysT, offset, tau),
+    hits: contrastiveHits,
   });
 };

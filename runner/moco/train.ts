@@ -22,16 +22,21 @@ import {
   type CheckpointFiles,
   type StateMeta,
 } from './checkpoint.js';
-import { resolveTrainConfig, stepsPerEpoch, totalSteps, type TrainConfig, type TrainConfigInput } from './config.js';
+import { planRun, planWithTotal, resolveTrainConfig, type TrainConfig, type TrainConfigInput } from './config.js';
 import type { ImageDataset } from './dataset.js';
 import { buildMocoModel, stripPrefix, trainableNames, type MocoModel } from './model.js';
 import { createOptimizer, type Optimizer } from './optim.js';
 import { countParams, disposeParams } from './params.js';
 import { Prng, mixSeed } from './rng.js';
-import { learningRateAt, momentumAt } from './schedule.js';
+import { learningRateAt, momentumAt, peakLearningRate, stepsForBudget, type RunPlan } from './schedule.js';
+import { AUTO_KNN_EVALUATIONS, KnnMonitor, knnInterval } from './monitor.js';
 import { stepFor } from './methods/index.js';
 
 export { TrainingDivergedError } from './step.js';
+export type { RunPlan } from './schedule.js';
+
+/** Steps a budgeted run measures (after its first, which pays for warm-up) before fixing its length. */
+export const BUDGET_CALIBRATION_STEPS = 5;
 
 export interface StepMetrics {
   /** Completed steps (1 after the first). */
@@ -39,6 +44,10 @@ export interface StepMetrics {
   /** Fractional epoch reached. */
   epoch: number;
   loss: number;
+  /** Share of queries whose positive key scores highest among the batch's keys (chance 1/batch); null for methods without keys. */
+  contrastiveTop1: number | null;
+  /** kNN top-1 on the monitor's held-out training images; only on the steps it was measured. */
+  knnTop1?: number;
   lr: number;
   momentum: number;
   imagesPerSec: number;
@@ -68,6 +77,15 @@ export interface TrainHooks {
   /** Polled between steps; true → checkpoint now (e.g. on SIGTERM), then carry on. */
   shouldCheckpoint?: () => boolean;
   onStep?: (m: StepMetrics) => void | Promise<void>;
+  /**
+   * The run's length, once fixed: at the start (epochs, maxSteps, or a resumed checkpoint's), or for
+   * a time budget after the first steps measured throughput (`measured` then says how).
+   */
+  onPlan?: (p: RunPlan & { resumed: boolean; measured?: { msPerStep: number; imagesPerSec: number; monitorMs: number; elapsedMs: number; budgetMinutes: number } }) => void | Promise<void>;
+  /** kNN monitor results, including the one before the first step (step 0). */
+  onMonitor?: (m: { step: number; knnTop1: number; ms: number }) => void | Promise<void>;
+  /** Milliseconds, monotonic; the budget is measured with it (tests pass a simulated clock). */
+  clock?: () => number;
   /** Every checkpointEvery steps, on abort / request, and at the end. Awaited before going on. */
   onCheckpoint?: (c: Checkpoint) => void | Promise<void>;
   /** The files of a checkpoint of this run to continue from. */
@@ -91,6 +109,7 @@ export interface TrainResult {
   parameters: { trainable: number; total: number };
   /** Mean images/s over the steps of this call. */
   imagesPerSec: number;
+  plan: RunPlan;
 }
 
 /** The order of the examples: a seeded permutation per epoch, consumed batch by batch. */
@@ -154,10 +173,15 @@ function restore(model: MocoModel, optimizer: Optimizer, files: NonNullable<Trai
 
 export async function train(configInput: TrainConfigInput, dataset: { train: ImageDataset }, hooks: TrainHooks = {}): Promise<TrainResult> {
   const data = dataset.train;
+  const clock = hooks.clock ?? (() => performance.now());
+  const startedClock = clock();
   const config = resolveTrainConfig(configInput, data);
   const log = hooks.log ?? (() => {});
-  const spe = stepsPerEpoch(config, data.size);
-  const { scheduleSteps, stopAt } = totalSteps(config, data.size);
+  // The run's length: epochs cut by maxSteps; a time budget fixes it after measuring the first steps.
+  const ceiling = planRun(config, data.size);
+  let plan = ceiling;
+  let planFixed = config.budget === null;
+  const spe = plan.stepsPerEpoch;
   const order = new DataOrder(config.seed, data.size, config.optim.batch, spe);
   const backend = tf.getBackend();
 
@@ -172,7 +196,12 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
     step = r.meta.step;
     lastLoss = r.meta.lastLoss;
     augmentRng = r.augmentRng;
-    log('resumed', { step });
+    // A resumed run keeps the length its first attempt chose (a budget is not re-measured).
+    if (r.meta.plan) {
+      plan = r.meta.plan;
+      planFixed = true;
+    }
+    log('resumed', { step, totalSteps: plan.totalSteps });
   } else if (hooks.initFrom) {
     const state = readState(hooks.initFrom);
     // Architecture and heads must match to take the weights over; everything else may change.
@@ -187,7 +216,29 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
   }
   const trainable = trainableNames(model).reduce((n, name) => n + model.query[name].size, 0);
   const parameters = { trainable, total: countParams(model.query) };
-  log('training', { backend, steps: stopAt, scheduleSteps, stepsPerEpoch: spe, ...parameters });
+  log('training', { backend, steps: plan.totalSteps, source: plan.source, budget: config.budget, stepsPerEpoch: spe, ...parameters });
+  if (planFixed) await hooks.onPlan?.({ ...plan, resumed: !!hooks.resumeFrom });
+
+  // kNN monitor: on a fixed labeled subset of the training split, with the query backbone as it is.
+  const monitor = config.monitor.knn && data.numClasses >= 2 ? await KnnMonitor.open(data, config.monitor, config.seed) : null;
+  let monitorMs = 0;
+  const measureKnn = () => {
+    const t = clock();
+    const backbone = stripPrefix(model.query, 'backbone.');
+    const knnTop1 = (monitor as KnnMonitor).evaluate(backbone, config.model);
+    monitorMs = clock() - t;
+    return knnTop1;
+  };
+  const knnDue = (s: number) => {
+    if (monitor === null) return false;
+    const every = plan.knnEvery ?? knnInterval(config.monitor, plan.totalSteps);
+    return s === plan.totalSteps || (every > 0 && s % every === 0);
+  };
+  if (monitor && step === 0) {
+    const knnTop1 = measureKnn();
+    await hooks.onMonitor?.({ step: 0, knnTop1, ms: monitorMs });
+    log('knn monitor', { step: 0, knnTop1 });
+  }
 
   const checkpoint = async (reason: CheckpointReason) => {
     if (!hooks.onCheckpoint) return;
@@ -197,6 +248,7 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
       step,
       epoch,
       data: { epoch: Math.floor(step / spe), batchInEpoch: step % spe, stepsPerEpoch: spe },
+      plan: planFixed ? plan : null,
       rng: { augment: augmentRng.getState() },
       optimizer: { name: optimizer.name, scalars: optimizer.scalars() },
       config,
@@ -221,11 +273,13 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
     p.catch(() => {}); // a prefetch abandoned on abort must not become an unhandled rejection
     return p;
   };
-  let next = step < stopAt ? read(step) : null;
+  let next = step < plan.totalSteps ? read(step) : null;
   const startedAt = performance.now();
   const startStep = step;
+  let calibrationStart = 0;
+  let calibrationMonitorMs = 0;
   try {
-    while (step < stopAt) {
+    while (step < plan.totalSteps) {
       // Let the event loop turn (timers, signals, sockets) so a stop request made while the
       // previous step computed is seen now, not after the run.
       await new Promise((resolve) => setImmediate(resolve));
@@ -236,11 +290,11 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
       if (hooks.shouldCheckpoint?.()) await checkpoint('requested');
       const batch = await (next as ReturnType<typeof read>);
       // Prefetch: the next batch is read while this step computes.
-      next = step + 1 < stopAt ? read(step + 1) : null;
+      next = step + 1 < plan.totalSteps ? read(step + 1) : null;
 
       const t0 = performance.now();
-      const lr = learningRateAt(step, config.optim, spe, config.epochs);
-      const momentum = momentumAt(step, config.moco, spe, config.epochs);
+      const lr = learningRateAt(step, peakLearningRate(config.optim), plan);
+      const momentum = momentumAt(step, config.moco, plan);
       const [x1, x2] = twoViews(batch.pixels, config.optim.batch, data, config.model.imageSize, config.augment, augmentRng);
       let r;
       try {
@@ -252,10 +306,23 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
       step += 1;
       lastLoss = r.loss;
       const stepMs = performance.now() - t0;
+      if (!planFixed) {
+        // Time budget: measure BUDGET_CALIBRATION_STEPS steps after the first, then fix the length.
+        if (step === 1) calibrationStart = clock();
+        else if (step === 1 + BUDGET_CALIBRATION_STEPS || step === plan.totalSteps) await fixBudgetedPlan();
+      }
+      let knnTop1: number | undefined;
+      if (knnDue(step)) {
+        knnTop1 = measureKnn();
+        if (!planFixed) calibrationMonitorMs += monitorMs;
+        log('knn monitor', { step, knnTop1 });
+      }
       await hooks.onStep?.({
         step,
         epoch: step / spe,
         loss: r.loss,
+        contrastiveTop1: r.contrastiveTop1 ?? null,
+        ...(knnTop1 === undefined ? {} : { knnTop1 }),
         lr,
         momentum,
         imagesPerSec: (config.optim.batch * 1000) / stepMs,
@@ -267,7 +334,7 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
         gradNormProjector: r.gradNormProjector,
         gradNormPredictor: r.gradNormPredictor,
       });
-      if (step % config.checkpointEvery === 0 && step < stopAt) await checkpoint('periodic');
+      if (step % config.checkpointEvery === 0 && step < plan.totalSteps) await checkpoint('periodic');
     }
     await checkpoint('final');
     return result('completed');
@@ -275,6 +342,30 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
     disposeParams(model.query);
     disposeParams(model.momentum);
     optimizer.dispose();
+  }
+
+  async function fixBudgetedPlan(): Promise<void> {
+    const budgetMinutes = (config.budget as { minutes: number }).minutes;
+    const now = clock();
+    const msPerStep = Math.max(1e-3, (now - calibrationStart - calibrationMonitorMs) / Math.max(1, step - 1));
+    const every = config.monitor.knnEvery;
+    const budgetMs = budgetMinutes * 60_000;
+    // Automatic monitoring spends at most a tenth of what is left of the budget.
+    const evaluations = every === null && monitor ? Math.min(AUTO_KNN_EVALUATIONS, Math.floor((0.1 * (budgetMs - (now - startedClock))) / Math.max(1, monitorMs))) : 0;
+    const fit = stepsForBudget({
+      budgetMs,
+      elapsedMs: now - startedClock,
+      stepsDone: step,
+      msPerStep,
+      monitor: monitor ? { ms: monitorMs, every, count: every === null ? evaluations : undefined } : undefined,
+    });
+    const total = Math.min(fit, ceiling.totalSteps);
+    plan = planWithTotal(config, spe, total, total < ceiling.totalSteps ? 'budget' : ceiling.source);
+    if (monitor && every === null) plan.knnEvery = evaluations > 0 ? Math.max(1, Math.ceil((total - step) / evaluations)) : 0;
+    planFixed = true;
+    const measured = { msPerStep, imagesPerSec: (config.optim.batch * 1000) / msPerStep, monitorMs, elapsedMs: now - startedClock, budgetMinutes };
+    log('budget sized the run', { totalSteps: plan.totalSteps, warmupSteps: plan.warmupSteps, ...measured });
+    await hooks.onPlan?.({ ...plan, resumed: false, measured });
   }
 
   function result(stopped: TrainResult['stopped']): TrainResult {
@@ -288,6 +379,7 @@ export async function train(configInput: TrainConfigInput, dataset: { train: Ima
       config,
       parameters,
       imagesPerSec: seconds > 0 ? ((step - startStep) * config.optim.batch) / seconds : 0,
+      plan,
     };
   }
 }

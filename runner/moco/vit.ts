@@ -141,7 +141,7 @@ function block(p: Params, i: number, x: tf.Tensor2D, B: number, T: number, c: Mo
  * The backbone: images [B, S, S, 3] (normalised) → features [B, D] (class token after the final
  * LayerNorm; or the average of patch tokens with / without that LayerNorm).
  */
-export function vitForward(p: Params, images: tf.Tensor4D, c: ModelConfig): tf.Tensor2D {
+export function vitForward(p: Params, images: tf.Tensor4D, c: ModelConfig, lastBlocks = 1): tf.Tensor2D {
   const B = images.shape[0];
   const D = c.dim;
   const { tokens: T, hasCls } = vitTokens(c);
@@ -158,13 +158,21 @@ export function vitForward(p: Params, images: tf.Tensor4D, c: ModelConfig): tf.T
   if (p['pos_embed']) perToken = tf.add(perToken, tf.reshape(p['pos_embed'], [T, D]));
   let x = tf.reshape(tf.add(tf.reshape(embedded, [B, T, D]), perToken), [B * T, D]) as tf.Tensor2D;
 
-  for (let i = 0; i < c.depth; i++) x = block(p, i, x, B, T, c);
+  // Readout of several blocks (DINO's linear evaluation, n = 4): the class token of each of the last
+  // n blocks' outputs, each through the final LayerNorm, concatenated (last block first).
+  const readFrom = c.pooling === 'cls' ? Math.max(1, Math.min(lastBlocks, c.depth)) : 1;
+  const outputs: tf.Tensor2D[] = [];
+  for (let i = 0; i < c.depth; i++) {
+    x = block(p, i, x, B, T, c);
+    if (i >= c.depth - readFrom) outputs.unshift(x);
+  }
 
   if (c.pooling === 'cls') {
     // LayerNorm acts per token, so normalising only the class token equals slicing after LN.
     const selectCls = tf.tensor3d(Array.from({ length: T }, (_, t) => (t === 0 ? 1 : 0)), [1, T, 1]);
-    const cls = tf.sum(tf.mul(tf.reshape(x, [B, T, D]), selectCls), 1) as tf.Tensor2D;
-    return layerNorm(cls, p['norm.weight'] as tf.Tensor1D, p['norm.bias'] as tf.Tensor1D, LN_EPS);
+    const clsOf = (y: tf.Tensor2D) =>
+      layerNorm(tf.sum(tf.mul(tf.reshape(y, [B, T, D]), selectCls), 1) as tf.Tensor2D, p['norm.weight'] as tf.Tensor1D, p['norm.bias'] as tf.Tensor1D, LN_EPS);
+    return outputs.length === 1 ? clsOf(outputs[0]) : (tf.concat(outputs.map(clsOf), 1) as tf.Tensor2D);
   }
   if (c.pooling === 'gap') x = layerNorm(x, p['norm.weight'] as tf.Tensor1D, p['norm.bias'] as tf.Tensor1D, LN_EPS);
   return tf.mean(tf.reshape(x, [B, T, D]), 1) as tf.Tensor2D;

@@ -27,6 +27,7 @@ export interface ChildEvents {
   onStep?(msg: Extract<ChildMessage, { type: 'step' }>): void;
   onCheckpoint?(msg: CheckpointReady): void;
   onLog?(msg: Extract<ChildMessage, { type: 'log' }>): void;
+  onEvent?(msg: Extract<ChildMessage, { type: 'event' }>): void;
 }
 
 export interface StartChildOptions {
@@ -69,6 +70,9 @@ export class RunChild {
             break;
           case 'log':
             events.onLog?.(raw);
+            break;
+          case 'event':
+            events.onEvent?.(raw);
             break;
           case 'completed':
             final = { kind: 'completed', result: raw.result };

@@ -8,7 +8,8 @@ import { rm } from 'node:fs/promises';
 import { pretrainSpec, type PretrainSpec, type WeightsSource } from '../../contracts/jobSpec.js';
 import type { DatasetManifest } from '../../contracts/datasetSpec.js';
 import { getJobOfTenant, resolveCheckpoint, resolveDatasetVersion, runningSecondsSoFar, SupersededError, type CheckpointRow } from '../../db/runs.js';
-import { buildTrainConfig } from '../trainConfig.js';
+import { recordJobEvent } from '../../db/jobs.js';
+import { buildTrainConfigWithSources } from '../trainConfig.js';
 import { CheckpointStore, STATE_FILES } from './checkpointStore.js';
 import { PermanentRunError, type RunContext, type RunOutcome } from './context.js';
 import { superviseChild } from './superviseChild.js';
@@ -18,7 +19,9 @@ export async function runPretrain(ctx: RunContext): Promise<RunOutcome> {
   const { job, log } = ctx;
   const spec = parseSpec(job.spec);
   const manifest = await readyManifest(ctx, spec.dataset, job.datasetVersionId);
-  const trainConfig = buildTrainConfig(spec, manifest, ctx.config.RUNNER_MEMORY_MB * 1024 * 1024);
+  const { config: trainConfig, sources } = buildTrainConfigWithSources(spec, manifest, ctx.config.RUNNER_MEMORY_MB * 1024 * 1024);
+  // What will run and why: every resolved value with its source (user, dataset-size default...).
+  await recordJobEvent(ctx.db, job.id, 'config-resolved', { attempt: ctx.attempt, data: { config: trainConfig, sources } });
   const store = new CheckpointStore(ctx.db, ctx.storage, log);
 
   const remainingSeconds = spec.maxRuntimeSeconds - (await runningSecondsSoFar(ctx.db, job.id));

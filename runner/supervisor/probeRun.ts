@@ -15,6 +15,18 @@ import { PermanentRunError, type RunContext, type RunOutcome } from './context.j
 import { superviseChild } from './superviseChild.js';
 import { outcomeOfChild } from './outcomes.js';
 import { readyManifest } from './pretrainRun.js';
+import type { EvaluationReport } from '../moco/evaluate.js';
+
+/** Points of top-1 the model gains over each baseline (linear and kNN), for the CLI and dashboard. */
+export function gainsOverBaselines(r: EvaluationReport): Record<string, { linearTop1: number; knnTop1: number }> {
+  const m = r.subjects.model;
+  const out: Record<string, { linearTop1: number; knnTop1: number }> = {};
+  for (const name of ['random_init', 'raw_pixels'] as const) {
+    const b = r.subjects[name];
+    if (b) out[name] = { linearTop1: m.linear.top1 - b.linear.top1, knnTop1: m.knn.top1 - b.knn.top1 };
+  }
+  return out;
+}
 
 export async function runProbe(ctx: RunContext): Promise<RunOutcome> {
   const { job, log } = ctx;
@@ -52,6 +64,7 @@ export async function runProbe(ctx: RunContext): Promise<RunOutcome> {
       backboneDir,
       manifest,
       probeConfig: buildProbeConfig(spec, manifest),
+      initSeed: sourceSpec.success ? sourceSpec.data.seed : undefined,
       backend: spec.resources.backend !== 'auto' ? spec.resources.backend : ctx.config.TFJS_BACKEND,
       cacheDir: join(ctx.config.DATA_DIR, 'cache', 'datasets'),
     },
@@ -62,6 +75,8 @@ export async function runProbe(ctx: RunContext): Promise<RunOutcome> {
   const top1 = Number(outcome.result.top1);
   const top5 = outcome.result.top5 === undefined || outcome.result.top5 === null ? null : Number(outcome.result.top5);
   if (!Number.isFinite(top1)) return { kind: 'failed', reason: 'the probe reported no top-1 accuracy', retryable: false };
+  const report = outcome.result.evaluation as EvaluationReport | undefined;
+  const gains = report ? gainsOverBaselines(report) : {};
   const { evaluation, movedBest, previousBestTop1 } = await recordEvaluation(ctx.db, {
     probeJobId: job.id,
     sourceJobId: source.id,
@@ -69,7 +84,22 @@ export async function runProbe(ctx: RunContext): Promise<RunOutcome> {
     kind: 'linear',
     top1,
     top5,
-    details: { ...outcome.result, checkpointRef, checkpointVersion: checkpoint.version, checkpointStep: checkpoint.step },
+    details: {
+      backend: outcome.result.backend,
+      top1,
+      top5,
+      trainExamples: report?.trainExamples,
+      valExamples: report?.evalExamples,
+      numClasses: report?.numClasses,
+      epochs: report?.protocol.epochs,
+      gains,
+      checkpointRef,
+      checkpointVersion: checkpoint.version,
+      checkpointStep: checkpoint.step,
+    },
+    knnTop1: report?.subjects.model.knn.top1 ?? null,
+    subjects: (report?.subjects as Record<string, unknown> | undefined) ?? null,
+    protocol: (report?.protocol as unknown as Record<string, unknown> | undefined) ?? null,
     attempt: ctx.attempt,
   });
   log.info({ top1, top5, version: checkpoint.version, movedBest, previousBestTop1 }, 'probe recorded');
@@ -90,6 +120,9 @@ export async function runProbe(ctx: RunContext): Promise<RunOutcome> {
     result: {
       top1,
       top5,
+      knnTop1: report?.subjects.model.knn.top1 ?? null,
+      gains,
+      evaluation: report ?? null,
       evaluationId: evaluation.id,
       sourceJob: source.id,
       checkpoint: { version: checkpoint.version, step: checkpoint.step, id: checkpoint.id },

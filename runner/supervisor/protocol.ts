@@ -36,6 +36,8 @@ export interface ProbeTask {
   backboneDir: string;
   manifest: DatasetManifest;
   probeConfig: unknown;
+  /** Seed of the pretrain run: the random-init baseline is its initial backbone. */
+  initSeed?: number;
   backend: 'auto' | 'tensorflow' | 'wasm' | 'cpu';
   cacheDir: string;
 }
@@ -97,6 +99,8 @@ export type ChildMessage =
   | { type: 'step'; metrics: StepMetrics; totalSteps?: number }
   | CheckpointReady
   | { type: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; message: string }
+  /** Something to keep with the job as an event row (e.g. `schedule-fixed`: the run's length). */
+  | { type: 'event'; kind: string; data: Record<string, unknown> }
   /** The run did all its work. */
   | { type: 'completed'; result: Record<string, unknown> }
   /** The run ended early because the parent sent `stop` (its last checkpoint, if any, was sent before). */

@@ -99,6 +99,11 @@ export async function superviseChild(ctx: RunContext, task: ChildTask, opts: Sup
           await handle(msg, { kill: () => child.kill() });
         });
       },
+      onEvent(msg) {
+        void recordJobEvent(db, job.id, msg.kind, { attempt: ctx.attempt, data: msg.data }).catch((err: unknown) =>
+          log.warn({ err: (err as Error).message, kind: msg.kind }, 'could not record a run event'),
+        );
+      },
       onLog(msg) {
         log[msg.level]({ from: 'trainer' }, msg.message);
         if (msg.level !== 'debug') logs.add(msg.level, msg.message);

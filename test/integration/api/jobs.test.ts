@@ -382,4 +382,22 @@ describe('events, metrics, logs', () => {
     assert.equal((await h.request('GET', `/v1/jobs/${job.id}/metrics`, { key: h.keys.adminB })).status, 404);
     assert.equal((await h.request('GET', `/v1/jobs/${job.id}/logs`, { key: h.keys.adminB })).status, 404);
   });
+
+  test('metrics as SSE: the points so far, new ones as they arrive (kNN monitor included), then the end', async () => {
+    const { body: job } = await submit(pretrain('fmnist'));
+    const { transitionJob } = await import('../../../db/jobs.js');
+    await transitionJob(h.database.db, job.id, { from: ['queued'], to: 'running', reason: 'runner took it' });
+    await h.database.sql`insert into metrics (job_id, step, name, value) values (${job.id}, 0, 'knnTop1', 0.3), (${job.id}, 1, 'contrastiveTop1', 0.1)`;
+    const res = await h.request('GET', `/v1/jobs/${job.id}/metrics?name=knnTop1,contrastiveTop1`, { headers: { accept: 'text/event-stream' } });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /text\/event-stream/);
+    setTimeout(async () => {
+      await h.database.sql`insert into metrics (job_id, step, name, value) values (${job.id}, 2, 'contrastiveTop1', 0.2), (${job.id}, 2, 'knnTop1', 0.5), (${job.id}, 2, 'loss', 9)`;
+      setTimeout(() => void transitionJob(h.database.db, job.id, { from: ['running'], to: 'succeeded', reason: 'done' }), 150);
+    }, 150);
+    const text = await res.text();
+    const points = [...text.matchAll(/^event: metrics\ndata: (.*)$/gm)].flatMap((m) => JSON.parse(m[1]).points.map((p: any) => `${p.name}@${p.step}=${p.value}`));
+    assert.deepEqual(points.sort(), ['contrastiveTop1@1=0.1', 'contrastiveTop1@2=0.2', 'knnTop1@0=0.3', 'knnTop1@2=0.5'], 'each point once, only the names asked for');
+    assert.match(text, /event: end/);
+  });
 });

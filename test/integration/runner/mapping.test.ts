@@ -25,10 +25,11 @@ const manifest = (side: number, train = 1000): DatasetManifest => ({
 });
 const spec = (extra: Record<string, unknown> = {}) => pretrainSpec.parse({ type: 'pretrain', dataset: 'd', optim: { batch: 64 }, ...extra });
 
-test('ViT defaults: τ 0.2, AdamW lr 1.5e-4 wd 0.1, 3 projector layers, patch 4 and image size from small images', () => {
+test('ViT defaults: τ 0.2, AdamW wd 0.1, 3 projector layers; small images: lr 1.5e-3, patch 4, native size, mild crops', () => {
   const c = buildTrainConfig(spec({ model: { arch: 'vit_small' } }), manifest(28));
   assert.equal(c.moco.temperature, 0.2);
-  assert.deepEqual([c.optim.name, c.optim.lr, c.optim.weightDecay], ['adamw', 1.5e-4, 0.1]);
+  assert.deepEqual([c.optim.name, c.optim.lr, c.optim.weightDecay], ['adamw', 1.5e-3, 0.1]);
+  assert.deepEqual([c.augment.cropMinScale, c.augment.blurProb, c.augment.grayscaleProb, c.augment.colorJitter], [0.3, [0, 0], 0, [0.4, 0.4, 0, 0]]);
   assert.equal(c.moco.projector.layers, 3);
   assert.deepEqual([c.model.imageSize, c.model.patch, c.model.dim, c.model.heads], [28, 4, 384, 12]);
   assert.equal(buildTrainConfig(spec({ model: { arch: 'vit_base', imageSize: 16 } }), manifest(28)).model.imageSize, 16);
@@ -51,7 +52,10 @@ test('what cannot train is refused with the field named', () => {
 
 test('the probe batch never exceeds the training split', () => {
   const p = probeSpec.parse({ type: 'probe', source: { job: '00000000-0000-4000-8000-000000000000' }, batch: 4096 });
-  assert.deepEqual(buildProbeConfig(p, manifest(28, 1000)), { epochs: 10, lr: 0.1, batch: 1000, seed: 0 });
+  const c = buildProbeConfig(p, manifest(28, 1000));
+  assert.deepEqual([c.epochs, c.batch, c.seed, c.lrCandidates, c.baselines, c.readout.lastBlocks], [10, 1000, 0, [0.01, 0.1, 1], true, 1]);
+  const fixed = buildProbeConfig(probeSpec.parse({ type: 'probe', source: { job: '00000000-0000-4000-8000-000000000000' }, lr: 0.5, baselines: false }), manifest(28, 1000));
+  assert.deepEqual([fixed.lrCandidates, fixed.baselines], [[0.5], false], 'an explicit lr is the only candidate');
 });
 
 test('how a run ended, from its child and the reason it was asked to stop', () => {

@@ -22,7 +22,7 @@ after(async () => {
 
 // One scenario in steps, so that a failure in one step does not hide what the others would show.
 // Each later step needs only the pretrain job to have succeeded.
-const spec = tinyPretrain('shapes', { maxSteps: 24, checkpointEvery: 6, keepCheckpoints: 2, resources: { backend: 'wasm' } });
+const spec = tinyPretrain('shapes', { maxSteps: 24, checkpointEvery: 6, keepCheckpoints: 2, monitor: { knnEvery: 12, knnBank: 48, knnQueries: 24 }, resources: { backend: 'wasm' } });
 let job: { id: string } | undefined;
 let done: any;
 
@@ -85,14 +85,32 @@ test('one loss per step, steps 1..24; progress says where it ended', async () =>
 
 });
 
+test('watching it learn: contrastive top-1 every step, kNN top-1 before the first step and every 12; what ran and why', async () => {
+  const sql = h.database.sql;
+  const job = finishedJob();
+  const top1 = await sql`select step from metrics where job_id = ${job.id} and name = 'contrastiveTop1' order by step`;
+  assert.equal(top1.length, 24);
+  const knn = await sql`select step, value from metrics where job_id = ${job.id} and name = 'knnTop1' order by step`;
+  assert.deepEqual(knn.map((k) => k.step), [0, 12, 24]);
+  assert.ok(knn.every((k) => k.value >= 0 && k.value <= 1));
+  const events = await h.api('GET', `/v1/jobs/${job.id}/events`);
+  const kinds = events.body.events.map((e: { kind: string }) => e.kind);
+  const resolved = events.body.events.find((e: { kind: string }) => e.kind === 'config-resolved');
+  assert.ok(resolved, `events: ${kinds}`);
+  assert.equal(resolved.data.sources['model.patch'], 'user');
+  assert.equal(resolved.data.sources['augment.cropMinScale'], 'dataset-size default');
+  const fixed = events.body.events.find((e: { kind: string }) => e.kind === 'schedule-fixed');
+  assert.deepEqual([fixed?.data.totalSteps, fixed?.data.source], [24, 'maxSteps']);
+});
+
 test('a probe on latest evaluates the held-out split, records its accuracy and makes the version best', async () => {
   const sql = h.database.sql;
   const job = finishedJob();
-  const probe = await h.submit({ type: 'probe', source: { job: job.id, checkpoint: 'latest' }, epochs: 8, batch: 64, lr: 1, resources: { backend: 'wasm' } });
+  const probe = await h.submit({ type: 'probe', source: { job: job.id, checkpoint: 'latest' }, epochs: 8, batch: 64, lrCandidates: [0.1, 1], resources: { backend: 'wasm' } });
   const probed = await h.waitForJob(probe.id, (j) => ['succeeded', 'failed', 'canceled'].includes(j.state), 'probe finished');
   assert.equal(probed.state, 'succeeded', JSON.stringify(probed));
   assert.equal(probed.result.checkpoint.version, 4);
-  const [evaluation] = await sql`select kind, top1, top5, details, checkpoint_id from evaluations where job_id = ${probe.id}`;
+  const [evaluation] = await sql`select kind, top1, top5, details, knn_top1, subjects, protocol, checkpoint_id from evaluations where job_id = ${probe.id}`;
   assert.equal(evaluation.kind, 'linear');
   assert.deepEqual([evaluation.top1, evaluation.top5], [probed.result.top1, probed.result.top5]);
   // It evaluated the held-out split of the pretrain job's own dataset (4 classes, 48 train and 12 val
@@ -109,7 +127,15 @@ test('a probe on latest evaluates the held-out split, records its accuracy and m
   assert.equal(best.body.version, 4);
   const [outbox] = await sql`select count(*)::int as n from outbox where topic = 'job.event' and payload->>'event' = 'evaluation.completed' and payload->>'jobId' = ${probe.id}`;
   assert.equal(outbox.n, 1);
-
+  // Both baselines beside the result, same protocol, stored and served.
+  assert.deepEqual(Object.keys(evaluation.subjects).sort(), ['model', 'random_init', 'raw_pixels']);
+  assert.equal(evaluation.subjects.model.linear.top1, evaluation.top1);
+  assert.equal(evaluation.knn_top1, evaluation.subjects.model.knn.top1);
+  assert.deepEqual([evaluation.protocol.name, evaluation.protocol.standardize, evaluation.protocol.lrCandidates], ['momentum.linear-probe/2', true, [0.1, 1]]);
+  const served = await h.api('GET', `/v1/jobs/${job.id}/evaluations`);
+  const row = served.body.evaluations.find((e: { probeJobId: string }) => e.probeJobId === probe.id);
+  assert.ok(Math.abs(row.gains.random_init.linearTop1 - (evaluation.top1 - evaluation.subjects.random_init.linear.top1)) < 1e-12);
+  assert.ok(row.gains.raw_pixels && row.protocol && row.subjects.raw_pixels);
 });
 
 test('the backbone export downloads through a signed URL with the registered bytes', async () => {

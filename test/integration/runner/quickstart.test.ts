@@ -52,6 +52,9 @@ test('the quickstart runs the whole flow and exits 0', async () => {
   assert.match(run.out, /ingested in .*: 1000 train \+ 300 val images, 10 classes, 28×28×1/);
   assert.match(run.out, /step 24\/24 {2}loss \d+\.\d{4}/);
   assert.match(run.out, /top-1 accuracy \d+\.\d %, top-5 \d+\.\d %/);
+  // The probe beside both baselines, same protocol, and the gains.
+  assert.match(run.out, /MoCo v3 \(this run\) +\d+\.\d % +\d+\.\d %\n {2}same ViT, random init +\d+\.\d % +\d+\.\d %\n {2}raw pixels +\d+\.\d % +\d+\.\d %/);
+  assert.match(run.out, /gain: [+-]\d+\.\d points linear \/ [+-]\d+\.\d kNN over random init; [+-]\d+\.\d \/ [+-]\d+\.\d over raw pixels/);
   assert.match(run.out, new RegExp(`verified\\), valid until .*:\\n {2}http://127\\.0\\.0\\.1:\\d+/${bucket.bucket}/checkpoints/\\S+backbone\\.safetensors\\?\\S*X-Amz-Signature=`));
 
   const [probe] = await database.sql`select e.top1, j.state from evaluations e join jobs j on j.id = e.job_id`;

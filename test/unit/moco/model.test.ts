@@ -1,7 +1,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { resolveTrainConfig, type TrainConfigInput } from '../../../runner/moco/config.js';
+import { resolveTrainConfig, resolveTrainConfigWithSources, smallImagePatch, type TrainConfigInput } from '../../../runner/moco/config.js';
 import { buildMocoModel, momentumUpdate, stripPrefix } from '../../../runner/moco/model.js';
 import { backboneForward } from '../../../runner/moco/backbone.js';
 import { readBackbone, writeBackbone } from '../../../runner/moco/checkpoint.js';
@@ -32,15 +32,38 @@ test('sin-cos position embedding matches the reference values (D=384, 14×14)', 
 });
 
 test('presets, small-image patch and reference defaults resolve from arch and dataset', () => {
-  const c = resolveTrainConfig({ model: { arch: 'vit_small' } }, { height: 32, width: 32, size: 1000 });
-  assert.deepEqual([c.model.dim, c.model.depth, c.model.heads, c.model.patch, c.model.imageSize], [384, 12, 12, 4, 32]);
+  const c = resolveTrainConfig({ model: { arch: 'vit_small' } }, { height: 224, width: 224, size: 1000 });
+  assert.deepEqual([c.model.dim, c.model.depth, c.model.heads, c.model.patch, c.model.imageSize], [384, 12, 12, 16, 224]);
   assert.equal(c.moco.temperature, 0.2);
   assert.equal(c.moco.projector.layers, 3);
+  assert.equal(c.moco.projector.hiddenDim, 4096);
   assert.equal(c.optim.name, 'adamw');
   assert.equal(c.optim.lr, 1.5e-4);
+  assert.deepEqual([c.augment.cropMinScale, c.augment.blurProb, c.augment.grayscaleProb, c.augment.colorJitter], [0.08, [1, 0.1], 0.2, [0.4, 0.4, 0.2, 0.1]]);
   const r = resolveTrainConfig({ model: { arch: 'resnet50' }, epochs: 100 }, { height: 224, width: 224, size: 1000 });
-  assert.deepEqual([r.moco.temperature, r.moco.projector.layers, r.optim.name, r.optim.lr, r.optim.weightDecay, r.optim.warmupEpochs], [1, 2, 'lars', 0.6, 1e-6, 10]);
+  assert.deepEqual([r.moco.temperature, r.moco.projector.layers, r.optim.name, r.optim.lr, r.optim.weightDecay, r.optim.warmupFraction], [1, 2, 'lars', 0.6, 1e-6, 0.1]);
   assert.throws(() => resolveTrainConfig({ model: { arch: 'vit_tiny', patch: 5 } }, shape), /model.patch 5 must divide/);
+});
+
+test('small grayscale images get the small-image recipe, every value with its source; explicit fields win', () => {
+  const fmnist = { height: 28, width: 28, size: 60000, channels: 1 as const, numClasses: 10 };
+  const { config: c, sources } = resolveTrainConfigWithSources({ model: { arch: 'vit_tiny' } }, fmnist);
+  assert.deepEqual([c.model.imageSize, c.model.patch], [28, 4], 'native resolution, 49 tokens');
+  assert.deepEqual([c.augment.cropMinScale, c.augment.blurProb, c.augment.grayscaleProb, c.augment.colorJitter], [0.3, [0, 0], 0, [0.4, 0.4, 0, 0]]);
+  assert.deepEqual([c.optim.lr, c.optim.batch, c.moco.projector.hiddenDim], [1.5e-3, 256, 1024]);
+  assert.equal(c.monitor.knn, true, 'labeled data: kNN monitor on');
+  assert.equal(sources['model.arch'], 'user');
+  assert.equal(sources['model.patch'], 'dataset-size default');
+  assert.equal(sources['augment.cropMinScale'], 'dataset-size default');
+  assert.equal(sources['augment.colorJitter'], 'dataset default');
+  assert.equal(sources['model.dim'], 'architecture default');
+  assert.equal(sources['moco.momentum'], 'reference default');
+  const explicit = resolveTrainConfigWithSources({ model: { arch: 'vit_tiny', patch: 7 }, augment: { cropMinScale: 0.08, blurProb: [1, 0.1] }, optim: { lr: 1e-4 } }, fmnist);
+  assert.deepEqual([explicit.config.model.patch, explicit.config.augment.cropMinScale, explicit.config.augment.blurProb, explicit.config.optim.lr], [7, 0.08, [1, 0.1], 1e-4]);
+  assert.equal(explicit.sources['augment.cropMinScale'], 'user');
+  assert.equal(resolveTrainConfig({}, { height: 32, width: 32, size: 1000, channels: 3 }).augment.colorJitter[2], 0.2, 'colour images keep saturation jitter');
+  assert.equal(smallImagePatch(32), 4);
+  assert.equal(smallImagePatch(64), 8);
 });
 
 test('reference initialisation: class-token slot of pos_embed is zero, frozen patch projection shared', () => {

@@ -2,7 +2,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { contrastiveLoss, contrastivePart, prepareKeys } from '../../../runner/moco/loss.js';
-import { learningRateAt, momentumAt } from '../../../runner/moco/schedule.js';
+import { learningRateAt, momentumAt, peakLearningRate } from '../../../runner/moco/schedule.js';
 import { createOptimizer } from '../../../runner/moco/optim.js';
 import { resolveTrainConfig } from '../../../runner/moco/config.js';
 import { randomTensor } from './gradcheck.js';
@@ -41,22 +41,24 @@ test('micro-batch shares add up to the full-batch loss and gradient', () => {
   assert.ok(tf.max(tf.abs(tf.sub(summed, full.grad))).dataSync()[0] < 1e-6);
 });
 
-test('learning rate: scaled by batch/256, linear warmup per step, cosine to 0', () => {
-  const o = { lr: 1.5e-4, batch: 4096, warmupEpochs: 40 };
-  const spe = 100;
-  assert.equal(learningRateAt(0, o, spe, 300), 0);
-  assert.ok(Math.abs(learningRateAt(2000, o, spe, 300) - 1.2e-3) < 1e-12, 'half-way through warmup');
-  assert.ok(Math.abs(learningRateAt(4000, o, spe, 300) - 2.4e-3) < 1e-12, 'peak 1.5e-4 × 4096/256');
-  assert.ok(Math.abs(learningRateAt(4000 + 13000, o, spe, 300) - 1.2e-3) < 1e-12, 'half-way down the cosine');
-  assert.ok(learningRateAt(29999, o, spe, 300) < 1e-9);
+test('learning rate: scaled by batch/256, linear warmup per step, cosine to 0 at the last step', () => {
+  const peak = peakLearningRate({ lr: 1.5e-4, batch: 4096 });
+  const plan = { totalSteps: 30001, warmupSteps: 4000 };
+  assert.ok(Math.abs(peak - 2.4e-3) < 1e-15, 'peak 1.5e-4 × 4096/256');
+  assert.equal(learningRateAt(0, peak, plan), 0);
+  assert.ok(Math.abs(learningRateAt(2000, peak, plan) - 1.2e-3) < 1e-12, 'half-way through warmup');
+  assert.ok(Math.abs(learningRateAt(4000, peak, plan) - 2.4e-3) < 1e-12, 'peak');
+  assert.ok(Math.abs(learningRateAt(4000 + 13000, peak, plan) - 1.2e-3) < 1e-12, 'half-way down the cosine');
+  assert.equal(learningRateAt(30000, peak, plan), 0, 'the last step is at the floor');
 });
 
-test('momentum: 0.99 → 1 on a half-cosine, or constant', () => {
+test('momentum: 0.99 → 1 on a half-cosine ending at the last step, or constant', () => {
   const m = { momentum: 0.99, momentumSchedule: 'cosine' as const };
-  assert.ok(Math.abs(momentumAt(0, m, 10, 100) - 0.99) < 1e-12);
-  assert.ok(Math.abs(momentumAt(500, m, 10, 100) - 0.995) < 1e-12);
-  assert.ok(Math.abs(momentumAt(1000, m, 10, 100) - 1) < 1e-12);
-  assert.equal(momentumAt(500, { momentum: 0.9, momentumSchedule: 'constant' }, 10, 100), 0.9);
+  const plan = { totalSteps: 1001 };
+  assert.ok(Math.abs(momentumAt(0, m, plan) - 0.99) < 1e-12);
+  assert.ok(Math.abs(momentumAt(500, m, plan) - 0.995) < 1e-12);
+  assert.equal(momentumAt(1000, m, plan), 1);
+  assert.equal(momentumAt(500, { momentum: 0.9, momentumSchedule: 'constant' }, plan), 0.9);
 });
 
 test('AdamW: decoupled decay on every parameter, bias-corrected first step', () => {
