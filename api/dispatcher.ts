@@ -89,7 +89,8 @@ export async function enqueueDelivery(queue: Queue, deliveryId: string, o: Deliv
   await queue.add('deliver', data, {
     jobId: deliveryId,
     attempts: o.attempts ?? 8,
-    backoff: { type: 'exponential', delay: o.backoffMs ?? 2000 },
+    // Jittered: receivers that were down together do not get every retry in the same second.
+    backoff: { type: 'exponential', delay: o.backoffMs ?? 2000, jitter: 0.5 },
     removeOnComplete: { age: 24 * 3600 },
     removeOnFail: { age: 7 * 24 * 3600 },
   });

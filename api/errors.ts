@@ -99,9 +99,23 @@ export function errorHandler(logger: Logger) {
       }
       if (status < 500) return c.json(errorBody(httpCode(status), err.message), status as ContentfulStatusCode);
     }
+    if (isBackendUnavailable(err)) {
+      // Postgres restarting, failing over or unreachable: nothing was applied; the client retries.
+      logger.warn({ err: err.message, code: (err as { code?: string }).code, path: c.req.path }, 'a backend is unavailable');
+      c.header('Retry-After', '2');
+      return c.json(errorBody('unavailable', 'a backend service is briefly unavailable; the request was not applied, retry it'), 503);
+    }
     logger.error({ err, method: c.req.method, path: c.req.path }, 'unhandled error');
     return c.json(errorBody('internal', 'internal error; the request was not applied or is safe to retry'), 500);
   };
+}
+
+/** Connection-level failures of Postgres (and the socket errors under them): the service, not the request. */
+const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
+
+export function isBackendUnavailable(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' && UNAVAILABLE_CODES.has(code);
 }
 
 function httpCode(status: number): string {

@@ -6,7 +6,7 @@
  * finish what is in flight, close connections, exit.
  */
 import { serve } from '@hono/node-server';
-import { config as loadConfig, DEV_WEBHOOK_SIGNING_KEY } from '../common/config.js';
+import { config as loadConfig, DEV_WEBHOOK_SIGNING_KEY, refuseDevSigningKey } from '../common/config.js';
 import { parseCommandLine } from '../common/commandLine.js';
 import { runMain, UserFacingError } from '../common/errors.js';
 import { createLogger } from '../common/logger.js';
@@ -30,6 +30,8 @@ runMain(async () => {
   const config = loadConfig();
   const roles = parseRoles(config.API_ROLES);
   const logger = createLogger(config.LOG_LEVEL, 'momentum-api');
+  const devKey = refuseDevSigningKey(config);
+  if (devKey) throw new UserFacingError(devKey);
   if (config.WEBHOOK_SIGNING_KEY === DEV_WEBHOOK_SIGNING_KEY) {
     logger.warn('WEBHOOK_SIGNING_KEY is the development default; set your own before receivers rely on signatures');
   }

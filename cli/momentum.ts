@@ -7,7 +7,7 @@
  * wrong (with `--json`: one `{"error":{code,message,details},"exitCode":n}` line, and no progress).
  * Exit codes, for CI: 0 ok · 1 usage or unexpected error · 2 the API refused the request (4xx) ·
  * 3 the job ended failed or canceled · 4 timed out waiting · 5 checksum mismatch on a download ·
- * 6 API unreachable or 5xx
+ * 6 API unreachable or 5xx · 7 a promotion's quality gate failed (the alias did not move)
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -17,9 +17,11 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import type { Schemas } from '../contracts/api.gen.js';
+import { parseGateRule } from '../contracts/gate.js';
+import { parseModelRef } from '../contracts/models.js';
 import { ApiCallError, MomentumClient, type OperationInput } from './client.js';
 
-const EXIT = { ok: 0, usage: 1, refused: 2, jobFailed: 3, timeout: 4, checksum: 5, unavailable: 6 } as const;
+const EXIT = { ok: 0, usage: 1, refused: 2, jobFailed: 3, timeout: 4, checksum: 5, unavailable: 6, gateFailed: 7 } as const;
 const TERMINAL = ['succeeded', 'failed', 'canceled'];
 
 class CliError extends Error {
@@ -40,12 +42,18 @@ const USAGE = `usage: momentum <command> [options]     (env: MOMENTUM_URL, MOMEN
   jobs events <job> [--follow] [--after ID] [--limit N]              (JSON lines)
   jobs logs <job> [--follow] [--after ID] [--attempt N] [--limit N]  (JSON lines)
   jobs metrics <job> [--name loss,lr] [--from-step N] [--to-step N] [--limit N]
-  retrain <job> --dataset name@N [--from-checkpoint latest] [--epochs N] [--max-steps N] [--label k:v]...
-          [--idempotency-key K] [--wait] [--timeout S]
+  retrain <job|model@ref> --dataset name@N [--from-checkpoint latest|model@ref] [--epochs N] [--max-steps N]
+          [--label k:v]... [--idempotency-key K] [--wait] [--timeout S]
+          [--promote ALIAS [--gate 'linear>=ALIAS-0.5']... [--model NAME] [--probe-epochs N] [--probe-lr X] [--probe-batch N]]
+          --promote waits, probes the aliases the gate names and the new job under one protocol on its
+          dataset version, and moves the model's ALIAS to it if every rule passes (exit 7 if not)
   checkpoints list <job> | checkpoints get <job> [version|alias]
-  checkpoints download <job> [version|alias] [--file backbone|state] [--ttl S] [-o path]
+  checkpoints download <job|model@ref> [version|alias] [--file backbone|state] [--ttl S] [-o path]
   checkpoints alias <job> <alias> <version> | checkpoints unalias <job> <alias>
   evaluations list <job> | evaluations compare <job>
+  models list | models get <name> | models versions <name> | models gates <name>
+  models register <name> <job> [version|alias] [--alias A]...
+  models alias <name> <alias> <version> [--expect N|none] | models lineage <model@ref>
   datasets create <name> [--description D] | datasets list | datasets get <name> [version|latest]
   datasets versions <name> | datasets delete <name> [version]
   datasets upload <name> <archive> --format imagefolder|idx|cifar10|cifar100|unlabeled
@@ -55,7 +63,8 @@ const USAGE = `usage: momentum <command> [options]     (env: MOMENTUM_URL, MOMEN
   sweeps get <sweep> [--csv] | sweeps wait <sweep> [--timeout S] | sweeps cancel <sweep>
 
 every command: --json (stdout on one line; errors as one JSON line on stderr), --help
-exit codes: 0 ok, 1 usage, 2 refused by the API (4xx), 3 job failed/canceled, 4 timeout, 5 checksum mismatch, 6 API unreachable/5xx`;
+exit codes: 0 ok, 1 usage, 2 refused by the API (4xx), 3 job failed/canceled, 4 timeout, 5 checksum mismatch, 6 API unreachable/5xx,
+            7 a promotion's gate failed`;
 
 const OPTIONS = {
   'idempotency-key': { type: 'string' },
@@ -88,6 +97,14 @@ const OPTIONS = {
   multipart: { type: 'boolean' },
   description: { type: 'string' },
   json: { type: 'boolean' },
+  promote: { type: 'string' },
+  gate: { type: 'string', multiple: true },
+  model: { type: 'string' },
+  'probe-epochs': { type: 'string' },
+  'probe-lr': { type: 'string' },
+  'probe-batch': { type: 'string' },
+  alias: { type: 'string', multiple: true },
+  expect: { type: 'string' },
   csv: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -297,21 +314,111 @@ async function streamEvents(api: MomentumClient, id: string, flags: Flags) {
 }
 
 async function retrain(api: MomentumClient, args: string[], flags: Flags) {
-  const id = need(args[0], 'a job id', 'retrain');
-  const job = await api.op('retrainJob', {
-    params: { id },
-    headers: idempotency(flags),
-    body: {
-      dataset: need(flags.dataset, '--dataset name@N', 'retrain'),
-      initFrom: flags['from-checkpoint'],
-      epochs: numberFlag(flags, 'epochs'),
-      maxSteps: numberFlag(flags, 'max-steps'),
-      labels: labels(flags),
-    },
+  const target = need(args[0], 'a job id or model@ref', 'retrain');
+  const fromModel = parseModelRef(target);
+  const body = {
+    dataset: need(flags.dataset, '--dataset name@N', 'retrain'),
+    epochs: numberFlag(flags, 'epochs'),
+    maxSteps: numberFlag(flags, 'max-steps'),
+    labels: labels(flags),
+  };
+  let job: Schemas['Job'];
+  if (fromModel) {
+    // A model version: its job's spec, its weights.
+    if (flags['from-checkpoint']) throw new CliError(EXIT.usage, 'retrain: --from-checkpoint does not go with a model version (it is its own starting point)');
+    job = await api.op('retrainModelVersion', { params: { name: fromModel.name, ref: target.slice(target.indexOf('@') + 1) }, headers: idempotency(flags), body });
+  } else {
+    job = await api.op('retrainJob', { params: { id: target }, headers: idempotency(flags), body: { ...body, initFrom: flags['from-checkpoint'] } });
+  }
+  const initFrom = (job.spec as { initFrom?: { checkpoint?: string; model?: string } }).initFrom;
+  say(`retraining ${target} as ${job.id} on ${job.dataset}${initFrom ? ` from ${initFrom.model ?? initFrom.checkpoint}` : ''}`);
+  if (!flags.promote) return out(flags.wait ? await waitForJob(api, job.id, timeout(flags)) : job);
+  const model = flags.model ?? fromModel?.name;
+  if (!model) throw new CliError(EXIT.usage, 'retrain: --promote needs the model: retrain a model@ref, or name it with --model');
+  await promote(api, await waitForJob(api, job.id, timeout(flags)), model, flags);
+}
+
+/**
+ * The gated promotion of a freshly trained job. A gate compares numbers measured the same way on the
+ * same data, so every alias the gate names is probed first under the protocol and on the dataset
+ * version of the new job's probe; then the new job is probed with `promote`, and the runner decides
+ * and moves the alias (or not) in one transaction with the model locked. Exit 7 when the gate failed.
+ */
+async function promote(api: MomentumClient, job: Schemas['Job'], model: string, flags: Flags) {
+  const alias = flags.promote!;
+  const gate = flags.gate ?? [];
+  const rules = gate.map((text) => {
+    const rule = parseGateRule(text);
+    if (!rule) throw new CliError(EXIT.usage, `--gate ${JSON.stringify(text)}: not a gate rule; write e.g. 'linear>=${alias}-0.5', 'knn>${alias}' or 'linear>=80'`);
+    return rule;
   });
-  const initFrom = (job.spec as { initFrom?: { checkpoint?: string } }).initFrom;
-  say(`retraining ${id} as ${job.id} on ${job.dataset}${initFrom ? ` from ${initFrom.checkpoint}` : ''}`);
-  out(flags.wait ? await waitForJob(api, job.id, timeout(flags)) : job);
+  const protocol = { epochs: numberFlag(flags, 'probe-epochs') ?? 10, lr: numberFlag(flags, 'probe-lr', 'number'), batch: numberFlag(flags, 'probe-batch') };
+  const key = flags['idempotency-key'];
+  const probe = async (spec: Record<string, unknown>, suffix: string) => {
+    const body = { type: 'probe', dataset: job.dataset ?? undefined, ...protocol, ...spec } as OperationInput<'submitJob'>['body'];
+    const submitted = await api.op('submitJob', { body, headers: key ? { 'idempotency-key': `${key}:${suffix}` } : undefined });
+    return waitForJob(api, submitted.id, timeout(flags));
+  };
+  for (const baseline of new Set(rules.map((r) => r.alias).filter((a): a is string => a !== null))) {
+    const current = await api.op('getModelVersion', { params: { name: model, ref: baseline } }).catch((err: unknown) => {
+      if (err instanceof ApiCallError && err.status === 404) return null;
+      throw err;
+    });
+    if (!current) {
+      say(`${model}@${baseline} does not exist yet: nothing to compare with`);
+      continue;
+    }
+    say(`probing ${model}@${baseline} (v${current.version} now) on ${job.dataset} for the gate`);
+    // The gate compares with the version the alias points at when it decides; had it moved since this
+    // probe, the gate finds no comparable number and fails rather than compare with a stale one.
+    await probe({ source: { model: `${model}@${baseline}` } }, `baseline-${baseline}`);
+  }
+  say(`probing ${job.id}; ${model}@${alias} moves to it if ${gate.length ? gate.join(' and ') : 'the probe succeeds'}`);
+  const probed = await probe({ source: { job: job.id, checkpoint: 'latest' }, promote: { model, alias, gate } }, 'promote');
+  const result = (probed.result ?? {}) as { top1?: number; gate?: { passed: boolean; moved: boolean; version: number | null; previousVersion: number | null; rules: { rule: string; passed: boolean; reason: string }[] } };
+  const decision = result.gate;
+  out({ job: job.id, probe: probed.id, top1: result.top1 ?? null, gate: decision ?? null });
+  if (!decision) throw new CliError(EXIT.gateFailed, `probe ${probed.id} recorded no gate decision`, 'gate_failed');
+  for (const r of decision.rules) say(`${r.passed ? 'pass' : 'FAIL'} ${r.rule}: ${r.reason}`);
+  const was = decision.previousVersion === null ? 'unset' : `v${decision.previousVersion}`;
+  if (!decision.passed) throw new CliError(EXIT.gateFailed, `gate failed: ${model}@${alias} stays ${was}`, 'gate_failed');
+  say(decision.moved ? `${model}@${alias} → v${decision.version} (was ${was})` : `${model}@${alias} is already v${decision.version}`);
+}
+
+async function models(api: MomentumClient, args: string[], flags: Flags) {
+  const [sub, nameArg, third, fourth] = args;
+  const name = () => need(nameArg, 'a model name', `models ${sub}`);
+  switch (sub) {
+    case 'list':
+      return out(await api.op('listModels'));
+    case 'get':
+      return out(await api.op('getModel', { params: { name: name() } }));
+    case 'versions':
+      return out(await api.op('listModelVersions', { params: { name: name() } }));
+    case 'gates':
+      return out(await api.op('listModelGateResults', { params: { name: name() } }));
+    case 'register': {
+      const body = { job: need(third, 'a job id', 'models register'), checkpoint: fourth ?? 'latest', aliases: flags.alias ?? [] };
+      const version = await api.op('registerModelVersion', { params: { name: name() }, body });
+      say(`registered ${body.job} ${body.checkpoint} as ${version.ref}${version.aliases.length ? ` (${version.aliases.join(', ')})` : ''}`);
+      return out(version);
+    }
+    case 'alias': {
+      const version = Number(need(fourth, 'a version', 'models alias'));
+      if (!Number.isInteger(version)) throw new CliError(EXIT.usage, `models alias: the version must be an integer, got ${JSON.stringify(fourth)}`);
+      const expect = flags.expect === undefined ? undefined : flags.expect === 'none' ? null : Number(flags.expect);
+      if (expect !== undefined && expect !== null && !Number.isInteger(expect)) throw new CliError(EXIT.usage, `--expect must be a version or none, got ${JSON.stringify(flags.expect)}`);
+      return out(await api.op('setModelAlias', { params: { name: name(), alias: need(third, 'an alias', 'models alias') }, body: { version, expectedVersion: expect } }));
+    }
+    case 'lineage': {
+      const ref = need(nameArg, 'model@ref', 'models lineage');
+      const parsed = parseModelRef(ref);
+      if (!parsed) throw new CliError(EXIT.usage, `models lineage: expected model@version or model@alias, got ${JSON.stringify(ref)}`);
+      return out(await api.op('getModelVersionLineage', { params: { name: parsed.name, ref: ref.slice(ref.indexOf('@') + 1) } }));
+    }
+    default:
+      throw unknownCommand(`models ${sub ?? ''}`.trim());
+  }
 }
 
 async function sha256File(path: string): Promise<string> {
@@ -345,7 +452,12 @@ async function checkpoints(api: MomentumClient, args: string[], flags: Flags) {
 
 async function download(api: MomentumClient, id: string, ref: string, flags: Flags) {
   const file = oneOf(flags, 'file', ['backbone', 'state'] as const) ?? 'backbone';
-  const link = (await api.op('getCheckpointDownloadUrl', { params: { id, ref }, query: { file, ttl: numberFlag(flags, 'ttl') } })) as Schemas['Download'];
+  // `model@ref` names a model version; anything else a job and one of its checkpoints.
+  const model = parseModelRef(id);
+  const query = { file, ttl: numberFlag(flags, 'ttl') };
+  const link = model
+    ? ((await api.op('downloadModelVersion', { params: { name: model.name, ref: id.slice(id.indexOf('@') + 1) }, query })) as Schemas['Download'])
+    : ((await api.op('getCheckpointDownloadUrl', { params: { id, ref }, query })) as Schemas['Download']);
   const target = flags.output ?? link.fileName;
   const partial = `${target}.partial`;
   const res = await fetch(link.url);
@@ -522,6 +634,7 @@ const COMMANDS: Record<string, (api: MomentumClient, args: string[], flags: Flag
   checkpoints,
   evaluations: (api, args) => evaluations(api, args),
   datasets,
+  models,
   sweeps,
 };
 

@@ -68,6 +68,8 @@ export const configSchema = z.object({
   TENANT_MAX_ACTIVE_JOBS: int(1).default(500),
   /** Per tenant: bytes of checkpoints and dataset uploads; new pretrain jobs and uploads are refused beyond it. */
   TENANT_MAX_STORAGE_GB: int(1).default(1024),
+  /** Bearer token for /metrics; without one, /metrics is served only by an API listening on loopback. */
+  METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Take one job, run it, exit (scale-to-zero: one container per job). Same as `runner --once`. */
   RUNNER_ONCE: bool.default(false),
   /** `auto` picks tensorflow (GPU, then CPU), then wasm, then cpu. */
@@ -77,6 +79,16 @@ export const configSchema = z.object({
 });
 
 export type Config = z.infer<typeof configSchema>;
+
+/**
+ * The public development signing key is refused for an API that listens beyond loopback: anyone
+ * could forge webhooks signed with it. A line saying so, or null when the key is acceptable.
+ */
+export function refuseDevSigningKey(c: Pick<Config, 'WEBHOOK_SIGNING_KEY' | 'API_HOST'>): string | null {
+  if (c.WEBHOOK_SIGNING_KEY !== DEV_WEBHOOK_SIGNING_KEY) return null;
+  if (['127.0.0.1', 'localhost', '::1'].includes(c.API_HOST)) return null;
+  return `WEBHOOK_SIGNING_KEY is the public development default but API_HOST=${c.API_HOST} listens beyond loopback; set a secret of your own (openssl rand -hex 32)`;
+}
 
 /** Parses an environment; throws a UserFacingError naming each bad variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {

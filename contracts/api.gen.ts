@@ -92,6 +92,19 @@ export interface Schemas {
     checkpointStep: number;
     top1: number;
     top5: number | null;
+    knnTop1: number | null;
+    subjects: {
+      [key: string]: unknown;
+    } | null;
+    gains: {
+      [key: string]: {
+        linearTop1: number;
+        knnTop1: number;
+      };
+    } | null;
+    protocol: {
+      [key: string]: unknown;
+    } | null;
     details?: unknown;
     createdAt: string;
   };
@@ -334,6 +347,7 @@ export interface Operations {
         augment?: {
           cropMinScale?: number;
           colorJitterProb?: number;
+          colorJitter?: unknown[];
           grayscaleProb?: number;
           blurProb?: unknown[];
           solarizeProb?: unknown[];
@@ -341,6 +355,16 @@ export interface Operations {
         };
         epochs?: number;
         maxSteps?: number;
+        budget?: {
+          minutes: number;
+        };
+        monitor?: {
+          knn?: boolean;
+          knnEvery?: number;
+          knnBank?: number;
+          knnQueries?: number;
+          k?: number;
+        };
         checkpointEvery?: number;
         keepCheckpoints?: number;
         initFrom?: {
@@ -376,7 +400,16 @@ export interface Operations {
         dataset?: string;
         epochs?: number;
         lr?: number;
+        lrCandidates?: number[];
+        heldOutFraction?: number;
         batch?: number;
+        readout?: {
+          lastBlocks?: number;
+        };
+        knn?: {
+          k?: number;
+        };
+        baselines?: boolean;
         seed?: number;
         resources?: {
           gpus?: number;
@@ -1027,6 +1060,7 @@ export interface Operations {
           augment?: {
             cropMinScale?: number;
             colorJitterProb?: number;
+            colorJitter?: unknown[];
             grayscaleProb?: number;
             blurProb?: unknown[];
             solarizeProb?: unknown[];
@@ -1034,6 +1068,16 @@ export interface Operations {
           };
           epochs?: number;
           maxSteps?: number;
+          budget?: {
+            minutes: number;
+          };
+          monitor?: {
+            knn?: boolean;
+            knnEvery?: number;
+            knnBank?: number;
+            knnQueries?: number;
+            k?: number;
+          };
           checkpointEvery?: number;
           keepCheckpoints?: number;
           initFrom?: {
@@ -1071,7 +1115,16 @@ export interface Operations {
           dataset?: string;
           epochs?: number;
           lr?: number;
+          lrCandidates?: number[];
+          heldOutFraction?: number;
           batch?: number;
+          readout?: {
+            lastBlocks?: number;
+          };
+          knn?: {
+            k?: number;
+          };
+          baselines?: boolean;
           seed?: number;
           resources?: {
             gpus?: number;

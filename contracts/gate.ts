@@ -13,6 +13,7 @@
  * passes; when it exists but has no such evaluation, the rule fails (probe it first: see the CLI).
  */
 import { z } from 'zod';
+import { MODEL_ALIAS_SOURCE } from './models.js';
 
 export const GATE_METRICS = ['linear', 'knn'] as const;
 export type GateMetric = (typeof GATE_METRICS)[number];
@@ -28,7 +29,9 @@ export interface GateRule {
   points: number;
 }
 
-const RULE = /^\s*(linear|knn)\s*(>=|>)\s*(?:([a-z][a-z0-9_-]{0,31})\s*(?:([+-])\s*(\d{1,3}(?:\.\d{1,4})?))?|(\d{1,3}(?:\.\d{1,4})?))\s*$/;
+// The alias is a model alias (contracts/models.ts): its parts start with letters, so `-0.5` after it is the tolerance.
+const NUMBER = '\\d{1,3}(?:\\.\\d{1,4})?';
+const RULE = new RegExp(`^\\s*(linear|knn)\\s*(>=|>)\\s*(?:(${MODEL_ALIAS_SOURCE})\\s*(?:([+-])\\s*(${NUMBER}))?|(${NUMBER}))\\s*$`);
 export const GATE_RULE_MESSAGE = 'must read like "linear>=production-0.5", "knn>staging" or "linear>=80" (metric linear|knn, op >= or >, an alias with an optional ±points, or a percentage)';
 
 export function parseGateRule(text: string): GateRule | undefined {
@@ -36,6 +39,7 @@ export function parseGateRule(text: string): GateRule | undefined {
   if (!m) return undefined;
   const [, metric, op, alias, sign, offset, absolute] = m;
   if (alias) {
+    if (alias.length > 32) return undefined;
     const points = offset ? Number(offset) * (sign === '-' ? -1 : 1) : 0;
     return { text: text.trim(), metric: metric as GateMetric, op: op as '>=' | '>', alias, points };
   }

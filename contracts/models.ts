@@ -11,15 +11,21 @@ import { z } from 'zod';
 export const MODEL_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 export const modelName = z.string().regex(MODEL_NAME_PATTERN, 'lowercase letters, digits, ".", "_" or "-", at most 63, starting with a letter or digit');
 
-/** A user alias of a model: not a number (that would read as a version), not `latest`. */
-export const MODEL_ALIAS_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
+/**
+ * A user alias of a model: words of lowercase letters, digits and `_`, each starting with a letter,
+ * joined by `-` (`production`, `staging-eu`), at most 32; not `latest`. Every part starting with a
+ * letter is what keeps a gate rule unambiguous: in `linear>=production-1` the `-1` is the tolerance.
+ */
+export const MODEL_ALIAS_SOURCE = '[a-z][a-z0-9_]*(?:-[a-z][a-z0-9_]*)*';
+export const MODEL_ALIAS_PATTERN = new RegExp(`^(?=.{1,32}$)${MODEL_ALIAS_SOURCE}$`);
+export const MODEL_ALIAS_MESSAGE = 'lowercase words of letters, digits and _ (each starting with a letter) joined by -, at most 32';
 export const RESERVED_MODEL_ALIASES = ['latest'] as const;
 export const modelAlias = z
   .string()
-  .regex(MODEL_ALIAS_PATTERN, 'lowercase letter first, then letters, digits, _ or -, at most 32')
+  .regex(MODEL_ALIAS_PATTERN, MODEL_ALIAS_MESSAGE)
   .refine((a) => !(RESERVED_MODEL_ALIASES as readonly string[]).includes(a), '`latest` is maintained by Momentum (the newest version)');
 
-export const MODEL_REF_PATTERN = /^([a-z0-9][a-z0-9._-]{0,62})@(v?\d{1,6}|[a-z][a-z0-9_-]{0,31})$/;
+export const MODEL_REF_PATTERN = new RegExp(`^([a-z0-9][a-z0-9._-]{0,62})@(v?\\d{1,6}|(?=.{1,32}$)${MODEL_ALIAS_SOURCE})$`);
 export const MODEL_REF_MESSAGE = 'must be "model@N" (a version) or "model@alias" (e.g. "fmnist-backbone@production")';
 export const modelRef = z.string().regex(MODEL_REF_PATTERN, MODEL_REF_MESSAGE);
 

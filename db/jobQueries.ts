@@ -47,6 +47,7 @@ export function jobFromJson(r: Record<string, any>): JobRow {
     state: r.state,
     spec: r.spec,
     attempt: r.attempt,
+    attemptBase: r.attempt_base ?? 0,
     idempotencyKey: r.idempotency_key,
     requestHash: r.request_hash,
     cancelRequested: r.cancel_requested,

@@ -20,7 +20,7 @@ export interface TransitionOptions {
   reason?: string;
   data?: unknown;
   /** Columns to set along with the state. */
-  patch?: Partial<Pick<JobRow, 'attempt' | 'error' | 'result' | 'runtime' | 'progress' | 'startedAt' | 'finishedAt' | 'cancelRequested'>>;
+  patch?: Partial<Pick<JobRow, 'attempt' | 'attemptBase' | 'error' | 'result' | 'runtime' | 'progress' | 'startedAt' | 'finishedAt' | 'cancelRequested'>>;
   /** Also enqueue an outbox message in the same transaction. */
   outbox?: { topic: string; payload: unknown };
   /**

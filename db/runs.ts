@@ -59,7 +59,9 @@ export async function runningSecondsSoFar(db: Db, jobId: string): Promise<number
       select at, to_state, lead(at) over (order by id) as next_at
       from job_events where job_id = ${jobId} and kind = 'state'
     ) s
-    where to_state = 'running'`);
+    where to_state = 'running'
+      -- A retry (failed or canceled back to queued) starts the budget afresh.
+      and at >= coalesce((select max(at) from job_events where job_id = ${jobId} and kind = 'state' and to_state = 'queued' and from_state in ('failed', 'canceled')), '-infinity')`);
   return Number(rows[0]?.seconds ?? 0);
 }
 

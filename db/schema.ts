@@ -100,6 +100,8 @@ export const jobs = pgTable(
     spec: jsonb('spec').notNull(),
     /** Runs started so far; a resumed run after a crash or preemption increments it. */
     attempt: integer('attempt').notNull().default(0),
+    /** The attempt a `POST /retry` started from: attempts are counted against RUNNER_MAX_ATTEMPTS from it. */
+    attemptBase: integer('attempt_base').notNull().default(0),
     idempotencyKey: text('idempotency_key'),
     /** Hash of the request body that created the job: the same key with another body is a conflict. */
     requestHash: text('request_hash'),

@@ -173,7 +173,8 @@ function parseLabels(raw: string | string[] | undefined): Record<string, string>
 const encodeCursor = (id: string) => Buffer.from(id).toString('base64url');
 function decodeCursor(cursor: string): string {
   const id = Buffer.from(cursor, 'base64url').toString();
-  if (!/^[0-9a-f-]{36}$/.test(id)) throw new ApiError(400, 'validation_failed', 'cursor: not a cursor this API issued', [{ path: 'cursor', message: 'invalid cursor', in: 'query' }]);
+  // A real UUID shape, not just 36 of its characters: Postgres casts the cursor to uuid.
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) throw new ApiError(400, 'validation_failed', 'cursor: not a cursor this API issued', [{ path: 'cursor', message: 'invalid cursor', in: 'query' }]);
   return id;
 }
 
@@ -236,7 +237,10 @@ export function jobRoutes(deps: AppDeps) {
       from: ['failed', 'canceled'],
       to: 'queued',
       reason: 'retry requested',
-      patch: { cancelRequested: false, error: null, finishedAt: null },
+      // A retry is a fresh start: RUNNER_MAX_ATTEMPTS and maxRuntimeSeconds count from here. The
+      // attempt number itself keeps rising (it fences writes: a late runner of an earlier attempt
+      // must not pass for a new one), so the count restarts from a base instead.
+      patch: { cancelRequested: false, error: null, finishedAt: null, attemptBase: job.attempt },
       outbox: { topic: OUTBOX_TOPICS.enqueue, payload: message },
     });
     if (!row) throw conflict('wrong_job_state', 'the job changed state meanwhile; fetch it and try again');

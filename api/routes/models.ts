@@ -6,7 +6,7 @@
  */
 import { createRoute, z } from '@hono/zod-openapi';
 import { datasetRef, CHECKPOINT_REF_MESSAGE, CHECKPOINT_REF_PATTERN, pretrainSpec } from '../../contracts/jobSpec.js';
-import { MODEL_ALIAS_PATTERN, MODEL_NAME_PATTERN, modelAlias, parseModelSelector, RESERVED_MODEL_ALIASES } from '../../contracts/models.js';
+import { MODEL_ALIAS_MESSAGE, MODEL_ALIAS_PATTERN, MODEL_NAME_PATTERN, modelAlias, parseModelSelector, RESERVED_MODEL_ALIASES } from '../../contracts/models.js';
 import { resolveCheckpoint } from '../../db/checkpointQueries.js';
 import { getTenantJob } from '../../db/jobQueries.js';
 import { gateResultsOf, type GateResultRow } from '../../db/modelPromotion.js';
@@ -45,13 +45,13 @@ const NameParam = z.object({
 const RefParams = NameParam.extend({
   ref: z
     .string()
-    .regex(/^(v?\d{1,6}|[a-z][a-z0-9_-]{0,31})$/, 'must be a version ("3", "v3") or an alias ("production", "latest")')
+    .refine((ref) => /^v?\d{1,6}$/.test(ref) || MODEL_ALIAS_PATTERN.test(ref), 'must be a version ("3", "v3") or an alias ("production", "latest")')
     .openapi({ param: { name: 'ref', in: 'path' }, example: 'production' }),
 });
 const AliasParams = NameParam.extend({
   alias: z
     .string()
-    .regex(MODEL_ALIAS_PATTERN, 'lowercase letter first, then letters, digits, _ or -, at most 32')
+    .regex(MODEL_ALIAS_PATTERN, MODEL_ALIAS_MESSAGE)
     .refine((a) => !(RESERVED_MODEL_ALIASES as readonly string[]).includes(a), '`latest` is maintained by Momentum (the newest version)')
     .openapi({ param: { name: 'alias', in: 'path' }, example: 'production' }),
 });

@@ -28,6 +28,15 @@ for (const [net, bits] of [
 for (const [net, bits] of [
   ['::', 128],
   ['::1', 128],
+  // IPv4-compatible (::a.b.c.d), NAT64 (well-known and local-use), 6to4 and Teredo embed an IPv4
+  // address that a gateway may turn into a private one: refused whole.
+  ['::', 96],
+  ['64:ff9b::', 96],
+  ['64:ff9b:1::', 48],
+  ['2002::', 16],
+  ['2001::', 32],
+  ['100::', 64],
+  ['2001:db8::', 32],
   ['fc00::', 7],
   ['fe80::', 10],
   ['ff00::', 8],
@@ -47,6 +56,9 @@ export function isPrivateAddress(address: string): boolean {
   return true; // not an address at all: refuse
 }
 
+/** Ports a public webhook target may use (the web's own); others could reach mail, databases, admin ports. */
+export const WEBHOOK_PORTS = [80, 443, 8080, 8443];
+
 /** Why this URL may not receive webhooks, or undefined when it may. */
 export async function refuseWebhookTarget(raw: string, allowPrivate: boolean): Promise<string | undefined> {
   let url: URL;
@@ -58,6 +70,8 @@ export async function refuseWebhookTarget(raw: string, allowPrivate: boolean): P
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return 'must use http or https';
   if (url.username || url.password) return 'must not carry credentials';
   if (allowPrivate) return undefined;
+  const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
+  if (!WEBHOOK_PORTS.includes(port)) return `port ${port} is not allowed; webhooks go to port ${WEBHOOK_PORTS.join(', ')}`;
   const host = url.hostname.replace(/^\[|\]$/g, '');
   let addresses: string[];
   try {
@@ -65,8 +79,9 @@ export async function refuseWebhookTarget(raw: string, allowPrivate: boolean): P
   } catch {
     return `host ${host} does not resolve`;
   }
+  // The address itself is not echoed: a caller must not learn what internal names resolve to.
   const bad = addresses.find(isPrivateAddress);
-  return bad ? `resolves to ${bad}, a loopback, private or link-local address; webhooks may only target public addresses` : undefined;
+  return bad ? `resolves to a loopback, private or link-local address; webhooks may only target public addresses` : undefined;
 }
 
 /** A socket `lookup` that refuses private answers: used for the delivery's own connection. */

@@ -24,19 +24,33 @@ export interface WebhookWorkerOptions {
   signingKey: string;
   allowPrivate: boolean;
   concurrency?: number;
+  /** Idle socket timeout. */
   timeoutMs?: number;
+  /** Whole delivery, connect to last byte: a receiver trickling bytes cannot hold a slot longer. Default 15 s. */
+  deadlineMs?: number;
+  /** Response bytes read at most; the rest is cut off (the body is not needed). Default 64 KiB. */
+  maxResponseBytes?: number;
+  /** Deliveries of one tenant in flight at once in this worker; more wait (without spending an attempt). Default 2. */
+  perTenantConcurrency?: number;
 }
 
 interface PostResult {
   status: number;
 }
 
-function post(url: string, body: string, headers: Record<string, string>, allowPrivate: boolean, timeoutMs: number): Promise<PostResult> {
+interface PostLimits {
+  timeoutMs: number;
+  deadlineMs: number;
+  maxResponseBytes: number;
+}
+
+function post(url: string, body: string, headers: Record<string, string>, allowPrivate: boolean, limits: PostLimits): Promise<PostResult> {
+  const { timeoutMs } = limits;
   const target = new URL(url);
   // Sockets skip `lookup` for a literal address, so judge one here.
   const literal = target.hostname.replace(/^\[|\]$/g, '');
   if (!allowPrivate && isIP(literal) && isPrivateAddress(literal)) {
-    return Promise.reject(Object.assign(new Error(`webhook target ${literal} is a private address`), { code: 'EPRIVATE' }));
+    return Promise.reject(Object.assign(new Error('webhook target is a private address'), { code: 'EPRIVATE' }));
   }
   const request = target.protocol === 'https:' ? https.request : http.request;
   return new Promise((resolve, reject) => {
@@ -49,13 +63,29 @@ function post(url: string, body: string, headers: Record<string, string>, allowP
         timeout: timeoutMs,
       },
       (res) => {
-        res.resume(); // the body is not needed; drain it so the socket is freed
-        res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
+        // The body is not needed: read up to the cap (so the socket is freed), then stop.
+        let seen = 0;
+        res.on('data', (chunk: Buffer) => {
+          seen += chunk.length;
+          if (seen > limits.maxResponseBytes) {
+            clearTimeout(deadline);
+            resolve({ status: res.statusCode ?? 0 });
+            req.destroy();
+          }
+        });
+        res.on('end', () => {
+          clearTimeout(deadline);
+          resolve({ status: res.statusCode ?? 0 });
+        });
         res.on('error', reject);
       },
     );
+    const deadline = setTimeout(() => req.destroy(new Error(`delivery took longer than ${limits.deadlineMs} ms`)), limits.deadlineMs);
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', reject);
+    req.on('error', (err) => {
+      clearTimeout(deadline);
+      reject(err);
+    });
     req.end(body);
   });
 }
@@ -64,7 +94,10 @@ function post(url: string, body: string, headers: Record<string, string>, allowP
 const ORDER_WAIT_MS = 100;
 
 export function createWebhookWorker(o: WebhookWorkerOptions): Worker<WebhookPayload> {
-  const timeoutMs = o.timeoutMs ?? 10_000;
+  const limits: PostLimits = { timeoutMs: o.timeoutMs ?? 10_000, deadlineMs: o.deadlineMs ?? 15_000, maxResponseBytes: o.maxResponseBytes ?? 64 * 1024 };
+  const perTenant = o.perTenantConcurrency ?? 2;
+  /** Deliveries in flight per tenant: one tenant's slow receivers cannot take every slot. */
+  const inFlight = new Map<string, number>();
 
   async function deliver(job: Job<WebhookPayload>, token?: string): Promise<void> {
     const { deliveryId } = job.data;
@@ -91,6 +124,21 @@ export function createWebhookWorker(o: WebhookWorkerOptions): Worker<WebhookPayl
       await job.moveToDelayed(Date.now() + ORDER_WAIT_MS, token);
       throw new DelayedError();
     }
+    if ((inFlight.get(d.tenant_id) ?? 0) >= perTenant && token) {
+      await job.moveToDelayed(Date.now() + 250 + Math.floor(Math.random() * 500), token);
+      throw new DelayedError();
+    }
+    inFlight.set(d.tenant_id, (inFlight.get(d.tenant_id) ?? 0) + 1);
+    try {
+      await attempt(job, d);
+    } finally {
+      const left = (inFlight.get(d.tenant_id) ?? 1) - 1;
+      if (left > 0) inFlight.set(d.tenant_id, left);
+      else inFlight.delete(d.tenant_id);
+    }
+  }
+
+  async function attempt(job: Job<WebhookPayload>, d: { id: string; url: string; payload: unknown; tenant_id: string; job_id: string }): Promise<void> {
     const body = JSON.stringify(d.payload);
     const timestamp = Math.floor(Date.now() / 1000);
     const secret = tenantWebhookSecret(o.signingKey, d.tenant_id);
@@ -100,7 +148,7 @@ export function createWebhookWorker(o: WebhookWorkerOptions): Worker<WebhookPayl
     let error: string | null = null;
     let retryable = true;
     try {
-      status = (await post(d.url, body, headers, o.allowPrivate, timeoutMs)).status;
+      status = (await post(d.url, body, headers, o.allowPrivate, limits)).status;
       if (status < 200 || status >= 300) error = `receiver answered ${status}`;
     } catch (err) {
       error = (err as Error).message || String(err);

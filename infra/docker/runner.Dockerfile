@@ -3,7 +3,8 @@
 # `npm ci` downloads libtensorflow for tfjs-node-gpu, so the build needs the network. Where no GPU
 # is visible at run time the runner falls back to tfjs-node's CPU build, then wasm (TFJS_BACKEND),
 # whose matrix products run on OpenBLAS (libopenblas0-pthread).
-#   docker build -f infra/docker/runner.Dockerfile -t momentum-runner .
+#   docker build -f infra/docker/runner.Dockerfile --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t momentum-runner .
+# (GIT_COMMIT becomes MOMENTUM_GIT_COMMIT: the code version every model version's lineage records.)
 FROM nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04
 
 ARG NODE_VERSION=20.19.5
@@ -14,7 +15,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-ENV NODE_ENV=production \
+ARG GIT_COMMIT=
+ENV MOMENTUM_GIT_COMMIT=${GIT_COMMIT} \
+    NODE_ENV=production \
     TFJS_BACKEND=auto \
     DATA_DIR=/var/lib/momentum \
     RUNNER_GRACE_SECONDS=60

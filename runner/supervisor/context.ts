@@ -54,5 +54,6 @@ export class PermanentRunError extends Error {
 
 /** The runner's configuration as environment variables, for its child processes. */
 export function configEnv(config: Config): Record<string, string> {
-  return Object.fromEntries(Object.entries(config).map(([k, v]) => [k, String(v)]));
+  // Unset optional settings stay unset (String(undefined) would be the value "undefined").
+  return Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]));
 }

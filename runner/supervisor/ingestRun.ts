@@ -28,7 +28,7 @@ export async function runIngest(ctx: RunContext): Promise<RunOutcome> {
   // Bad input already marked the version failed. A version left `ingesting` by a last failed
   // attempt or a cancel would wait forever: it is failed here, with the job's reason.
   const final =
-    result.kind === 'canceled' || (result.kind === 'failed' && (!result.retryable || ctx.attempt >= ctx.config.RUNNER_MAX_ATTEMPTS));
+    result.kind === 'canceled' || (result.kind === 'failed' && (!result.retryable || ctx.attempt - ctx.job.attemptBase >= ctx.config.RUNNER_MAX_ATTEMPTS));
   if (final) {
     await failDatasetVersion(ctx, spec.datasetVersionId, result.reason).catch((err: unknown) => {
       ctx.log.error({ err: (err as Error).message }, 'could not mark the dataset version failed');

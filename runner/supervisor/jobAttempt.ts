@@ -67,8 +67,8 @@ export async function processDelivery(
     await transitionJob(db, jobId, { from: ['queued', 'requeued', 'running', 'canceling'], to: 'canceled', reason: 'canceled before it ran' });
     return { state: 'canceled', reason: 'canceled before it ran' };
   }
-  if (row.attempt >= config.RUNNER_MAX_ATTEMPTS) {
-    const reason = `gave up after ${row.attempt} attempts (RUNNER_MAX_ATTEMPTS=${config.RUNNER_MAX_ATTEMPTS}); last failure: ${await lastFailureReason(services, row)}`;
+  if (row.attempt - row.attemptBase >= config.RUNNER_MAX_ATTEMPTS) {
+    const reason = `gave up after ${row.attempt - row.attemptBase} attempts (RUNNER_MAX_ATTEMPTS=${config.RUNNER_MAX_ATTEMPTS}); last failure: ${await lastFailureReason(services, row)}`;
     await transitionJob(db, jobId, { from: ['queued', 'requeued', 'running'], to: 'failed', reason, patch: { error: reason } });
     throw new UnrecoverableError(reason);
   }
@@ -161,13 +161,15 @@ async function finish(ctx: RunContext, bullJob: Job<RunJobPayload>, token: strin
       if (!(await move({ from: ['running', 'canceling'], to: 'canceled', reason: outcome.reason }))) return lostTheJob(ctx);
       return { state: 'canceled', attempt, reason: outcome.reason };
     case 'preempted':
-      if (await move({ from: ['running'], to: 'requeued', reason: outcome.reason })) {
+      // A preemption is not a failure: it does not count against RUNNER_MAX_ATTEMPTS (a spot
+      // runner preempted five times must not fail the job), so the count's base moves with it.
+      if (await move({ from: ['running'], to: 'requeued', reason: outcome.reason, patch: { attemptBase: ctx.job.attemptBase + 1 } })) {
         await bullJob.moveToWait(token);
         throw new WaitingError();
       }
       return { state: 'skipped', attempt, reason: 'state changed while preempting' };
     case 'failed': {
-      if (outcome.retryable && attempt < config.RUNNER_MAX_ATTEMPTS) {
+      if (outcome.retryable && attempt - ctx.job.attemptBase < config.RUNNER_MAX_ATTEMPTS) {
         const delay = retryDelayMs(attempt);
         const reason = `attempt ${attempt} failed: ${outcome.reason}; retrying in ${Math.round(delay / 1000)} s (attempt ${attempt + 1} of at most ${config.RUNNER_MAX_ATTEMPTS})`;
         if (await move({ from: ['running'], to: 'requeued', reason, patch: { error: outcome.reason } })) {

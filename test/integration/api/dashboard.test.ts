@@ -22,6 +22,11 @@ test('the dashboard is one self-contained page that only talks to /v1', async ()
     assert.ok(doc.paths[path], `${path} is in the API`);
     assert.ok(calls.some((call) => routeRegex(path).test(call)), `the page calls ${path} (its calls: ${calls.join(', ')})`);
   }
+  // Named models: the list, a model with its versions, its gate decisions, a version's lineage (drawn).
+  for (const path of ['/v1/models', '/v1/models/{name}', '/v1/models/{name}/gates', '/v1/models/{name}/versions/{ref}/lineage']) {
+    assert.ok(doc.paths[path], `${path} is in the API`);
+    assert.ok(calls.some((call) => routeRegex(path).test(call)), `the page calls ${path}`);
+  }
   for (const call of calls) {
     assert.ok(Object.keys(doc.paths).some((route) => routeRegex(route).test(call)), `the page's call ${call} is a route of the API`);
   }

@@ -330,12 +330,12 @@ describe('webhooks', () => {
     }
   });
 
-  test('the default retry schedule: 8 attempts, exponential from 2 s', async () => {
+  test('the default retry schedule: 8 attempts, exponential from 2 s with 50 % jitter', async () => {
     const id = randomUUID();
     await enqueueDelivery(h.deps.queues.webhooks, id);
     const queued = await h.deps.queues.webhooks.getJob(id);
     assert.equal(queued!.opts.attempts, 8);
-    assert.deepEqual(queued!.opts.backoff, { type: 'exponential', delay: 2000 });
+    assert.deepEqual(queued!.opts.backoff, { type: 'exponential', delay: 2000, jitter: 0.5 });
     await queued!.remove();
   });
 

@@ -42,11 +42,15 @@ export interface RunnerHarness {
   database: TestDatabase;
   bucket: TestStorage;
   tenantId: string;
+  /** The API app itself, e.g. to serve it over HTTP for the CLI. */
+  app: ReturnType<typeof createApp>['app'];
+  /** An admin key of the tenant. */
+  apiKey: string;
   /** The app's dependencies (to start a background service such as the sweep driver in a test). */
   deps: AppDeps;
   api<T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiResponse<T>>;
   startRunner(opts?: { env?: Record<string, string>; args?: string[] }): RunnerProcess;
-  /** Uploads labeled synthetic 16×16 grayscale images as an IDX archive through the API; resolves when ingested. */
+  /** Uploads labeled synthetic 16×16 grayscale images as an IDX archive through the API (a new version when the dataset exists); resolves when ingested. */
   uploadSyntheticDataset(name: string, opts?: { perClass?: number; numClasses?: number; size?: number; timeoutMs?: number }): Promise<void>;
   submit(spec: Record<string, unknown>): Promise<{ id: string }>;
   waitForJob(id: string, until: (job: any) => boolean, what: string, timeoutMs?: number): Promise<any>;
@@ -120,6 +124,8 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
     database,
     bucket,
     tenantId: tenant.id,
+    app,
+    apiKey: material.secret,
     deps,
     api,
     startRunner(opts = {}) {
@@ -159,7 +165,7 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
         generateSyntheticDataset({ numClasses: opts.numClasses ?? 4, perClass, size: opts.size ?? 16, channels: 1, seed });
       const archive = await writeIdxArchive({ train: make(1, opts.perClass ?? 48), val: make(2, Math.max(8, Math.floor((opts.perClass ?? 48) / 4))) });
       const created = await api('POST', '/v1/datasets', { name });
-      if (created.status !== 201) throw new Error(`create dataset: ${created.status} ${JSON.stringify(created.body)}`);
+      if (created.status !== 201 && created.body?.error?.code !== 'dataset_exists') throw new Error(`create dataset: ${created.status} ${JSON.stringify(created.body)}`);
       const version = await api('POST', `/v1/datasets/${name}/versions`, { options: { format: 'idx' }, fileName: 'data.tar.gz', sizeBytes: archive.byteLength });
       if (version.status !== 201) throw new Error(`create version: ${version.status} ${JSON.stringify(version.body)}`);
       const put = await fetch(version.body.upload.url, { method: 'PUT', body: new Uint8Array(archive) });

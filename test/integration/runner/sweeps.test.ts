@@ -17,6 +17,8 @@ before(async () => {
   h = await createRunnerHarness();
   driver = new SweepDriver({ deps: h.deps, logger: createLogger('silent'), intervalMs: 200 });
   driver.start();
+  // Two runners: the sweep's budget lets two of its jobs run at once.
+  h.startRunner();
   h.startRunner();
   // Generous: on a loaded shared machine the first ingest (a fresh child process) can take minutes.
   await h.uploadSyntheticDataset('shapes', { perClass: 16, timeoutMs: 600_000 });
