@@ -4,11 +4,13 @@
  * presigned GET/PUT. Everything else in Momentum goes through this module, never the SDK directly.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
   CreateBucketCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -16,11 +18,11 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  UploadPartCommand,
   NoSuchKey,
   NotFound,
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { UserFacingError } from './errors.js';
 
@@ -111,29 +113,67 @@ export class Storage {
         new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentType: contentType, Metadata: { sha256 } }),
       );
     } else {
-      await new Upload({
-        client: this.client,
-        params: { Bucket: this.bucket, Key: key, Body: bytes, ContentType: contentType, Metadata: { sha256 } },
-        partSize: PART_SIZE,
-        queueSize: 4,
-      }).done();
+      await this.putParts(key, contentType, { sha256 }, (function* () {
+        for (let at = 0; at < bytes.byteLength; at += PART_SIZE) yield bytes.subarray(at, at + PART_SIZE);
+      })());
     }
     return { key, bytes: bytes.byteLength, sha256 };
   }
 
-  /** Streams a local file up (multipart), hashing it on the way. */
+  /** Uploads a local file (multipart above one part), hashing it on the way. */
   async putFile(key: string, path: string, contentType = 'application/octet-stream'): Promise<PutResult> {
-    const size = (await stat(path)).size;
     const hash = createHash('sha256');
-    const stream = createReadStream(path);
-    stream.on('data', (chunk) => hash.update(chunk));
-    await new Upload({
-      client: this.client,
-      params: { Bucket: this.bucket, Key: key, Body: stream, ContentType: contentType },
-      partSize: PART_SIZE,
-      queueSize: 4,
-    }).done();
-    return { key, bytes: size, sha256: hash.digest('hex') };
+    const file = await open(path);
+    try {
+      const size = (await file.stat()).size;
+      const readPart = async (at: number) => {
+        const part = Buffer.allocUnsafe(Math.min(PART_SIZE, size - at));
+        const { bytesRead } = await file.read(part, 0, part.byteLength, at);
+        if (bytesRead !== part.byteLength) throw new Error(`${path} changed while it was uploaded`);
+        hash.update(part);
+        return part;
+      };
+      if (size <= PART_SIZE) {
+        const body = await readPart(0);
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType }));
+      } else {
+        await this.putParts(key, contentType, undefined, (async function* () {
+          for (let at = 0; at < size; at += PART_SIZE) yield await readPart(at);
+        })());
+      }
+      return { key, bytes: size, sha256: hash.digest('hex') };
+    } finally {
+      await file.close();
+    }
+  }
+
+  /**
+   * A multipart upload, one part at a time. Not lib-storage's Upload: when the server went away
+   * mid-upload, its concurrent part uploaders left rejected promises unhandled, which would take a
+   * runner down on an S3 blip (seen in the fault suite). On any failure the upload is aborted (best
+   * effort: the server may be the thing that failed) and the first error is the one thrown.
+   */
+  private async putParts(
+    key: string,
+    contentType: string,
+    metadata: Record<string, string> | undefined,
+    parts: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
+  ): Promise<void> {
+    const { UploadId } = await this.client.send(
+      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: contentType, Metadata: metadata }),
+    );
+    try {
+      const done: { ETag: string | undefined; PartNumber: number }[] = [];
+      for await (const body of parts) {
+        const PartNumber = done.length + 1;
+        const { ETag } = await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId, PartNumber, Body: body }));
+        done.push({ ETag, PartNumber });
+      }
+      await this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId, MultipartUpload: { Parts: done } }));
+    } catch (err) {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId })).catch(() => {});
+      throw err;
+    }
   }
 
   async get(key: string): Promise<Buffer> {
