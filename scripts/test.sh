@@ -20,6 +20,8 @@ if [ $# -eq 0 ]; then
 else
   files=("$@")
 fi
+# The fault suite's runner kinds repeat what crash/preempt tests show; `npm run faults` runs them.
+export FAULT_RUNNER_TRIALS=${FAULT_RUNNER_TRIALS:-0}
 file_timeout_ms=$(( ${TEST_FILE_TIMEOUT_SECONDS:-600} * 1000 ))
 suite_timeout_s=${TEST_SUITE_TIMEOUT_SECONDS:-1800}
 coverage=()
