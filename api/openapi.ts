@@ -37,6 +37,19 @@ export const security = [{ bearer: [] }];
 export function json<T extends z.ZodType>(schema: T, description = 'OK') {
   return { description, content: { 'application/json': { schema } } };
 }
+/** The `Idempotency-Key` request header of the submitting routes (jobs, sweeps, retrains). */
+export function idempotencyKeyHeader(description?: string) {
+  return z.object({
+    'idempotency-key': z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+      .optional()
+      .openapi({ param: { name: 'idempotency-key', in: 'header' }, ...(description ? { description } : {}) }),
+  });
+}
+
 export function jsonBody<T extends z.ZodType>(schema: T) {
   return { required: true, content: { 'application/json': { schema } } };
 }

@@ -12,7 +12,7 @@ import { requireScope } from '../auth/middleware.js';
 import type { AppDeps } from '../deps.js';
 import { ApiError, conflict, invalid, notFound } from '../errors.js';
 import { submitJob } from '../jobSubmission.js';
-import { commonErrors, conflictError, json, jsonBody, JobIdParam, Json, notFoundError, router, security, unprocessableError } from '../openapi.js';
+import { commonErrors, conflictError, idempotencyKeyHeader, json, jsonBody, JobIdParam, Json, notFoundError, router, security, unprocessableError } from '../openapi.js';
 import { jobJson } from '../serialize.js';
 
 export const JobSchema = z
@@ -38,15 +38,7 @@ export const JobSchema = z
   })
   .openapi('Job');
 
-const IdempotencyHeader = z.object({
-  'idempotency-key': z
-    .string()
-    .min(1)
-    .max(255)
-    .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
-    .optional()
-    .openapi({ param: { name: 'idempotency-key', in: 'header' }, description: 'Retries with the same key and body return the same job' }),
-});
+const IdempotencyHeader = idempotencyKeyHeader('Retries with the same key and body return the same job');
 
 const submitRoute = createRoute({
   method: 'post',

@@ -30,7 +30,7 @@ import {
 import { requireScope } from '../auth/middleware.js';
 import type { AppDeps } from '../deps.js';
 import { ApiError, conflict, notFound, unresolvable } from '../errors.js';
-import { commonErrors, conflictError, json, jsonBody, Json, notFoundError, router, security, unprocessableError } from '../openapi.js';
+import { commonErrors, conflictError, idempotencyKeyHeader, json, jsonBody, Json, notFoundError, router, security, unprocessableError } from '../openapi.js';
 import { jobJson } from '../serialize.js';
 import { checkTtl, presignCheckpointFile } from './checkpoints.js';
 import { JobSchema, retrainJob } from './jobs.js';
@@ -265,7 +265,7 @@ const retrainRoute = createRoute({
   middleware: [requireScope('jobs:write')] as const,
   request: {
     params: RefParams,
-    headers: z.object({ 'idempotency-key': z.string().min(1).max(255).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional().openapi({ param: { name: 'idempotency-key', in: 'header' } }) }),
+    headers: idempotencyKeyHeader(),
     body: jsonBody(RetrainBody),
   },
   responses: { 201: json(JobSchema), ...commonErrors, ...notFoundError, ...conflictError, ...unprocessableError },

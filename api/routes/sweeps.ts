@@ -9,7 +9,7 @@ import { SWEEP_STATES } from '../../db/schema.js';
 import { requireScope } from '../auth/middleware.js';
 import type { AppDeps } from '../deps.js';
 import { conflict, notFound, unresolvable } from '../errors.js';
-import { commonErrors, conflictError, json, jsonBody, JobIdParam, Json, notFoundError, router, security, unprocessableError } from '../openapi.js';
+import { commonErrors, conflictError, idempotencyKeyHeader, json, jsonBody, JobIdParam, Json, notFoundError, router, security, unprocessableError } from '../openapi.js';
 import { advanceSweep, cancelSweep } from '../sweeps/driver.js';
 import { expandSweep } from '../sweeps/grid.js';
 import { resultsCsv, resultsTable } from '../sweeps/results.js';
@@ -51,15 +51,7 @@ const SweepSchema = z
   })
   .openapi('Sweep');
 
-const IdempotencyHeader = z.object({
-  'idempotency-key': z
-    .string()
-    .min(1)
-    .max(255)
-    .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
-    .optional()
-    .openapi({ param: { name: 'idempotency-key', in: 'header' }, description: 'Retries with the same key and body return the same sweep' }),
-});
+const IdempotencyHeader = idempotencyKeyHeader('Retries with the same key and body return the same sweep');
 
 const submitRoute = createRoute({
   method: 'post',
