@@ -213,10 +213,14 @@ describe('storage and lock faults', () => {
         const [job] = await database.sql`insert into jobs (tenant_id, type, state, spec, attempt) values (${t!.id}, 'pretrain', 'running', '{}'::jsonb, 1) returning id`;
         const run = { jobId: job!.id as string, tenantId: t!.id as string, attempt: 1 };
         await store.publish(run, { step: 1, files: [...ALL_CHECKPOINT_FILES], dir: await checkpointFiles(dir, `a${trial}`, 1024), reason: 'periodic' } as never);
-        const big = store.publish(run, { step: 2, files: [...ALL_CHECKPOINT_FILES], dir: await checkpointFiles(dir, `b${trial}`, 24 * 1024 * 1024), reason: 'periodic' } as never);
+        // The outcome is taken at once: on a loaded machine the upload can fail while S3 is being
+        // stopped, and a rejection nobody handles yet fails the test on its own.
+        const bigFailed = store
+          .publish(run, { step: 2, files: [...ALL_CHECKPOINT_FILES], dir: await checkpointFiles(dir, `b${trial}`, 24 * 1024 * 1024), reason: 'periodic' } as never)
+          .then(() => false, () => true);
         await new Promise((r) => setTimeout(r, 150 + Math.random() * 300));
         await s3.stop();
-        const failed = await big.then(() => false, () => true);
+        const failed = await bigFailed;
         await s3.start();
         await eventually(async () => storage.ensureBucket().then(() => true, () => false), 's3 back', 15_000);
         // The runner carries on; its next checkpoint registers (the version the failed one would have had).

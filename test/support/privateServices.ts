@@ -141,7 +141,7 @@ export async function startPrivateS3(): Promise<PrivateService> {
     url: `http://127.0.0.1:${port}`,
     port,
     async start() {
-      child = spawn(process.execPath, ['--import', 'tsx', script, '--port', String(port), '--dir', dir], { stdio: 'ignore' });
+      child = spawn(process.execPath, ['--import', 'tsx', script, '--port', String(port), '--dir', dir], { stdio: ['ignore', 'ignore', 'inherit'] });
       await waitFor(`s3 on ${port}`, () => portOpen(port));
     },
     async stop() {
