@@ -160,7 +160,8 @@ test('SIGTERM: the request in flight is answered, new connections are refused, a
   const api = await startApi('http,dispatcher,reconciler,webhooks,sweeps');
   const base = `http://127.0.0.1:${api.port}`;
   const auth = { authorization: `Bearer ${apiKey}` };
-  assert.equal((await fetch(`${base}/readyz`)).status, 200);
+  // Ready first (each dependency check has a short timeout: on a loaded machine one may miss it once).
+  while ((await fetch(`${base}/readyz`)).status !== 200) await new Promise((r) => setTimeout(r, 200));
 
   // A job nobody runs: its event stream stays open until the job finishes, i.e. forever here.
   const submitted = await fetch(`${base}/v1/jobs`, {
