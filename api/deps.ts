@@ -37,6 +37,12 @@ export interface AppDeps {
   authCacheMs?: number;
   /** How often the SSE stream polls for new events. Default 500 ms. */
   ssePollMs?: number;
+  /**
+   * Aborted when the process starts shutting down (api/server.ts): live event streams end at once
+   * (a stream of a running job would otherwise hold the drain until its deadline) and /readyz
+   * answers 503 `draining` on connections that are still open.
+   */
+  draining?: AbortSignal;
 }
 
 /** The queues this deployment uses, all under the configured prefix, sharing one connection. */

@@ -3,7 +3,7 @@
  * runs the migrations (advisory-locked: replicas may start together), serves the API and runs the
  * outbox dispatcher, reconciler and webhook worker in-process. `--roles dispatcher,webhooks` (or
  * API_ROLES) runs only some of them, e.g. a worker-only replica. SIGTERM/SIGINT: stop accepting,
- * finish what is in flight, close connections, exit.
+ * end live event streams, finish what is in flight, close connections, exit 0 (exit 1 past 20 s).
  */
 import { serve } from '@hono/node-server';
 import { config as loadConfig, DEV_WEBHOOK_SIGNING_KEY, refuseDevSigningKey } from '../common/config.js';
@@ -40,6 +40,8 @@ runMain(async () => {
   await checkDependencies(config, { s3: true });
 
   const runtime = connect(config, logger, config.WEBHOOK_SIGNING_KEY);
+  const draining = new AbortController();
+  runtime.deps.draining = draining.signal;
   const background = startBackground(runtime.deps, roles);
   let server: ReturnType<typeof serve> | undefined;
   if (roles.has('http')) {
@@ -61,6 +63,7 @@ runMain(async () => {
       process.exit(1);
     }, 20_000);
     force.unref();
+    draining.abort(); // live event streams end now; they would hold server.close() until the deadline
     await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
     await background.stop();
     await runtime.close();

@@ -288,28 +288,55 @@ async function printEvents(api: MomentumClient, id: string, flags: Flags) {
   }
 }
 
-/** Server-Sent Events: each message's data is one event as JSON, printed as one line. */
+/**
+ * Server-Sent Events: each message's data is one event as JSON, printed as one line, until the
+ * stream's `end`. A stream that ends without it (the API replica drains on SIGTERM, a connection
+ * drops) is resumed from the last event printed, on whichever replica answers, for up to
+ * STREAM_RECONNECT_TRIES refused connections in a row.
+ */
+const STREAM_RECONNECT_TRIES = 60;
+const STREAM_RECONNECT_DELAY_MS = 500;
+
 async function streamEvents(api: MomentumClient, id: string, flags: Flags) {
-  const res = await api.stream('listJobEvents', { params: { id }, query: { after: numberFlag(flags, 'after') } }, 'text/event-stream');
-  if (!res.ok || !res.body) {
-    await api.op('listJobEvents', { params: { id } }); // surfaces the API's error
-    throw new CliError(EXIT.unavailable, `the event stream answered ${res.status}`, `http_${res.status}`);
-  }
-  let buffer = '';
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += Buffer.from(chunk).toString();
-    let i;
-    while ((i = buffer.indexOf('\n\n')) >= 0) {
-      const message = buffer.slice(0, i);
-      buffer = buffer.slice(i + 2);
-      if (/^event: end$/m.test(message)) return;
-      const data = message
-        .split('\n')
-        .filter((l) => l.startsWith('data: '))
-        .map((l) => l.slice(6))
-        .join('\n');
-      if (data) process.stdout.write(data + '\n');
+  let after = numberFlag(flags, 'after');
+  let refused = 0;
+  for (;;) {
+    let res: Response;
+    try {
+      res = await api.stream('listJobEvents', { params: { id }, query: { after } }, 'text/event-stream');
+    } catch (err) {
+      if (++refused > STREAM_RECONNECT_TRIES) throw err;
+      await new Promise((r) => setTimeout(r, STREAM_RECONNECT_DELAY_MS));
+      continue;
     }
+    if (!res.ok || !res.body) {
+      await api.op('listJobEvents', { params: { id } }); // surfaces the API's error
+      throw new CliError(EXIT.unavailable, `the event stream answered ${res.status}`, `http_${res.status}`);
+    }
+    refused = 0;
+    let buffer = '';
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buffer += Buffer.from(chunk).toString();
+        let i;
+        while ((i = buffer.indexOf('\n\n')) >= 0) {
+          const message = buffer.slice(0, i);
+          buffer = buffer.slice(i + 2);
+          if (/^event: end$/m.test(message)) return;
+          const data = message
+            .split('\n')
+            .filter((l) => l.startsWith('data: '))
+            .map((l) => l.slice(6))
+            .join('\n');
+          if (data) process.stdout.write(data + '\n');
+          const eventId = /^id: (\d+)$/m.exec(message)?.[1];
+          if (eventId) after = Number(eventId);
+        }
+      }
+    } catch {
+      // The connection dropped mid-stream: resume below like any other ending without `end`.
+    }
+    await new Promise((r) => setTimeout(r, STREAM_RECONNECT_DELAY_MS));
   }
 }
 

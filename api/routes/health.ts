@@ -48,6 +48,8 @@ export function healthRoutes(deps: AppDeps, registry: Registry) {
   const app = new Hono();
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
+    // Draining (SIGTERM): not ready, whatever the dependencies say, so that no new work is routed here.
+    if (deps.draining?.aborted) return c.json({ status: 'draining', checks: {} }, 503);
     const checks = await Promise.all([
       check('postgres', () => deps.sql`select 1`, deps.logger),
       check('redis', () => deps.redis.ping(), deps.logger),

@@ -162,14 +162,15 @@ export function jobActivityRoutes(deps: AppDeps) {
       return c.json({ events: rows.map(eventJson), nextAfter: rows.length ? rows[rows.length - 1]!.id : resumeFrom }, 200);
     }
     // Live stream: poll the event table (cheap: indexed on job_id, id) until the job is finished and
-    // everything up to its last event was sent, or the client goes away.
+    // everything up to its last event was sent, or the client goes away, or this process drains
+    // (then the stream ends without `event: end`: the client reconnects with Last-Event-ID).
     return streamSSE(c, async (stream) => {
       let after = resumeFrom;
       let closed = false;
       stream.onAbort(() => {
         closed = true;
       });
-      while (!closed) {
+      while (!closed && !deps.draining?.aborted) {
         const rows = await eventsAfter(deps.db, job.id, after, 500);
         for (const e of rows) {
           await stream.writeSSE({ id: String(e.id), event: e.kind, data: JSON.stringify(eventJson(e)) });
@@ -217,7 +218,7 @@ export function jobActivityRoutes(deps: AppDeps) {
             if (points.length < 5000) return;
           }
         };
-        while (!closed) {
+        while (!closed && !deps.draining?.aborted) {
           await sendNew();
           const current = await getTenantJob(deps.sql, tenantId, job.id);
           if (!current || isTerminal(current.state as JobState)) {

@@ -19,7 +19,7 @@ import {
   type CheckpointRow,
 } from '../../db/runs.js';
 import { CHECKPOINT_FILES, checkpointAttemptPrefix } from '../../contracts/storageKeys.js';
-import { sha256Hex, type Storage } from '../../common/storage.js';
+import { NotFoundError, sha256Hex, type Storage } from '../../common/storage.js';
 import type { Logger } from '../../common/logger.js';
 import type { CheckpointReady } from './protocol.js';
 
@@ -124,7 +124,9 @@ export class CheckpointStore {
 
   /**
    * Downloads the newest version of a job that verifies, into `dir`. A version whose bytes are
-   * damaged is skipped (and said so) in favour of the one before it. Null when the job has none.
+   * damaged or missing is skipped (and said so) in favour of the one before it. Null when the job
+   * has none. Any other failure (S3 unreachable) is thrown: skipping every version for it would
+   * restart the job from scratch while its checkpoints are intact.
    */
   async downloadNewestValid(jobId: string, dir: string): Promise<CheckpointRow | null> {
     for (const ck of await listCheckpoints(this.db, jobId)) {
@@ -132,6 +134,7 @@ export class CheckpointStore {
         await this.download(ck, dir);
         return ck;
       } catch (err) {
+        if (!(err instanceof ChecksumMismatchError || err instanceof NotFoundError)) throw err;
         this.log.warn({ version: ck.version, err: (err as Error).message }, 'checkpoint unusable; trying the previous version');
       }
     }

@@ -48,10 +48,10 @@ export interface TestStorage {
   cleanup(): Promise<void>;
 }
 
-/** A bucket of its own on the local S3 server; `cleanup` empties it. */
-export async function createTestStorage(): Promise<TestStorage> {
+/** A bucket of its own on the local S3 server (or on `endpoint`, e.g. a private one); `cleanup` empties it. */
+export async function createTestStorage(endpoint = baseConfig.S3_ENDPOINT): Promise<TestStorage> {
   const bucket = uniqueName('test').toLowerCase();
-  const storage = new Storage({ ...storageConfigFrom(baseConfig), bucket });
+  const storage = new Storage({ ...storageConfigFrom(baseConfig), endpoint, bucket });
   await storage.ensureBucket();
   return {
     storage,

@@ -189,6 +189,17 @@ describe('service routes', () => {
   });
 });
 
+test('/readyz answers 503 `draining` once the process drains (SIGTERM), with every dependency up', async () => {
+  const { createApp } = await import('../../../api/app.js');
+  const draining = new AbortController();
+  const { app } = createApp({ ...h.deps, draining: draining.signal });
+  assert.equal((await app.request('/readyz')).status, 200);
+  draining.abort();
+  const res = await app.request('/readyz');
+  assert.equal(res.status, 503);
+  assert.equal(((await res.json()) as { status: string }).status, 'draining');
+});
+
 describe('scripts/create-api-key.ts', () => {
   test('creates the tenant and prints a working admin key', async () => {
     const out = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {

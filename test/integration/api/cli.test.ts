@@ -223,6 +223,47 @@ describe('cli: waiting and following', () => {
     const states = lines.map((l) => l.toState);
     assert.deepEqual(states.slice(0, 3), ['queued', 'running', 'succeeded'], JSON.stringify(lines));
   });
+  test('jobs events --follow goes on past an API replica that drains: it resumes after the last event, none twice', async () => {
+    // One address, two app instances behind it: the first drains (as on SIGTERM: its live streams
+    // end without `end`), the second answers from then on (the replica that took over).
+    const { createApp } = await import('../../../api/app.js');
+    const draining = new AbortController();
+    const first = createApp({ ...h.deps, draining: draining.signal }).app;
+    const second = createApp(h.deps).app;
+    let current = first;
+    const front = serve({ fetch: (req) => current.fetch(req), port: 0, hostname: '127.0.0.1' });
+    await new Promise((r) => front.once('listening', r));
+    try {
+      const job = (await (await h.request('POST', '/v1/jobs', { body: pretrain('fmnist') })).json()) as any;
+      const child = spawn(process.execPath, ['--import', 'tsx', 'cli/momentum.ts', 'jobs', 'events', job.id, '--follow'], {
+        env: { ...process.env, MOMENTUM_URL: `http://127.0.0.1:${(front.address() as AddressInfo).port}`, MOMENTUM_API_KEY: h.keys.admin },
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+      let check = () => {};
+      child.stdout.on('data', (d) => ((stdout += d), check()));
+      const printed = (n: number) =>
+        Promise.race([
+          new Promise<void>((resolve) => {
+            check = () => void (stdout.trim().split('\n').filter(Boolean).length >= n && resolve());
+            check();
+          }),
+          closed.then((code) => assert.fail(`the CLI exited (${code}) after ${stdout.trim().split('\n').length} line(s): ${stdout}${stderr}`)),
+        ]);
+      await printed(1); // queued, from the first replica
+      current = second;
+      draining.abort(); // the first replica's stream ends without `end`
+      await transitionJob(h.database.db, job.id, { from: ['queued'], to: 'running' });
+      await printed(2);
+      await transitionJob(h.database.db, job.id, { from: ['running'], to: 'succeeded', reason: 'done' });
+      assert.equal(await closed, 0, stderr);
+      assert.deepEqual(jsonLines(stdout).map((l) => l.toState), ['queued', 'running', 'succeeded'], stdout);
+    } finally {
+      await new Promise((r) => front.close(r));
+    }
+  });
 });
 
 /** Lines of a stream; each must be one JSON object. */

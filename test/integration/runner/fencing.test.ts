@@ -123,3 +123,61 @@ describe('a zombie attempt cannot corrupt what the attempt that took over wrote'
     assert.equal(progress!.progress, null, 'no progress from the zombie');
   });
 });
+
+describe('finishing is fenced: a stale attempt cannot end a job another attempt took over', () => {
+  const jobState = async (id: string) => {
+    const [row] = await h.database.sql`select state, attempt, result, error, finished_at from jobs where id = ${id}`;
+    return { ...row };
+  };
+  const trail = async (id: string) => {
+    const [e] = await h.database.sql`select count(*)::int as n from job_events where job_id = ${id}`;
+    const [o] = await h.database.sql`select count(*)::int as n from outbox where payload->>'jobId' = ${id}`;
+    return { events: e!.n as number, outbox: o!.n as number };
+  };
+
+  test('every finishing move of the stale attempt is refused and leaves no event, no webhook, no result', async () => {
+    const job = await newRunningJob();
+    assert.ok(await takeOver(job.id));
+    const before = { row: await jobState(job.id), trail: await trail(job.id) };
+    const stale = [
+      { from: ['running', 'canceling'], to: 'succeeded', patch: { result: { by: 'zombie' }, error: null } },
+      { from: ['running', 'canceling'], to: 'failed', reason: 'zombie failed', patch: { error: 'zombie failed' } },
+      { from: ['running', 'canceling'], to: 'canceled', reason: 'zombie canceled' },
+      { from: ['running'], to: 'requeued', reason: 'zombie preempted', patch: { attemptBase: 1 } },
+      { from: ['running'], to: 'running', reason: 'zombie restarted', patch: { attempt: 2 } },
+    ] as const;
+    for (const move of stale) {
+      assert.equal(await transitionJob(h.database.db, job.id, { ...move, from: [...move.from], attempt: 1 }), null, `attempt 1 → ${move.to}`);
+    }
+    assert.deepEqual(await jobState(job.id), before.row, 'the row is as attempt 2 left it');
+    assert.deepEqual(await trail(job.id), before.trail, 'no event and no outbox message (webhook) from the stale attempt');
+
+    // A cancel during attempt 2: the stale attempt cannot end the canceling job either.
+    assert.ok(await transitionJob(h.database.db, job.id, { from: ['running'], to: 'canceling', reason: 'canceled by user' }));
+    for (const to of ['canceled', 'succeeded', 'failed'] as const) {
+      assert.equal(await transitionJob(h.database.db, job.id, { from: ['canceling'], to, attempt: 1 }), null, `canceling → ${to} by attempt 1`);
+    }
+    assert.ok(await transitionJob(h.database.db, job.id, { from: ['canceling'], to: 'canceled', reason: 'canceled on request', attempt: 2 }), 'attempt 2 ends it');
+    assert.equal((await jobState(job.id)).state, 'canceled');
+  });
+
+  test('both attempts finishing at the same moment: the current one wins, once, with its own result', async () => {
+    for (let round = 0; round < 10; round++) {
+      const job = await newRunningJob();
+      assert.ok(await takeOver(job.id));
+      const finishAs = (attempt: number) =>
+        transitionJob(h.database.db, job.id, { from: ['running', 'canceling'], to: 'succeeded', patch: { result: { by: `attempt ${attempt}` }, error: null }, attempt });
+      const [zombie, live] = await Promise.all([finishAs(1), finishAs(2)]);
+      assert.equal(zombie, null, `round ${round}: the stale attempt finished the job`);
+      assert.ok(live, `round ${round}: the current attempt could not finish`);
+      const row = await jobState(job.id);
+      assert.deepEqual([row.state, row.attempt, row.result], ['succeeded', 2, { by: 'attempt 2' }]);
+      const succeeded = await h.database.sql`select attempt from job_events where job_id = ${job.id} and to_state = 'succeeded'`;
+      assert.deepEqual(succeeded.map((e) => e.attempt), [2], 'one succeeded event, of attempt 2');
+      const announced = await h.database.sql`select payload from outbox where payload->>'jobId' = ${job.id} and payload->>'event' = 'job.succeeded'`;
+      assert.deepEqual(announced.map((o) => o.payload.data.attempt), [2], 'one job.succeeded webhook message, of attempt 2');
+      // Finished: not even a late failure of the stale attempt changes it.
+      assert.equal(await transitionJob(h.database.db, job.id, { from: ['running', 'canceling', 'succeeded'], to: 'failed', attempt: 1 }), null);
+    }
+  });
+});

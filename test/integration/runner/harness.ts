@@ -72,7 +72,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 
 export async function createRunnerHarness(overrides: Partial<Config> = {}): Promise<RunnerHarness> {
   const database = await createTestDatabase();
-  const bucket = await createTestStorage();
+  const bucket = await createTestStorage(overrides.S3_ENDPOINT);
   const dataDir = join(REPO, 'var', 'tmp', uniqueName('runner-test'));
   const config = testConfig({
     S3_BUCKET: bucket.bucket,
