@@ -1,9 +1,11 @@
 /**
  * The Hono app. `createApp(deps)` builds everything from what it is given (database, bucket, queue
  * prefix, clock) and starts nothing in the background: a test builds one per run, the server one
- * per process. Order of middleware: metrics → body limit → auth → rate limit → route (scope, schema).
+ * per process. Order of middleware: metrics → body limit → auth (an uncached key passes the auth
+ * guard's limits before its Postgres lookup) → per-key rate limit → route (scope, schema).
  */
 import { KeyCache, authenticate } from './auth/middleware.js';
+import { AuthGuard } from './auth/guard.js';
 import type { AppDeps } from './deps.js';
 import { errorBody, errorHandler } from './errors.js';
 import { docsRoutes } from './docsRoutes.js';
@@ -27,8 +29,13 @@ export const API_VERSION = '1.0.0';
 
 export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}) {
   const app = router();
-  const metrics = createMetrics({ sql: deps.sql, queues: deps.queues, defaultMetrics: opts.defaultMetrics });
+  const metrics = createMetrics({ sql: deps.sql, queues: deps.queues, defaultMetrics: opts.defaultMetrics, redisTimeoutMs: deps.config.REDIS_REQUEST_TIMEOUT_MS });
   const keyCache = new KeyCache(deps.db, deps.authCacheMs ?? 1000, deps.logger);
+  const authGuard = new AuthGuard({
+    failuresPerMinute: deps.config.API_AUTH_FAILURES_PER_MINUTE,
+    lookupsPerSecond: deps.config.API_KEY_LOOKUPS_PER_SECOND,
+    trustProxy: deps.config.API_TRUST_PROXY,
+  });
 
   app.onError(errorHandler(deps.logger));
   app.notFound((c) => c.json(errorBody('not_found', `no route ${c.req.method} ${c.req.path}`), 404));
@@ -38,8 +45,8 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
 
   const v1 = router();
   v1.use('*', bodyLimit(deps.config.API_MAX_BODY_BYTES));
-  v1.use('*', authenticate(keyCache));
-  v1.use('*', rateLimit({ redis: deps.redis, prefix: deps.config.QUEUE_PREFIX, perMinute: deps.config.API_RATE_LIMIT_PER_MINUTE, logger: deps.logger }));
+  v1.use('*', authenticate(keyCache, authGuard));
+  v1.use('*', rateLimit({ redis: deps.redis, prefix: deps.config.QUEUE_PREFIX, perMinute: deps.config.API_RATE_LIMIT_PER_MINUTE, logger: deps.logger, timeoutMs: deps.config.REDIS_REQUEST_TIMEOUT_MS }));
   v1.route('/', jobRoutes(deps));
   v1.route('/', jobActivityRoutes(deps));
   v1.route('/', checkpointRoutes(deps));

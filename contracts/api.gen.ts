@@ -893,7 +893,7 @@ export interface Operations {
           seed?: number;
         };
         fileName?: string;
-        sizeBytes?: number;
+        sizeBytes: number;
         multipart?: boolean;
       };
     };

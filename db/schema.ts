@@ -78,9 +78,16 @@ export const datasetVersions = pgTable(
     error: text('error'),
     createdAt: createdAt(),
     readyAt: timestamp('ready_at', { withTimezone: true }),
+    /** The archive's size as the client declared it: the PUT URL is signed for it, finalize checks it (migration 0010). */
+    sizeBytes: bigint('size_bytes', { mode: 'number' }),
+    /** Not finalized by then: the upload sweeper closes the version and aborts its multipart upload. */
+    uploadDeadline: timestamp('upload_deadline', { withTimezone: true }),
+    /** The archive's ETag when it was finalized: ingestion reads only those bytes. */
+    uploadEtag: text('upload_etag'),
   },
   (t) => [
     uniqueIndex('dataset_versions_uq').on(t.datasetId, t.version),
+    index('dataset_versions_awaiting_idx').on(t.uploadDeadline).where(sql`${t.state} = 'awaiting_upload'`),
     check('dataset_versions_state_ck', sql`${t.state} in ('awaiting_upload','ingesting','ready','failed')`),
   ],
 );

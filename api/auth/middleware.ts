@@ -2,6 +2,8 @@
  * Bearer authentication and scope checks. Key lookups are cached for a short time (1 s by default):
  * a submission then costs no database round-trip for auth, and a revoked key still stops working
  * within that second on every replica (this process drops its whole cache at once on a revoke).
+ * A key not in the cache passes the AuthGuard (guard.ts) before it is looked up: a flood of bad keys
+ * is refused with 429 instead of costing Postgres a query each.
  */
 import type { MiddlewareHandler } from 'hono';
 import type { Db } from '../../db/client.js';
@@ -11,6 +13,7 @@ import type { AppEnv } from '../deps.js';
 import type { Logger } from '../../common/logger.js';
 import { hashApiKey } from './keys.js';
 import { hasScope, type Scope } from './scopes.js';
+import type { AuthGuard } from './guard.js';
 
 const MAX_CACHED_KEYS = 10_000;
 /** last_used_at is a hint for humans; writing it once a minute per key is plenty. */
@@ -19,6 +22,8 @@ const TOUCH_EVERY_MS = 60_000;
 export class KeyCache {
   private readonly entries = new Map<string, { principal: KeyPrincipal | undefined; expires: number }>();
   private readonly touched = new Map<string, number>();
+  /** Lookups that went to Postgres (exposed for tests and the flood figures). */
+  dbLookups = 0;
 
   constructor(
     private readonly db: Db,
@@ -26,14 +31,23 @@ export class KeyCache {
     private readonly logger: Logger,
   ) {}
 
+  /** The cached answer for this key, if it is still fresh (`undefined` inside: a known bad key). */
+  cached(secret: string): { principal: KeyPrincipal | undefined } | undefined {
+    const hit = this.entries.get(hashApiKey(secret));
+    return hit && hit.expires > Date.now() ? hit : undefined;
+  }
+
   async lookup(secret: string): Promise<KeyPrincipal | undefined> {
+    const hit = this.cached(secret);
+    if (hit) return hit.principal;
     const hash = hashApiKey(secret);
     const now = Date.now();
-    const hit = this.entries.get(hash);
-    if (hit && hit.expires > now) return hit.principal;
+    this.dbLookups++;
     const principal = await findKeyByHash(this.db, hash);
     if (this.ttlMs > 0) {
-      if (this.entries.size >= MAX_CACHED_KEYS) this.entries.clear();
+      // A full cache drops its oldest entry, not every entry: bad keys cannot flush the good ones.
+      this.entries.delete(hash);
+      if (this.entries.size >= MAX_CACHED_KEYS) this.entries.delete(this.entries.keys().next().value!);
       this.entries.set(hash, { principal, expires: now + this.ttlMs });
     }
     return principal;
@@ -58,15 +72,23 @@ const unauthorized = (message: string) =>
     'WWW-Authenticate': 'Bearer realm="momentum"',
   });
 
-export function authenticate(cache: KeyCache): MiddlewareHandler<AppEnv> {
+export function authenticate(cache: KeyCache, guard: AuthGuard): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
+    const address = guard.clientAddress(c);
+    const fail = (message: string) => {
+      guard.recordFailure(address);
+      return unauthorized(message);
+    };
     const header = c.req.header('authorization');
-    if (!header) throw unauthorized('missing Authorization header; send "Authorization: Bearer <api key>"');
+    if (!header) throw fail('missing Authorization header; send "Authorization: Bearer <api key>"');
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (!match) throw unauthorized('Authorization must be "Bearer <api key>"');
-    const principal = await cache.lookup(match[1]!);
-    if (!principal) throw unauthorized('invalid API key');
-    if (principal.revoked) throw unauthorized('API key revoked');
+    if (!match) throw fail('Authorization must be "Bearer <api key>"');
+    const secret = match[1]!;
+    // Only a key that would cost a Postgres query is judged by the guard first.
+    if (!cache.cached(secret)) guard.admitLookup(address);
+    const principal = await cache.lookup(secret);
+    if (!principal) throw fail('invalid API key');
+    if (principal.revoked) throw fail('API key revoked');
     c.set('principal', principal);
     cache.touch(principal.keyId);
     await next();
