@@ -277,6 +277,27 @@ export const webhookDeliveries = pgTable(
   ],
 );
 
+/**
+ * Webhook signing secrets of a tenant's own (migration 0010): per endpoint (the exact webhook URL)
+ * or the tenant's default (endpoint ''). At most one current (expires_at null) per endpoint; a
+ * rotated-away one signs too until it expires.
+ */
+export const webhookSecrets = pgTable(
+  'webhook_secrets',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    tenantId: uuid('tenant_id').notNull().references(() => tenants.id, { onDelete: 'cascade' }),
+    endpoint: text('endpoint').notNull().default(''),
+    secret: text('secret').notNull(),
+    createdAt: createdAt(),
+    expiresAt: timestamp('expires_at', { withTimezone: true }),
+  },
+  (t) => [
+    uniqueIndex('webhook_secrets_current_uq').on(t.tenantId, t.endpoint).where(sql`${t.expiresAt} is null`),
+    index('webhook_secrets_tenant_idx').on(t.tenantId, t.endpoint, t.createdAt),
+  ],
+);
+
 export const SWEEP_STATES = ['running', 'completed', 'canceled'] as const;
 export type SweepState = (typeof SWEEP_STATES)[number];
 
