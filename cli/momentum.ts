@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import type { Schemas } from '../contracts/api.gen.js';
 import { parseGateRule } from '../contracts/gate.js';
 import { parseModelRef } from '../contracts/models.js';
-import { ApiCallError, MomentumClient, type OperationInput } from './client.js';
+import { ApiCallError, MomentumClient, type OperationInput, type OperationOutput } from './client.js';
 
 const EXIT = { ok: 0, usage: 1, refused: 2, jobFailed: 3, timeout: 4, checksum: 5, unavailable: 6, gateFailed: 7 } as const;
 const TERMINAL = ['succeeded', 'failed', 'canceled'];
@@ -475,9 +475,45 @@ async function download(api: MomentumClient, id: string, ref: string, flags: Fla
 
 async function evaluations(api: MomentumClient, args: string[]) {
   const [sub, jobArg] = args;
-  if (sub === 'list') return out(await api.op('listEvaluations', { params: { id: need(jobArg, 'a job id', 'evaluations list') } }));
+  if (sub === 'list') {
+    const listed = await api.op('listEvaluations', { params: { id: need(jobArg, 'a job id', 'evaluations list') } });
+    if (listed.evaluations.length) say(evaluationTable(listed.evaluations));
+    return out(listed);
+  }
   if (sub === 'compare') return out(await api.op('compareEvaluations', { params: { id: need(jobArg, 'a job id', 'evaluations compare') } }));
   throw unknownCommand(`evaluations ${sub ?? ''}`.trim());
+}
+
+type EvaluationItem = OperationOutput<'listEvaluations'>['evaluations'][number];
+
+/**
+ * The evaluations as people read them: the model beside both baselines of its probe and its gain
+ * over each, in points (stderr; stdout keeps the JSON for scripts).
+ */
+function evaluationTable(evaluations: EvaluationItem[]): string {
+  const pct = (v: unknown) => (typeof v === 'number' ? `${(100 * v).toFixed(1)}%` : '-');
+  const points = (v: number | undefined) => (v === undefined ? '-' : `${v >= 0 ? '+' : ''}${(100 * v).toFixed(1)}`);
+  const subject = (e: EvaluationItem, name: string) => {
+    const s = e.subjects?.[name] as { linear?: { top1?: number }; knn?: { top1?: number } } | undefined;
+    return s ? `${pct(s.linear?.top1)} / ${pct(s.knn?.top1)}` : '-';
+  };
+  const gain = (e: EvaluationItem, name: string) => {
+    const g = e.gains?.[name];
+    return g ? `${points(g.linearTop1)} / ${points(g.knnTop1)}` : '-';
+  };
+  const rows = [
+    ['version', 'model linear / kNN', 'random init', 'raw pixels', 'gain vs random init', 'gain vs raw pixels'],
+    ...evaluations.map((e) => [
+      `v${e.checkpointVersion}`,
+      `${pct(e.top1)} / ${pct(e.knnTop1)}`,
+      subject(e, 'random_init'),
+      subject(e, 'raw_pixels'),
+      gain(e, 'random_init'),
+      gain(e, 'raw_pixels'),
+    ]),
+  ];
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
 }
 
 /** What `datasets upload` sends as the version's options: every option the API takes. */

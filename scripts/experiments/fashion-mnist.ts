@@ -269,7 +269,8 @@ async function report(api: Api, state: State, outDir: string, result: any): Prom
   };
   writeFileSync(join(outDir, 'results.json'), JSON.stringify(summary, null, 2));
   writeFileSync(join(outDir, 'results.md'), `${table}\n`);
-  say(`results (full 60k train / 10k test, 28 px):\n${table}`);
+  const split = state.probeDatasetRef ? `probe on ${state.probeDatasetRef}` : 'full 60k train / 10k test';
+  say(`results (${split}, 28 px):\n${table}`);
   say(`pretrain: ${pretrain.result?.steps} steps (${plan?.source ?? '?'}), ${Number(pretrain.result?.epochs).toFixed(2)} epochs, ${Math.round(pretrain.result?.imagesPerSec)} img/s`);
   say(`wrote ${join(outDir, 'results.md')}, results.json and knn-curve.svg`);
 }

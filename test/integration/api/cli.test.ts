@@ -80,6 +80,25 @@ describe('cli', () => {
     assert.deepEqual(child.spec.initFrom, { job: job.id, checkpoint: 'v1' });
   });
 
+  test('evaluations list shows the model beside both baselines and its gain over each, in points', async () => {
+    const job = (await (await h.request('POST', '/v1/jobs', { body: pretrain('fmnist') })).json()) as any;
+    const cp = await seedCheckpoint(h, h.tenantA, job.id, 1, { 'state.safetensors': randomBytes(10) });
+    const subjects = {
+      model: { linear: { top1: 0.885 }, knn: { top1: 0.861 } },
+      random_init: { linear: { top1: 0.701 }, knn: { top1: 0.702 } },
+      raw_pixels: { linear: { top1: 0.84 }, knn: { top1: 0.855 } },
+    };
+    const gains = { random_init: { linearTop1: 0.184, knnTop1: 0.159 }, raw_pixels: { linearTop1: 0.045, knnTop1: 0.006 } };
+    await h.database.sql`insert into evaluations (job_id, checkpoint_id, kind, top1, knn_top1, subjects, details)
+      values (${job.id}, ${cp.id}, 'linear', 0.885, 0.861, ${JSON.stringify(subjects)}::jsonb, ${JSON.stringify({ gains })}::jsonb)`;
+    const r = await cli(['evaluations', 'list', job.id]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).evaluations.length, 1, 'stdout keeps the JSON');
+    const [header, row] = r.stderr.trim().split('\n').map((l) => l.split(/\s{2,}/));
+    assert.deepEqual(header, ['version', 'model linear / kNN', 'random init', 'raw pixels', 'gain vs random init', 'gain vs raw pixels']);
+    assert.deepEqual(row, ['v1', '88.5% / 86.1%', '70.1% / 70.2%', '84.0% / 85.5%', '+18.4 / +15.9', '+4.5 / +0.6']);
+  });
+
   test('checkpoints download verifies sha256: exact bytes saved, a corrupted object exits 5', async () => {
     const job = (await (await h.request('POST', '/v1/jobs', { body: pretrain('fmnist') })).json()) as any;
     const bytes = randomBytes(123_456);
