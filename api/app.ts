@@ -6,6 +6,7 @@
  */
 import { KeyCache, authenticate } from './auth/middleware.js';
 import { AuthGuard } from './auth/guard.js';
+import { LiveStreams } from './liveStreams.js';
 import type { AppDeps } from './deps.js';
 import { errorBody, errorHandler } from './errors.js';
 import { docsRoutes } from './docsRoutes.js';
@@ -31,6 +32,12 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
   const app = router();
   const metrics = createMetrics({ sql: deps.sql, queues: deps.queues, defaultMetrics: opts.defaultMetrics, redisTimeoutMs: deps.config.REDIS_REQUEST_TIMEOUT_MS });
   const keyCache = new KeyCache(deps.db, deps.authCacheMs ?? 1000, deps.logger);
+  const liveStreams = new LiveStreams({
+    maxPerTenant: deps.config.API_SSE_MAX_PER_TENANT,
+    maxLifetimeMs: deps.config.API_SSE_MAX_SECONDS * 1000,
+    recheckMs: deps.sseRecheckMs ?? 5000,
+    keyCache,
+  });
   const authGuard = new AuthGuard({
     failuresPerMinute: deps.config.API_AUTH_FAILURES_PER_MINUTE,
     lookupsPerSecond: deps.config.API_KEY_LOOKUPS_PER_SECOND,
@@ -48,7 +55,7 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
   v1.use('*', authenticate(keyCache, authGuard));
   v1.use('*', rateLimit({ redis: deps.redis, prefix: deps.config.QUEUE_PREFIX, perMinute: deps.config.API_RATE_LIMIT_PER_MINUTE, logger: deps.logger, timeoutMs: deps.config.REDIS_REQUEST_TIMEOUT_MS }));
   v1.route('/', jobRoutes(deps));
-  v1.route('/', jobActivityRoutes(deps));
+  v1.route('/', jobActivityRoutes(deps, liveStreams));
   v1.route('/', checkpointRoutes(deps));
   v1.route('/', evaluationRoutes(deps));
   v1.route('/', modelRoutes(deps));
@@ -75,7 +82,7 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
   app.route('/dashboard', dashboardRoutes());
   app.get('/', (c) => c.redirect('/dashboard'));
 
-  return { app, metrics: metrics.registry, keyCache };
+  return { app, metrics: metrics.registry, keyCache, liveStreams };
 }
 
 export type MomentumApp = ReturnType<typeof createApp>['app'];

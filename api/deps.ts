@@ -37,6 +37,8 @@ export interface AppDeps {
   authCacheMs?: number;
   /** How often the SSE stream polls for new events. Default 500 ms. */
   ssePollMs?: number;
+  /** How often a live stream re-checks the key that opened it (revoked: the stream ends). Default 5000 ms. */
+  sseRecheckMs?: number;
 }
 
 /** The queues this deployment uses, all under the configured prefix, sharing one connection. */

@@ -48,6 +48,9 @@ export const configSchema = z.object({
   API_KEY_LOOKUPS_PER_SECOND: int(1).default(200),
   /** Use the last X-Forwarded-For address as the client's (only behind a proxy that sets it). */
   API_TRUST_PROXY: bool.default(false),
+  /** Live (SSE) streams per tenant per API process, and how long one may stay open (then it ends; clients reconnect). */
+  API_SSE_MAX_PER_TENANT: int(1).default(32),
+  API_SSE_MAX_SECONDS: int(1).default(3600),
   /** Deadline of each Redis call a request waits on (rate limit, queue removal, queue metrics). */
   REDIS_REQUEST_TIMEOUT_MS: int(10, 60_000).default(1000),
   SIGNED_URL_TTL_SECONDS: int(1, 7 * 24 * 3600).default(900),
