@@ -22,8 +22,11 @@ const TOUCH_EVERY_MS = 60_000;
 export class KeyCache {
   private readonly entries = new Map<string, { principal: KeyPrincipal | undefined; expires: number }>();
   private readonly touched = new Map<string, number>();
+  /** One lookup per key in flight: requests arriving together when an entry expires share it. */
+  private readonly inFlight = new Map<string, Promise<KeyPrincipal | undefined>>();
   /** Lookups that went to Postgres (exposed for tests and the flood figures). */
   dbLookups = 0;
+  private generation = 0;
 
   constructor(
     private readonly db: Db,
@@ -31,20 +34,33 @@ export class KeyCache {
     private readonly logger: Logger,
   ) {}
 
-  /** The cached answer for this key, if it is still fresh (`undefined` inside: a known bad key). */
-  cached(secret: string): { principal: KeyPrincipal | undefined } | undefined {
-    const hit = this.entries.get(hashApiKey(secret));
-    return hit && hit.expires > Date.now() ? hit : undefined;
+  /** Whether looking this key up costs nothing: a fresh cache entry, or a lookup already in flight. */
+  isFree(secret: string): boolean {
+    const hash = hashApiKey(secret);
+    const hit = this.entries.get(hash);
+    return (hit !== undefined && hit.expires > Date.now()) || this.inFlight.has(hash);
   }
 
   async lookup(secret: string): Promise<KeyPrincipal | undefined> {
-    const hit = this.cached(secret);
-    if (hit) return hit.principal;
     const hash = hashApiKey(secret);
+    const hit = this.entries.get(hash);
+    if (hit && hit.expires > Date.now()) return hit.principal;
+    const pending = this.inFlight.get(hash);
+    if (pending) return pending;
+    const lookup: Promise<KeyPrincipal | undefined> = this.load(hash).finally(() => {
+      if (this.inFlight.get(hash) === lookup) this.inFlight.delete(hash);
+    });
+    this.inFlight.set(hash, lookup);
+    return lookup;
+  }
+
+  private async load(hash: string): Promise<KeyPrincipal | undefined> {
     const now = Date.now();
+    const generation = this.generation;
     this.dbLookups++;
     const principal = await findKeyByHash(this.db, hash);
-    if (this.ttlMs > 0) {
+    // A revoke through this process while the query ran: its answer may predate the revoke.
+    if (this.ttlMs > 0 && generation === this.generation) {
       // A full cache drops its oldest entry, not every entry: bad keys cannot flush the good ones.
       this.entries.delete(hash);
       if (this.entries.size >= MAX_CACHED_KEYS) this.entries.delete(this.entries.keys().next().value!);
@@ -55,6 +71,8 @@ export class KeyCache {
 
   /** Forget everything: called when a key is revoked through this process. */
   invalidate(): void {
+    this.generation++;
+    this.inFlight.clear();
     this.entries.clear();
   }
 
@@ -85,7 +103,7 @@ export function authenticate(cache: KeyCache, guard: AuthGuard): MiddlewareHandl
     if (!match) throw fail('Authorization must be "Bearer <api key>"');
     const secret = match[1]!;
     // Only a key that would cost a Postgres query is judged by the guard first.
-    if (!cache.cached(secret)) guard.admitLookup(address);
+    if (!cache.isFree(secret)) guard.admitLookup(address);
     const principal = await cache.lookup(secret);
     if (!principal) throw fail('invalid API key');
     if (principal.revoked) throw fail('API key revoked');

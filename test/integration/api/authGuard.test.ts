@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createHarness, type Harness } from './harness.js';
+import { createApp } from '../../../api/app.js';
 import { AuthGuard } from '../../../api/auth/guard.js';
 import { ApiError } from '../../../api/errors.js';
 
@@ -65,6 +66,21 @@ describe('bad keys are limited before their lookup', () => {
     assert.equal((await from(attacker, h.keys.admin)).status, 200);
     assert.equal((await from('198.51.100.9', h.keys.adminB)).status, 200);
     assert.equal((await from('198.51.100.9', 'mom_nope_nope')).status, 401);
+  });
+});
+
+describe('one lookup per key at a time', () => {
+  test('50 requests with one uncached key at once: one Postgres lookup, all admitted under a budget of 1 lookup a second', async () => {
+    const { app, keyCache } = createApp({ ...h.deps, config: { ...h.config, API_KEY_LOOKUPS_PER_SECOND: 1 } });
+    const statuses = await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        const res = await app.request('/v1/jobs', { headers: { authorization: `Bearer ${h.keys.readOnly}` } }, { incoming: { socket: { remoteAddress: '192.0.2.1' } } });
+        await res.body?.cancel();
+        return res.status;
+      }),
+    );
+    assert.deepEqual([...new Set(statuses)], [200]);
+    assert.equal(keyCache.dbLookups, 1);
   });
 });
 
