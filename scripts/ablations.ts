@@ -245,6 +245,8 @@ runMain(async () => {
         maxSteps: steps,
         checkpointEvery: steps,
         keepCheckpoints: 1,
+        // Five kNN points a run on a small bank: the automatic 20 would cost as much as the training.
+        monitor: { knnEvery: Math.max(1, Math.round(steps / 5)), knnBank: Math.min(2000, Math.floor(train * 0.8)), knnQueries: Math.min(500, Math.floor(train * 0.2)) },
         labels: { experiment: 'ablations' },
       },
       variants: variants(n(o['high-lr'])),
