@@ -1,9 +1,12 @@
 /**
  * The Hono app. `createApp(deps)` builds everything from what it is given (database, bucket, queue
  * prefix, clock) and starts nothing in the background: a test builds one per run, the server one
- * per process. Order of middleware: metrics → body limit → auth → rate limit → route (scope, schema).
+ * per process. Order of middleware: metrics → body limit → auth (an uncached key passes the auth
+ * guard's limits before its Postgres lookup) → per-key rate limit → route (scope, schema).
  */
 import { KeyCache, authenticate } from './auth/middleware.js';
+import { AuthGuard } from './auth/guard.js';
+import { LiveStreams } from './liveStreams.js';
 import type { AppDeps } from './deps.js';
 import { errorBody, errorHandler } from './errors.js';
 import { docsRoutes } from './docsRoutes.js';
@@ -27,8 +30,19 @@ export const API_VERSION = '1.0.0';
 
 export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}) {
   const app = router();
-  const metrics = createMetrics({ sql: deps.sql, queues: deps.queues, defaultMetrics: opts.defaultMetrics });
+  const metrics = createMetrics({ sql: deps.sql, queues: deps.queues, defaultMetrics: opts.defaultMetrics, redisTimeoutMs: deps.config.REDIS_REQUEST_TIMEOUT_MS });
   const keyCache = new KeyCache(deps.db, deps.authCacheMs ?? 1000, deps.logger);
+  const liveStreams = new LiveStreams({
+    maxPerTenant: deps.config.API_SSE_MAX_PER_TENANT,
+    maxLifetimeMs: deps.config.API_SSE_MAX_SECONDS * 1000,
+    recheckMs: deps.sseRecheckMs ?? 5000,
+    keyCache,
+  });
+  const authGuard = new AuthGuard({
+    failuresPerMinute: deps.config.API_AUTH_FAILURES_PER_MINUTE,
+    lookupsPerSecond: deps.config.API_KEY_LOOKUPS_PER_SECOND,
+    trustProxy: deps.config.API_TRUST_PROXY,
+  });
 
   app.onError(errorHandler(deps.logger));
   app.notFound((c) => c.json(errorBody('not_found', `no route ${c.req.method} ${c.req.path}`), 404));
@@ -38,10 +52,10 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
 
   const v1 = router();
   v1.use('*', bodyLimit(deps.config.API_MAX_BODY_BYTES));
-  v1.use('*', authenticate(keyCache));
-  v1.use('*', rateLimit({ redis: deps.redis, prefix: deps.config.QUEUE_PREFIX, perMinute: deps.config.API_RATE_LIMIT_PER_MINUTE, logger: deps.logger }));
+  v1.use('*', authenticate(keyCache, authGuard));
+  v1.use('*', rateLimit({ redis: deps.redis, prefix: deps.config.QUEUE_PREFIX, perMinute: deps.config.API_RATE_LIMIT_PER_MINUTE, logger: deps.logger, timeoutMs: deps.config.REDIS_REQUEST_TIMEOUT_MS }));
   v1.route('/', jobRoutes(deps));
-  v1.route('/', jobActivityRoutes(deps));
+  v1.route('/', jobActivityRoutes(deps, liveStreams));
   v1.route('/', checkpointRoutes(deps));
   v1.route('/', evaluationRoutes(deps));
   v1.route('/', modelRoutes(deps));
@@ -68,7 +82,7 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
   app.route('/dashboard', dashboardRoutes());
   app.get('/', (c) => c.redirect('/dashboard'));
 
-  return { app, metrics: metrics.registry, keyCache };
+  return { app, metrics: metrics.registry, keyCache, liveStreams };
 }
 
 export type MomentumApp = ReturnType<typeof createApp>['app'];

@@ -38,11 +38,12 @@ export interface AppDeps {
   /** How often the SSE stream polls for new events. Default 500 ms. */
   ssePollMs?: number;
   /**
-   * Aborted when the process starts shutting down (api/server.ts): live event streams end at once
-   * (a stream of a running job would otherwise hold the drain until its deadline) and /readyz
-   * answers 503 `draining` on connections that are still open.
+   * Aborted when the process starts shutting down (api/server.ts): /readyz answers 503 `draining`
+   * on connections that are still open (live streams are ended by liveStreams.closeAll()).
    */
   draining?: AbortSignal;
+  /** How often a live stream re-checks the key that opened it (revoked: the stream ends). Default 5000 ms. */
+  sseRecheckMs?: number;
 }
 
 /** The queues this deployment uses, all under the configured prefix, sharing one connection. */

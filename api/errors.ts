@@ -110,8 +110,8 @@ export function errorHandler(logger: Logger) {
   };
 }
 
-/** Connection-level failures of Postgres (and the socket errors under them): the service, not the request. */
-const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
+/** Connection-level failures of Postgres (and the socket errors under them), and Redis calls past their deadline: the service, not the request. */
+const UNAVAILABLE_CODES = new Set(['REDIS_TIMEOUT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
 
 export function isBackendUnavailable(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;

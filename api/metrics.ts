@@ -7,8 +7,9 @@ import type { MiddlewareHandler } from 'hono';
 import { Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Sql } from '../db/client.js';
 import type { Queues } from './deps.js';
+import { withRedisDeadline } from '../common/redis.js';
 
-export function createMetrics(opts: { sql: Sql; queues: Queues; defaultMetrics?: boolean }) {
+export function createMetrics(opts: { sql: Sql; queues: Queues; defaultMetrics?: boolean; redisTimeoutMs?: number }) {
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
 
@@ -41,7 +42,8 @@ export function createMetrics(opts: { sql: Sql; queues: Queues; defaultMetrics?:
     async collect() {
       this.reset();
       for (const [name, queue] of Object.entries(opts.queues)) {
-        const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized');
+        // A hung Redis fails the scrape with 503 (api/errors.ts) instead of holding it.
+        const counts = await withRedisDeadline(queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized'), opts.redisTimeoutMs ?? 1000, 'the queue counts');
         for (const [status, n] of Object.entries(counts)) this.set({ queue: name, status }, n);
       }
     },

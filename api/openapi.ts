@@ -31,6 +31,8 @@ export const commonErrors = {
 export const notFoundError = { 404: err('Not found in this tenant') } as const;
 export const conflictError = { 409: err('Conflicts with the current state') } as const;
 export const unprocessableError = { 422: err('A reference in the body names nothing in this tenant') } as const;
+export const uploadMismatchError = { 422: err('The uploaded archive is not the size the version declared (upload_size_mismatch)') } as const;
+export const unavailableError = { 503: err('A backing service (Postgres, Redis) did not answer in time; see Retry-After') } as const;
 
 export const security = [{ bearer: [] }];
 

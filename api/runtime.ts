@@ -12,6 +12,7 @@ import { closeQueues, createQueues, systemClock, type AppDeps } from './deps.js'
 import { OutboxDispatcher } from './dispatcher.js';
 import { Reconciler } from './reconciler.js';
 import { SweepDriver } from './sweeps/driver.js';
+import { UploadSweeper } from './uploadSweeper.js';
 import { createWebhookWorker } from './webhooks/worker.js';
 
 export const ROLES = ['http', 'dispatcher', 'reconciler', 'webhooks', 'sweeps'] as const;
@@ -57,13 +58,14 @@ export interface Background {
   reconciler?: Reconciler;
   webhookWorker?: Worker;
   sweepDriver?: SweepDriver;
+  uploadSweeper?: UploadSweeper;
   stop(): Promise<void>;
 }
 
 export function startBackground(deps: AppDeps, roles: ReadonlySet<Role>): Background {
   const bg: Background = {
     async stop() {
-      await Promise.all([bg.dispatcher?.stop(), bg.reconciler?.stop(), bg.webhookWorker?.close(), bg.sweepDriver?.stop()]);
+      await Promise.all([bg.dispatcher?.stop(), bg.reconciler?.stop(), bg.webhookWorker?.close(), bg.sweepDriver?.stop(), bg.uploadSweeper?.stop()]);
     },
   };
   if (roles.has('dispatcher')) {
@@ -82,6 +84,9 @@ export function startBackground(deps: AppDeps, roles: ReadonlySet<Role>): Backgr
       staleRunMs: deps.config.RUNNER_LOCK_MS * 2,
     });
     bg.reconciler.start();
+    // Dataset uploads nobody finalized: closed after their deadline, multipart uploads aborted.
+    bg.uploadSweeper = new UploadSweeper({ db: deps.db, storage: deps.storage, logger: deps.logger.child({ component: 'uploads' }) });
+    bg.uploadSweeper.start();
   }
   if (roles.has('sweeps')) {
     // Submits each sweep's next jobs and probes as earlier ones finish (api/sweeps/driver.ts).

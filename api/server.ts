@@ -13,6 +13,7 @@ import { createLogger } from '../common/logger.js';
 import { checkDependencies } from '../common/startup.js';
 import { runMigrations } from '../db/migrate.js';
 import { createApp } from './app.js';
+import type { LiveStreams } from './liveStreams.js';
 import { connect, ROLES, startBackground, type Role } from './runtime.js';
 
 const USAGE = `npm run api [-- --roles ${ROLES.join(',')}]   (configuration: the environment, see the README)`;
@@ -44,8 +45,11 @@ runMain(async () => {
   runtime.deps.draining = draining.signal;
   const background = startBackground(runtime.deps, roles);
   let server: ReturnType<typeof serve> | undefined;
+  let liveStreams: LiveStreams | undefined;
   if (roles.has('http')) {
-    const { app } = createApp(runtime.deps, { defaultMetrics: true });
+    const created = createApp(runtime.deps, { defaultMetrics: true });
+    const { app } = created;
+    liveStreams = created.liveStreams;
     server = serve({ fetch: app.fetch, port: config.API_PORT, hostname: config.API_HOST }, (info) =>
       logger.info({ roles: [...roles] }, `listening on http://${info.address}:${info.port}`),
     );
@@ -63,8 +67,11 @@ runMain(async () => {
       process.exit(1);
     }, 20_000);
     force.unref();
-    draining.abort(); // live event streams end now; they would hold server.close() until the deadline
-    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    draining.abort(); // /readyz answers 503 draining from now on
+    // Live streams never end by themselves: end them first, or server.close() would wait on them.
+    const closing = new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    await liveStreams?.closeAll();
+    await closing;
     await background.stop();
     await runtime.close();
     logger.info('stopped');

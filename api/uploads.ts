@@ -85,3 +85,30 @@ export async function completeMultipartUpload(
 export async function abortMultipartUpload(storage: Storage, key: string, uploadId: string): Promise<void> {
   await storage.client.send(new AbortMultipartUploadCommand({ Bucket: storage.bucket, Key: key, UploadId: uploadId }));
 }
+
+/**
+ * Aborts every multipart upload issued for `key` (found by their markers) and removes the markers.
+ * An upload S3 no longer knows (completed, aborted, or a server without multipart abort, which
+ * answers 4xx) counts as settled; on a 5xx or a network error its marker stays, so the next sweep
+ * tries again. Returns the upload ids settled.
+ */
+export async function abortIssuedUploads(storage: Storage, key: string): Promise<{ settled: string[]; failed: string[] }> {
+  const markers = await storage.list(`${key}.multipart/`);
+  const settled: string[] = [];
+  const failed: string[] = [];
+  for (const marker of markers) {
+    const uploadId = marker.key.slice(`${key}.multipart/`.length);
+    try {
+      await abortMultipartUpload(storage, key, uploadId);
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode ?? 0;
+      if (!(status >= 400 && status < 500)) {
+        failed.push(uploadId);
+        continue;
+      }
+    }
+    await storage.deletePrefix(marker.key);
+    settled.push(uploadId);
+  }
+  return { settled, failed };
+}

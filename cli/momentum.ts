@@ -297,6 +297,15 @@ async function printEvents(api: MomentumClient, id: string, flags: Flags) {
 const STREAM_RECONNECT_TRIES = 60;
 const STREAM_RECONNECT_DELAY_MS = 500;
 
+/** The data lines of one server-sent event, joined. */
+function dataOf(message: string): string {
+  return message
+    .split('\n')
+    .filter((l) => l.startsWith('data: '))
+    .map((l) => l.slice(6))
+    .join('\n');
+}
+
 async function streamEvents(api: MomentumClient, id: string, flags: Flags) {
   let after = numberFlag(flags, 'after');
   let refused = 0;
@@ -306,6 +315,11 @@ async function streamEvents(api: MomentumClient, id: string, flags: Flags) {
       res = await api.stream('listJobEvents', { params: { id }, query: { after } }, 'text/event-stream');
     } catch (err) {
       if (++refused > STREAM_RECONNECT_TRIES) throw err;
+      await new Promise((r) => setTimeout(r, STREAM_RECONNECT_DELAY_MS));
+      continue;
+    }
+    if (res.status === 503 && ++refused <= STREAM_RECONNECT_TRIES) {
+      // A replica that is draining refuses new streams: another one (or this one, restarted) will not.
       await new Promise((r) => setTimeout(r, STREAM_RECONNECT_DELAY_MS));
       continue;
     }
@@ -323,11 +337,10 @@ async function streamEvents(api: MomentumClient, id: string, flags: Flags) {
           const message = buffer.slice(0, i);
           buffer = buffer.slice(i + 2);
           if (/^event: end$/m.test(message)) return;
-          const data = message
-            .split('\n')
-            .filter((l) => l.startsWith('data: '))
-            .map((l) => l.slice(6))
-            .join('\n');
+          // The server ended the stream (its lifetime, or it is draining): reconnect after the last id.
+          if (/^event: close$/m.test(message)) continue;
+          if (/^event: error$/m.test(message)) throw new CliError(EXIT.refused, `the event stream ended: ${dataOf(message)}`, 'stream_error');
+          const data = dataOf(message);
           if (data) process.stdout.write(data + '\n');
           const eventId = /^id: (\d+)$/m.exec(message)?.[1];
           if (eventId) after = Number(eventId);

@@ -40,8 +40,26 @@ export const configSchema = z.object({
   /** Requests with a larger body are refused with 413 before they are parsed. */
   API_MAX_BODY_BYTES: int(1024).default(1024 * 1024),
   API_RATE_LIMIT_PER_MINUTE: int(1).default(1200),
+  /**
+   * Before an API key is looked up in Postgres: failed authentications allowed per client address
+   * per minute (then 429 without a lookup), and uncached key lookups per second per process.
+   */
+  API_AUTH_FAILURES_PER_MINUTE: int(1).default(60),
+  API_KEY_LOOKUPS_PER_SECOND: int(1).default(200),
+  /** Use the last X-Forwarded-For address as the client's (only behind a proxy that sets it). */
+  API_TRUST_PROXY: bool.default(false),
+  /** Live (SSE) streams per tenant per API process, and how long one may stay open (then it ends; clients reconnect). */
+  API_SSE_MAX_PER_TENANT: int(1).default(32),
+  API_SSE_MAX_SECONDS: int(1).default(3600),
+  /** Deadline of each Redis call a request waits on (rate limit, queue removal, queue metrics). */
+  REDIS_REQUEST_TIMEOUT_MS: int(10, 60_000).default(1000),
   SIGNED_URL_TTL_SECONDS: int(1, 7 * 24 * 3600).default(900),
   SIGNED_URL_MAX_TTL_SECONDS: int(1, 7 * 24 * 3600).default(3600),
+  /**
+   * A dataset version may be finalized until this long after its upload URL expired; then the upload
+   * sweeper closes it (failed, "upload expired"), aborts its multipart upload and deletes its bytes.
+   */
+  DATASET_UPLOAD_GRACE_SECONDS: int(0, 7 * 24 * 3600).default(3600),
   /** Webhook targets on loopback or private ranges are refused unless this is true (tests, local dev). */
   WEBHOOK_ALLOW_PRIVATE: bool.default(false),
   /**

@@ -27,3 +27,25 @@ export async function checkRedis(url: string, timeoutMs = 3000): Promise<void> {
     probe.disconnect();
   }
 }
+
+/** A Redis call in a request's path that did not answer in time (a hung or overloaded Redis). */
+export class RedisTimeoutError extends Error {
+  override name = 'RedisTimeoutError';
+  /** Counted as a backend being unavailable: the API answers 503 with Retry-After (api/errors.ts). */
+  readonly code = 'REDIS_TIMEOUT';
+}
+
+/**
+ * `p`, or a RedisTimeoutError after `ms`. The connection BullMQ shares cannot take ioredis's
+ * commandTimeout (its workers block on duplicates of it for seconds on purpose), so the calls made
+ * while a request waits carry their own deadline; the command itself is left to finish or fail.
+ */
+export function withRedisDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new RedisTimeoutError(`Redis did not answer ${what} within ${ms} ms`)), ms);
+    p.then(
+      (v) => (clearTimeout(timer), resolve(v)),
+      (e) => (clearTimeout(timer), reject(e)),
+    );
+  });
+}

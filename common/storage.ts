@@ -186,18 +186,23 @@ export class Storage {
   }
 
   async getStream(key: string): Promise<Readable> {
+    return (await this.getStreamWithEtag(key)).body;
+  }
+
+  /** The object's bytes as a stream, with the ETag of exactly those bytes. */
+  async getStreamWithEtag(key: string): Promise<{ body: Readable; etag?: string; bytes?: number }> {
     try {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
-      return out.Body as Readable;
+      return { body: out.Body as Readable, etag: out.ETag, bytes: out.ContentLength };
     } catch (err) {
       throw this.mapNotFound(err, key);
     }
   }
 
-  async head(key: string): Promise<{ bytes: number; contentType?: string } | null> {
+  async head(key: string): Promise<{ bytes: number; contentType?: string; etag?: string } | null> {
     try {
       const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
-      return { bytes: out.ContentLength ?? 0, contentType: out.ContentType };
+      return { bytes: out.ContentLength ?? 0, contentType: out.ContentType, etag: out.ETag };
     } catch (err) {
       if (isNotFound(err)) return null;
       throw err;
@@ -244,10 +249,16 @@ export class Storage {
     );
   }
 
-  presignPut(key: string, expiresInSeconds: number, contentType?: string): Promise<string> {
-    return getSignedUrl(this.client, new PutObjectCommand({ Bucket: this.bucket, Key: key, ContentType: contentType }), {
-      expiresIn: expiresInSeconds,
-    });
+  /**
+   * A PUT URL. With `contentLength` the length is one of the signed headers: S3 refuses a body of any
+   * other size (SignatureDoesNotMatch), so a client cannot store more than it declared.
+   */
+  presignPut(key: string, expiresInSeconds: number, opts: { contentType?: string; contentLength?: number } = {}): Promise<string> {
+    return getSignedUrl(
+      this.client,
+      new PutObjectCommand({ Bucket: this.bucket, Key: key, ContentType: opts.contentType, ContentLength: opts.contentLength }),
+      { expiresIn: expiresInSeconds, signableHeaders: opts.contentLength === undefined ? undefined : new Set(['content-length']) },
+    );
   }
 
   destroy(): void {

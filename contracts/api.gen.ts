@@ -246,6 +246,16 @@ export interface Schemas {
     lastUsedAt: string | null;
     revokedAt: string | null;
   };
+  WebhookSecrets: {
+    secret: string;
+    previous: {
+      secret: string;
+      expiresAt: string;
+    }[];
+    endpoint: string | null;
+    scheme: "standard-webhooks-v1";
+    headers: string[];
+  };
   Sweep: {
     id: string;
     state: "running" | "completed" | "canceled";
@@ -893,7 +903,7 @@ export interface Operations {
           seed?: number;
         };
         fileName?: string;
-        sizeBytes?: number;
+        sizeBytes: number;
         multipart?: boolean;
       };
     };
@@ -1001,11 +1011,37 @@ export interface Operations {
   getWebhookSecret: {
     method: "GET";
     path: "/v1/webhooks/secret";
-    input: {};
+    input: {
+      query?: {
+        url?: string;
+      };
+    };
+    response: Schemas["WebhookSecrets"];
+  };
+  rotateWebhookSecret: {
+    method: "POST";
+    path: "/v1/webhooks/secret/rotate";
+    input: {
+      body: {
+        url?: string;
+        graceSeconds?: number;
+      };
+    };
+    response: Schemas["WebhookSecrets"];
+  };
+  redeliverWebhook: {
+    method: "POST";
+    path: "/v1/jobs/{id}/webhook-deliveries/{deliveryId}/redeliver";
+    input: {
+      params: {
+        id: string;
+        deliveryId: string;
+      };
+    };
     response: {
-      secret: string;
-      scheme: "standard-webhooks-v1";
-      headers: string[];
+      id: string;
+      status: string;
+      attempts: number;
     };
   };
   createSweep: {
@@ -1241,6 +1277,8 @@ export const OPERATIONS = {
   listApiKeys: { method: "GET", path: "/v1/keys" },
   revokeApiKey: { method: "DELETE", path: "/v1/keys/{id}" },
   getWebhookSecret: { method: "GET", path: "/v1/webhooks/secret" },
+  rotateWebhookSecret: { method: "POST", path: "/v1/webhooks/secret/rotate" },
+  redeliverWebhook: { method: "POST", path: "/v1/jobs/{id}/webhook-deliveries/{deliveryId}/redeliver" },
   createSweep: { method: "POST", path: "/v1/sweeps" },
   listSweeps: { method: "GET", path: "/v1/sweeps" },
   getSweep: { method: "GET", path: "/v1/sweeps/{id}" },

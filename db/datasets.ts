@@ -1,6 +1,6 @@
 /** Datasets and their versions, scoped to a tenant; finalizing a version starts its ingest job. */
 import { randomUUID } from 'node:crypto';
-import { and, asc, desc, eq, inArray, notInArray, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, lt, notInArray, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
 import { datasetVersions, datasets, jobEvents, jobs, outbox, type DatasetVersionState } from './schema.js';
 import type { JobRow } from './jobs.js';
@@ -46,6 +46,7 @@ export async function createDatasetVersion(
   datasetId: string,
   options: unknown,
   uploadKeyFor: (version: number) => string,
+  upload: { sizeBytes: number; deadline: Date },
 ): Promise<DatasetVersionRow> {
   for (let tries = 0; ; tries++) {
     const [{ next }] = (await db
@@ -53,7 +54,7 @@ export async function createDatasetVersion(
       .from(datasetVersions)
       .where(eq(datasetVersions.datasetId, datasetId))) as [{ next: number }];
     try {
-      const [row] = await db.insert(datasetVersions).values({ datasetId, version: next, options, uploadKey: uploadKeyFor(next) }).returning();
+      const [row] = await db.insert(datasetVersions).values({ datasetId, version: next, options, uploadKey: uploadKeyFor(next), sizeBytes: upload.sizeBytes, uploadDeadline: upload.deadline }).returning();
       return row!;
     } catch (err) {
       if (!isUniqueViolation(err) || tries >= 5) throw err;
@@ -97,11 +98,12 @@ export type FinalizeResult =
  * awaiting_upload → ingesting, plus the ingest job, its first event and its outbox row, in one
  * transaction: a finalized version always has exactly one ingest job on its way.
  */
-export async function startIngestion(db: Db, tenantId: string, dataset: DatasetRow, versionId: string): Promise<FinalizeResult> {
+export async function startIngestion(db: Db, tenantId: string, dataset: DatasetRow, versionId: string, uploadEtag: string | null): Promise<FinalizeResult> {
   return db.transaction(async (tx) => {
+    // The first finalize records the archive's ETag; a later one (a failed version retried) keeps it.
     const [version] = await tx
       .update(datasetVersions)
-      .set({ state: 'ingesting', error: null })
+      .set({ state: 'ingesting', error: null, uploadEtag: sql`coalesce(${datasetVersions.uploadEtag}, ${uploadEtag})` })
       .where(and(eq(datasetVersions.id, versionId), inArray(datasetVersions.state, ['awaiting_upload', 'failed'])))
       .returning();
     if (!version) {
@@ -156,4 +158,26 @@ export async function deleteDatasetVersions(db: Db, dataset: DatasetRow, version
     if (!versionIds) await tx.delete(datasets).where(eq(datasets.id, dataset.id));
     return { outcome: 'deleted', versionIds: ids };
   });
+}
+
+/** Versions still awaiting their upload after their deadline (oldest first). */
+export async function expiredUploads(db: Db, now: Date, limit: number): Promise<(DatasetVersionRow & { tenantId: string })[]> {
+  const rows = await db
+    .select({ version: datasetVersions, tenantId: datasets.tenantId })
+    .from(datasetVersions)
+    .innerJoin(datasets, eq(datasets.id, datasetVersions.datasetId))
+    .where(and(eq(datasetVersions.state, 'awaiting_upload'), lt(datasetVersions.uploadDeadline, now)))
+    .orderBy(asc(datasetVersions.uploadDeadline))
+    .limit(limit);
+  return rows.map((r) => ({ ...r.version, tenantId: r.tenantId }));
+}
+
+/** awaiting_upload → failed with `reason`, if it is still awaiting (a finalize that won the race keeps it). */
+export async function closeExpiredUpload(db: Db, versionId: string, reason: string): Promise<boolean> {
+  const [row] = await db
+    .update(datasetVersions)
+    .set({ state: 'failed', error: reason })
+    .where(and(eq(datasetVersions.id, versionId), eq(datasetVersions.state, 'awaiting_upload')))
+    .returning({ id: datasetVersions.id });
+  return !!row;
 }

@@ -231,9 +231,21 @@ export async function resolveCheckpoint(db: DbOrTx, jobId: string, ref: string):
 }
 
 /**
+ * A checkpoint version an unfinished job will read: a probe's `source` or a retrain's `initFrom`
+ * (the API pins both to `{ job, checkpoint: "vN" }` at submission). Retention must keep it, or the
+ * queued probe or retrain fails on missing weights.
+ */
+const pinnedByUnfinishedJob = sql`exists (
+  select 1 from jobs j
+  where j.state not in ('succeeded', 'failed', 'canceled')
+    and coalesce(j.spec->'source', j.spec->'initFrom')->>'job' = ${checkpoints.jobId}::text
+    and coalesce(j.spec->'source', j.spec->'initFrom')->>'checkpoint' = 'v' || ${checkpoints.version})`;
+
+/**
  * The versions retention may delete: all but the newest `keep`, minus those an alias points at
  * (`latest`, `best`, a user's), those an evaluation refers to (deleting them would delete the
- * recorded probe results with them) and those a model version points at.
+ * recorded probe results with them), those a model version points at, and those an unfinished
+ * probe or retrain pinned.
  */
 export async function checkpointsBeyondRetention(db: DbOrTx, jobId: string, keep: number): Promise<CheckpointRow[]> {
   const all = await listCheckpoints(db, jobId);
@@ -252,11 +264,15 @@ export async function checkpointsBeyondRetention(db: DbOrTx, jobId: string, keep
     .select({ id: modelVersions.checkpointId })
     .from(modelVersions)
     .where(inArray(modelVersions.checkpointId, ids));
-  const pinned = new Set([...aliased, ...evaluated, ...registered].map((r) => r.id));
+  const needed = await db
+    .select({ id: checkpoints.id })
+    .from(checkpoints)
+    .where(and(inArray(checkpoints.id, ids), pinnedByUnfinishedJob));
+  const pinned = new Set([...aliased, ...evaluated, ...registered, ...needed].map((r) => r.id));
   return old.filter((c) => !pinned.has(c.id));
 }
 
-/** Deletes version rows, unless an alias, an evaluation or a model version started pointing at one meanwhile. */
+/** Deletes version rows, unless an alias, an evaluation, a model version or an unfinished job started pointing at one meanwhile. */
 export async function deleteCheckpointRows(db: DbOrTx, ids: readonly string[]): Promise<string[]> {
   if (!ids.length) return [];
   const deleted = await db
@@ -267,6 +283,7 @@ export async function deleteCheckpointRows(db: DbOrTx, ids: readonly string[]): 
         sql`not exists (select 1 from ${checkpointAliases} a where a.checkpoint_id = ${checkpoints.id})`,
         sql`not exists (select 1 from ${evaluations} e where e.checkpoint_id = ${checkpoints.id})`,
         sql`not exists (select 1 from ${modelVersions} mv where mv.checkpoint_id = ${checkpoints.id})`,
+        sql`not ${pinnedByUnfinishedJob}`,
       ),
     )
     .returning({ id: checkpoints.id });

@@ -78,9 +78,16 @@ export const datasetVersions = pgTable(
     error: text('error'),
     createdAt: createdAt(),
     readyAt: timestamp('ready_at', { withTimezone: true }),
+    /** The archive's size as the client declared it: the PUT URL is signed for it, finalize checks it (migration 0010). */
+    sizeBytes: bigint('size_bytes', { mode: 'number' }),
+    /** Not finalized by then: the upload sweeper closes the version and aborts its multipart upload. */
+    uploadDeadline: timestamp('upload_deadline', { withTimezone: true }),
+    /** The archive's ETag when it was finalized: ingestion reads only those bytes. */
+    uploadEtag: text('upload_etag'),
   },
   (t) => [
     uniqueIndex('dataset_versions_uq').on(t.datasetId, t.version),
+    index('dataset_versions_awaiting_idx').on(t.uploadDeadline).where(sql`${t.state} = 'awaiting_upload'`),
     check('dataset_versions_state_ck', sql`${t.state} in ('awaiting_upload','ingesting','ready','failed')`),
   ],
 );
@@ -267,6 +274,27 @@ export const webhookDeliveries = pgTable(
     index('webhook_deliveries_job_seq_idx').on(t.jobId, t.seq).where(sql`${t.status} in ('pending','retrying')`),
     // The reconciler looks for unfinished deliveries by age every pass; keep that off a full scan.
     index('webhook_deliveries_unfinished_idx').on(t.createdAt).where(sql`${t.status} in ('pending','retrying')`),
+  ],
+);
+
+/**
+ * Webhook signing secrets of a tenant's own (migration 0010): per endpoint (the exact webhook URL)
+ * or the tenant's default (endpoint ''). At most one current (expires_at null) per endpoint; a
+ * rotated-away one signs too until it expires.
+ */
+export const webhookSecrets = pgTable(
+  'webhook_secrets',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    tenantId: uuid('tenant_id').notNull().references(() => tenants.id, { onDelete: 'cascade' }),
+    endpoint: text('endpoint').notNull().default(''),
+    secret: text('secret').notNull(),
+    createdAt: createdAt(),
+    expiresAt: timestamp('expires_at', { withTimezone: true }),
+  },
+  (t) => [
+    uniqueIndex('webhook_secrets_current_uq').on(t.tenantId, t.endpoint).where(sql`${t.expiresAt} is null`),
+    index('webhook_secrets_tenant_idx').on(t.tenantId, t.endpoint, t.createdAt),
   ],
 );
 

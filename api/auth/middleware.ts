@@ -2,6 +2,8 @@
  * Bearer authentication and scope checks. Key lookups are cached for a short time (1 s by default):
  * a submission then costs no database round-trip for auth, and a revoked key still stops working
  * within that second on every replica (this process drops its whole cache at once on a revoke).
+ * A key not in the cache passes the AuthGuard (guard.ts) before it is looked up: a flood of bad keys
+ * is refused with 429 instead of costing Postgres a query each.
  */
 import type { MiddlewareHandler } from 'hono';
 import type { Db } from '../../db/client.js';
@@ -11,6 +13,7 @@ import type { AppEnv } from '../deps.js';
 import type { Logger } from '../../common/logger.js';
 import { hashApiKey } from './keys.js';
 import { hasScope, type Scope } from './scopes.js';
+import type { AuthGuard } from './guard.js';
 
 const MAX_CACHED_KEYS = 10_000;
 /** last_used_at is a hint for humans; writing it once a minute per key is plenty. */
@@ -19,6 +22,11 @@ const TOUCH_EVERY_MS = 60_000;
 export class KeyCache {
   private readonly entries = new Map<string, { principal: KeyPrincipal | undefined; expires: number }>();
   private readonly touched = new Map<string, number>();
+  /** One lookup per key in flight: requests arriving together when an entry expires share it. */
+  private readonly inFlight = new Map<string, Promise<KeyPrincipal | undefined>>();
+  /** Lookups that went to Postgres (exposed for tests and the flood figures). */
+  dbLookups = 0;
+  private generation = 0;
 
   constructor(
     private readonly db: Db,
@@ -26,14 +34,36 @@ export class KeyCache {
     private readonly logger: Logger,
   ) {}
 
+  /** Whether looking this key up costs nothing: a fresh cache entry, or a lookup already in flight. */
+  isFree(secret: string): boolean {
+    const hash = hashApiKey(secret);
+    const hit = this.entries.get(hash);
+    return (hit !== undefined && hit.expires > Date.now()) || this.inFlight.has(hash);
+  }
+
   async lookup(secret: string): Promise<KeyPrincipal | undefined> {
     const hash = hashApiKey(secret);
-    const now = Date.now();
     const hit = this.entries.get(hash);
-    if (hit && hit.expires > now) return hit.principal;
+    if (hit && hit.expires > Date.now()) return hit.principal;
+    const pending = this.inFlight.get(hash);
+    if (pending) return pending;
+    const lookup: Promise<KeyPrincipal | undefined> = this.load(hash).finally(() => {
+      if (this.inFlight.get(hash) === lookup) this.inFlight.delete(hash);
+    });
+    this.inFlight.set(hash, lookup);
+    return lookup;
+  }
+
+  private async load(hash: string): Promise<KeyPrincipal | undefined> {
+    const now = Date.now();
+    const generation = this.generation;
+    this.dbLookups++;
     const principal = await findKeyByHash(this.db, hash);
-    if (this.ttlMs > 0) {
-      if (this.entries.size >= MAX_CACHED_KEYS) this.entries.clear();
+    // A revoke through this process while the query ran: its answer may predate the revoke.
+    if (this.ttlMs > 0 && generation === this.generation) {
+      // A full cache drops its oldest entry, not every entry: bad keys cannot flush the good ones.
+      this.entries.delete(hash);
+      if (this.entries.size >= MAX_CACHED_KEYS) this.entries.delete(this.entries.keys().next().value!);
       this.entries.set(hash, { principal, expires: now + this.ttlMs });
     }
     return principal;
@@ -41,6 +71,8 @@ export class KeyCache {
 
   /** Forget everything: called when a key is revoked through this process. */
   invalidate(): void {
+    this.generation++;
+    this.inFlight.clear();
     this.entries.clear();
   }
 
@@ -58,15 +90,23 @@ const unauthorized = (message: string) =>
     'WWW-Authenticate': 'Bearer realm="momentum"',
   });
 
-export function authenticate(cache: KeyCache): MiddlewareHandler<AppEnv> {
+export function authenticate(cache: KeyCache, guard: AuthGuard): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
+    const address = guard.clientAddress(c);
+    const fail = (message: string) => {
+      guard.recordFailure(address);
+      return unauthorized(message);
+    };
     const header = c.req.header('authorization');
-    if (!header) throw unauthorized('missing Authorization header; send "Authorization: Bearer <api key>"');
+    if (!header) throw fail('missing Authorization header; send "Authorization: Bearer <api key>"');
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (!match) throw unauthorized('Authorization must be "Bearer <api key>"');
-    const principal = await cache.lookup(match[1]!);
-    if (!principal) throw unauthorized('invalid API key');
-    if (principal.revoked) throw unauthorized('API key revoked');
+    if (!match) throw fail('Authorization must be "Bearer <api key>"');
+    const secret = match[1]!;
+    // Only a key that would cost a Postgres query is judged by the guard first.
+    if (!cache.isFree(secret)) guard.admitLookup(address);
+    const principal = await cache.lookup(secret);
+    if (!principal) throw fail('invalid API key');
+    if (principal.revoked) throw fail('API key revoked');
     c.set('principal', principal);
     cache.touch(principal.keyId);
     await next();

@@ -9,12 +9,13 @@
  * exact count (so a lone replica limits exactly, even under concurrency), and across replicas lags
  * the others' hits by at most one round-trip. The first request of a window in a process waits for
  * Redis, so a replica joining mid-window starts from the shared count, not from zero.
- * If Redis fails, the local count still limits and requests are otherwise let through: a limiter
- * must not take the API down.
+ * If Redis fails or does not answer within `timeoutMs` (a hung Redis), the local count still limits
+ * and requests are otherwise let through: a limiter must not take the API down, nor hold requests.
  */
 import type { MiddlewareHandler } from 'hono';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../common/logger.js';
+import { withRedisDeadline } from '../../common/redis.js';
 import type { AppEnv } from '../deps.js';
 import { ApiError } from '../errors.js';
 
@@ -52,6 +53,7 @@ export class SharedWindowCounter {
     redis: Redis,
     private readonly prefix: string,
     private readonly logger: Logger,
+    private readonly timeoutMs = 1000,
   ) {
     this.redis = withScript(redis);
   }
@@ -80,7 +82,7 @@ export class SharedWindowCounter {
       c.inFlight = c.unsent;
       c.unsent = 0;
       try {
-        c.shared = Number(await this.redis.momentumRateLimitBy(key, c.inFlight, WINDOW_MS * 2));
+        c.shared = Number(await withRedisDeadline(this.redis.momentumRateLimitBy(key, c.inFlight, WINDOW_MS * 2), this.timeoutMs, 'the rate limit count'));
         return c.shared;
       } catch (err) {
         // Keep the hits (they still count here); Redis learns of them with the next flush.
@@ -101,8 +103,8 @@ export class SharedWindowCounter {
   }
 }
 
-export function rateLimit(opts: { redis: Redis; prefix: string; perMinute: number; logger: Logger }): MiddlewareHandler<AppEnv> {
-  const counter = new SharedWindowCounter(opts.redis, opts.prefix, opts.logger);
+export function rateLimit(opts: { redis: Redis; prefix: string; perMinute: number; logger: Logger; timeoutMs?: number }): MiddlewareHandler<AppEnv> {
+  const counter = new SharedWindowCounter(opts.redis, opts.prefix, opts.logger, opts.timeoutMs);
   const limit = String(opts.perMinute);
   return async (c, next) => {
     const { keyId } = c.get('principal');

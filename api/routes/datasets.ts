@@ -22,9 +22,9 @@ import {
 import { requireScope } from '../auth/middleware.js';
 import type { AppDeps } from '../deps.js';
 import { ApiError, conflict, notFound } from '../errors.js';
-import { commonErrors, conflictError, json, jsonBody, Json, notFoundError, router, security } from '../openapi.js';
+import { commonErrors, conflictError, json, jsonBody, Json, notFoundError, router, security, uploadMismatchError } from '../openapi.js';
 import { datasetJson, datasetVersionJson, jobJson } from '../serialize.js';
-import { completeMultipartUpload, isIssuedUpload, MAX_PARTS, MULTIPART_THRESHOLD_BYTES, startMultipartUpload } from '../uploads.js';
+import { abortIssuedUploads, completeMultipartUpload, isIssuedUpload, MAX_PARTS, MULTIPART_THRESHOLD_BYTES, startMultipartUpload } from '../uploads.js';
 import { JobSchema } from './jobs.js';
 import { explainUnready } from '../datasetReadiness.js';
 import { isNotFound } from '../../common/storage.js';
@@ -129,8 +129,12 @@ const createVersionRoute = createRoute({
       z.strictObject({
         options: datasetVersionOptions,
         fileName: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'letters, digits, ".", "_", "-", at most 128').default('archive'),
-        /** Size of the archive; above 64 MiB (or with multipart: true) the upload is multipart. */
-        sizeBytes: z.number().int().min(1).max(5 * 1024 ** 4).optional(),
+        /**
+         * Size of the archive in bytes. The PUT URL is signed for exactly this length (S3 refuses
+         * another), and finalize refuses an upload of any other size. Above 64 MiB (or with
+         * multipart: true) the upload is multipart.
+         */
+        sizeBytes: z.number().int().min(1).max(5 * 1024 ** 4),
         multipart: z.boolean().optional(),
       }),
     ),
@@ -187,11 +191,11 @@ const finalizeRoute = createRoute({
   path: '/datasets/{name}/versions/{version}/finalize',
   operationId: 'finalizeDatasetVersion',
   tags: ['datasets'],
-  summary: 'Check the upload and start ingestion (an ingest job)',
+  summary: 'Check the upload (its size against sizeBytes: 422 upload_size_mismatch) and start ingestion (an ingest job)',
   security,
   middleware: [requireScope('datasets:write')] as const,
   request: { params: VersionParams },
-  responses: { 202: json(z.object({ version: VersionSchema, job: JobSchema })), ...commonErrors, ...notFoundError, ...conflictError },
+  responses: { 202: json(z.object({ version: VersionSchema, job: JobSchema })), ...commonErrors, ...notFoundError, ...conflictError, ...uploadMismatchError },
 });
 
 const deleteVersionRoute = createRoute({
@@ -225,6 +229,27 @@ export function datasetRoutes(deps: AppDeps) {
     if (!v) throw notFound('dataset version', `${d.name}@${version}`, 'version');
     return v;
   }
+  /**
+   * The stored archive must be what was declared (its size) and, for a version finalized before (a
+   * failed one retried), the very bytes finalized then (their ETag): bytes PUT after a finalize are
+   * never ingested. A wrong-sized object is deleted, so that the client may upload again.
+   */
+  async function refuseUnexpectedUpload(v: DatasetVersionRow, head: { bytes: number; etag?: string }): Promise<void> {
+    if (v.sizeBytes !== null && head.bytes !== v.sizeBytes) {
+      if (v.state === 'awaiting_upload') await deps.storage.deletePrefix(v.uploadKey).catch(() => {});
+      throw new ApiError(422, 'upload_size_mismatch', `the uploaded archive is ${head.bytes} bytes, but the version declared sizeBytes ${v.sizeBytes}; upload exactly the declared bytes`, [
+        { path: 'sizeBytes', message: `declared ${v.sizeBytes}, uploaded ${head.bytes}`, in: 'body' },
+      ]);
+    }
+    if (v.uploadEtag !== null && head.etag !== v.uploadEtag) {
+      throw conflict('upload_changed', 'the archive was replaced after this version was first finalized; create a new version for new bytes', [
+        { path: 'upload', message: 'changed after finalize', in: 'body' },
+      ]);
+    }
+  }
+  /** Unfinished multipart uploads keep their parts in S3 until aborted: abort them with their version. */
+  const abortUploads = (key: string) =>
+    abortIssuedUploads(deps.storage, key).catch((err) => deps.logger.warn({ err, key }, 'could not abort multipart uploads; the upload sweeper will not see them again'));
   const inUse = (jobIds: string[]) =>
     conflict('dataset_in_use', `unfinished jobs use this data: ${jobIds.join(', ')}; cancel them or wait`, jobIds.map((id) => ({ path: 'jobs', message: id })));
 
@@ -250,8 +275,10 @@ export function datasetRoutes(deps: AppDeps) {
   app.openapi(deleteDatasetRoute, async (c) => {
     const { tenantId } = c.get('principal');
     const d = await loadDataset(tenantId, c.req.valid('param').name);
+    const awaiting = (await listDatasetVersions(deps.db, d.id)).filter((v) => v.state === 'awaiting_upload');
     const result = await deleteDatasetVersions(deps.db, d);
     if (result.outcome === 'in_use') throw inUse(result.jobIds);
+    for (const v of awaiting) await abortUploads(v.uploadKey);
     // Rows first, then bytes: a crash in between leaves orphaned objects, never rows without data.
     await deps.storage.deletePrefix(`datasets/${tenantId}/${d.id}/`);
     return c.body(null, 204);
@@ -262,20 +289,23 @@ export function datasetRoutes(deps: AppDeps) {
     const d = await loadDataset(tenantId, c.req.valid('param').name);
     const body = c.req.valid('json');
     await refuseOverStorageLimit(deps, tenantId);
-    const v = await createDatasetVersion(deps.db, d.id, body.options, (n) => datasetUploadKey(tenantId, d.id, n, body.fileName));
-    // Uploads of large archives take a while: their URLs live as long as the configuration allows.
+    // Uploads of large archives take a while: their URLs live as long as the configuration allows,
+    // and the version may be finalized until a grace period after that (then the sweeper closes it).
     const ttl = deps.config.SIGNED_URL_MAX_TTL_SECONDS;
-    const expiresAt = new Date(clock.now().getTime() + ttl * 1000).toISOString();
-    const multipart = body.multipart ?? (body.sizeBytes !== undefined && body.sizeBytes > MULTIPART_THRESHOLD_BYTES);
+    const now = clock.now().getTime();
+    const expiresAt = new Date(now + ttl * 1000).toISOString();
+    const deadline = new Date(now + (ttl + deps.config.DATASET_UPLOAD_GRACE_SECONDS) * 1000);
+    const v = await createDatasetVersion(deps.db, d.id, body.options, (n) => datasetUploadKey(tenantId, d.id, n, body.fileName), {
+      sizeBytes: body.sizeBytes,
+      deadline,
+    });
+    const multipart = body.multipart ?? body.sizeBytes > MULTIPART_THRESHOLD_BYTES;
     let upload;
     if (multipart) {
-      if (body.sizeBytes === undefined) {
-        throw new ApiError(400, 'validation_failed', 'sizeBytes: required for a multipart upload', [{ path: 'sizeBytes', message: 'required with multipart', in: 'body' }]);
-      }
       const plan = await startMultipartUpload(deps.storage, v.uploadKey, body.sizeBytes, ttl);
       upload = { method: 'multipart' as const, expiresAt, ...plan, completeUrl: `/v1/datasets/${d.name}/versions/${v.version}/upload/complete` };
     } else {
-      upload = { method: 'PUT' as const, url: await deps.storage.presignPut(v.uploadKey, ttl), expiresAt };
+      upload = { method: 'PUT' as const, url: await deps.storage.presignPut(v.uploadKey, ttl, { contentLength: body.sizeBytes }), expiresAt };
     }
     return c.json({ ...datasetVersionJson(d, v), upload }, 201);
   });
@@ -322,11 +352,17 @@ export function datasetRoutes(deps: AppDeps) {
     if (v.state !== 'awaiting_upload' && v.state !== 'failed') {
       throw conflict('wrong_version_state', `version is ${v.state}; only a version awaiting its upload (or failed) can be finalized`);
     }
+    if (v.state === 'awaiting_upload' && v.uploadDeadline && v.uploadDeadline.getTime() < clock.now().getTime()) {
+      throw conflict('upload_expired', `the upload of this version closed at ${v.uploadDeadline.toISOString()}; create a new version`, [
+        { path: 'version', message: 'upload deadline passed', in: 'path' },
+      ]);
+    }
     const head = await deps.storage.head(v.uploadKey);
     if (!head || head.bytes === 0) {
       throw conflict('upload_missing', 'no archive was uploaded for this version yet; PUT it to the upload URL first', [{ path: 'upload', message: 'missing', in: 'body' }]);
     }
-    const result = await startIngestion(deps.db, tenantId, d, v.id);
+    await refuseUnexpectedUpload(v, head);
+    const result = await startIngestion(deps.db, tenantId, d, v.id, head.etag ?? null);
     if (result.outcome === 'wrong_state') throw conflict('wrong_version_state', `version is ${result.state}`);
     deps.onOutboxWritten?.();
     return c.json({ version: datasetVersionJson(d, result.version), job: jobJson(result.job) } as never, 202);
@@ -339,6 +375,7 @@ export function datasetRoutes(deps: AppDeps) {
     const v = await loadVersion(d, version);
     const result = await deleteDatasetVersions(deps.db, d, [v.id]);
     if (result.outcome === 'in_use') throw inUse(result.jobIds);
+    if (v.state === 'awaiting_upload') await abortUploads(v.uploadKey);
     await deps.storage.deletePrefix(datasetVersionPrefix(tenantId, d.id, v.version));
     return c.body(null, 204);
   });

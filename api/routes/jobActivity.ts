@@ -3,7 +3,8 @@
  * metrics as time series, logs, and the webhook deliveries made about it.
  */
 import { createRoute, z } from '@hono/zod-openapi';
-import { streamSSE } from 'hono/streaming';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import type { LiveStream, LiveStreams } from '../liveStreams.js';
 import { isTerminal, type JobState } from '../../contracts/lifecycle.js';
 import { deliveriesOf, eventsAfter, logsAfter, metricPoints, type JobEventRow } from '../../db/jobActivity.js';
 import { getTenantJob } from '../../db/jobQueries.js';
@@ -148,9 +149,18 @@ const deliveriesRoute = createRoute({
   responses: { 200: json(z.object({ deliveries: z.array(Json) })), ...commonErrors, ...notFoundError },
 });
 
-export function jobActivityRoutes(deps: AppDeps) {
+export function jobActivityRoutes(deps: AppDeps, streams: LiveStreams) {
   const app = router();
   const pollMs = deps.ssePollMs ?? 500;
+  /** A slot for a live stream (429 at the tenant's cap), taken before the response starts. */
+  const admit = (c: { req: { header(name: string): string | undefined } }, tenantId: string) =>
+    streams.admit(tenantId, /^Bearer\s+(\S+)/i.exec(c.req.header('authorization') ?? '')?.[1] ?? '');
+  /** Ends the stream with why (max lifetime, shutdown, a revoked key) when it must end now. */
+  const endIfDue = async (live: LiveStream, stream: SSEStreamingApi): Promise<boolean> => {
+    const end = await live.shouldEnd();
+    if (end) await stream.writeSSE({ event: end.event, data: JSON.stringify(end) });
+    return !!end;
+  };
 
   app.openapi(eventsRoute, async (c) => {
     const { tenantId } = c.get('principal');
@@ -162,29 +172,36 @@ export function jobActivityRoutes(deps: AppDeps) {
       return c.json({ events: rows.map(eventJson), nextAfter: rows.length ? rows[rows.length - 1]!.id : resumeFrom }, 200);
     }
     // Live stream: poll the event table (cheap: indexed on job_id, id) until the job is finished and
-    // everything up to its last event was sent, or the client goes away, or this process drains
-    // (then the stream ends without `event: end`: the client reconnects with Last-Event-ID).
+    // everything up to its last event was sent, or the client goes away, or liveStreams.ts ends it
+    // (lifetime, revoked key, or this process draining: `event: close`, and the client reconnects
+    // with Last-Event-ID).
+    const live = admit(c, tenantId);
     return streamSSE(c, async (stream) => {
       let after = resumeFrom;
       let closed = false;
       stream.onAbort(() => {
         closed = true;
       });
-      while (!closed && !deps.draining?.aborted) {
-        const rows = await eventsAfter(deps.db, job.id, after, 500);
-        for (const e of rows) {
-          await stream.writeSSE({ id: String(e.id), event: e.kind, data: JSON.stringify(eventJson(e)) });
-          after = e.id;
+      try {
+        while (!closed) {
+          const rows = await eventsAfter(deps.db, job.id, after, 500);
+          for (const e of rows) {
+            await stream.writeSSE({ id: String(e.id), event: e.kind, data: JSON.stringify(eventJson(e)) });
+            after = e.id;
+          }
+          if (rows.length === 500) continue;
+          const current = await getTenantJob(deps.sql, tenantId, job.id);
+          if (!current || isTerminal(current.state as JobState)) {
+            const tail = await eventsAfter(deps.db, job.id, after, 500);
+            for (const e of tail) await stream.writeSSE({ id: String(e.id), event: e.kind, data: JSON.stringify(eventJson(e)) });
+            await stream.writeSSE({ event: 'end', data: JSON.stringify({ state: current?.state ?? null }) });
+            break;
+          }
+          if (await endIfDue(live, stream)) break;
+          await stream.sleep(pollMs);
         }
-        if (rows.length === 500) continue;
-        const current = await getTenantJob(deps.sql, tenantId, job.id);
-        if (!current || isTerminal(current.state as JobState)) {
-          const tail = await eventsAfter(deps.db, job.id, after, 500);
-          for (const e of tail) await stream.writeSSE({ id: String(e.id), event: e.kind, data: JSON.stringify(eventJson(e)) });
-          await stream.writeSSE({ event: 'end', data: JSON.stringify({ state: current?.state ?? null }) });
-          break;
-        }
-        await stream.sleep(pollMs);
+      } finally {
+        live.release();
       }
     }) as never;
   });
@@ -199,6 +216,7 @@ export function jobActivityRoutes(deps: AppDeps) {
     const names = q.name?.split(',').map((s) => s.trim()).filter(Boolean);
     if ((c.req.header('accept') ?? '').includes('text/event-stream')) {
       // Live: poll new points (indexed on job, name, step) until the job is finished and all was sent.
+      const live = admit(c, tenantId);
       return streamSSE(c, async (stream) => {
         let closed = false;
         stream.onAbort(() => {
@@ -218,15 +236,20 @@ export function jobActivityRoutes(deps: AppDeps) {
             if (points.length < 5000) return;
           }
         };
-        while (!closed && !deps.draining?.aborted) {
-          await sendNew();
-          const current = await getTenantJob(deps.sql, tenantId, job.id);
-          if (!current || isTerminal(current.state as JobState)) {
+        try {
+          while (!closed) {
             await sendNew();
-            await stream.writeSSE({ event: 'end', data: JSON.stringify({ state: current?.state ?? null }) });
-            break;
+            const current = await getTenantJob(deps.sql, tenantId, job.id);
+            if (!current || isTerminal(current.state as JobState)) {
+              await sendNew();
+              await stream.writeSSE({ event: 'end', data: JSON.stringify({ state: current?.state ?? null }) });
+              break;
+            }
+            if (await endIfDue(live, stream)) break;
+            await stream.sleep(pollMs);
           }
-          await stream.sleep(pollMs);
+        } finally {
+          live.release();
         }
       }) as never;
     }

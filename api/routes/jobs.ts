@@ -2,6 +2,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { jobSpec, datasetRef, CHECKPOINT_REF_MESSAGE, CHECKPOINT_REF_PATTERN, pretrainSpec, type WeightsSource } from '../../contracts/jobSpec.js';
 import { isModelRef } from '../../contracts/models.js';
+import { withRedisDeadline } from '../../common/redis.js';
 import { JOB_STATES } from '../../contracts/lifecycle.js';
 import { JOB_TYPES } from '../../db/schema.js';
 import { CANCEL_CHANNEL, OUTBOX_TOPICS, type EnqueueMessage } from '../../contracts/outbox.js';
@@ -294,7 +295,7 @@ export async function cancelJob(deps: AppDeps, job: JobRow): Promise<JobRow> {
     if (row) {
       deps.onOutboxWritten?.();
       // Best effort: the runner also checks Postgres before starting, so a job left behind is skipped.
-      await deps.queues[queueForJobType(job.type)].remove(job.id).catch((err) => deps.logger.warn({ err, jobId: job.id }, 'could not remove canceled job from its queue'));
+      await withRedisDeadline(deps.queues[queueForJobType(job.type)].remove(job.id), deps.config.REDIS_REQUEST_TIMEOUT_MS, 'the queue removal').catch((err) => deps.logger.warn({ err, jobId: job.id }, 'could not remove canceled job from its queue'));
       return row;
     }
     // It started meanwhile: fall through to cancel the running job.

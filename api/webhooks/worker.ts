@@ -13,7 +13,8 @@ import type { Logger } from '../../common/logger.js';
 import type { Sql } from '../../db/client.js';
 import { QUEUES, type WebhookPayload } from '../../contracts/queues.js';
 import { isPrivateAddress, publicOnlyLookup } from './targets.js';
-import { sign, tenantWebhookSecret } from './signing.js';
+import { sign } from './signing.js';
+import { signingSecrets } from '../../db/webhookSecrets.js';
 
 export interface WebhookWorkerOptions {
   sql: Sql;
@@ -141,8 +142,10 @@ export function createWebhookWorker(o: WebhookWorkerOptions): Worker<WebhookPayl
   async function attempt(job: Job<WebhookPayload>, d: { id: string; url: string; payload: unknown; tenant_id: string; job_id: string }): Promise<void> {
     const body = JSON.stringify(d.payload);
     const timestamp = Math.floor(Date.now() / 1000);
-    const secret = tenantWebhookSecret(o.signingKey, d.tenant_id);
-    const headers = { 'webhook-id': d.id, 'webhook-timestamp': String(timestamp), 'webhook-signature': sign(secret, d.id, timestamp, body) };
+    // During a rotation both the new and the old secret sign (Standard Webhooks: space-separated).
+    const secrets = await signingSecrets(o.sql, o.signingKey, d.tenant_id, d.url);
+    const signature = secrets.map((s) => sign(s.secret, d.id, timestamp, body)).join(' ');
+    const headers = { 'webhook-id': d.id, 'webhook-timestamp': String(timestamp), 'webhook-signature': signature };
     const last = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     let status: number | null = null;
     let error: string | null = null;

@@ -36,4 +36,5 @@ export type DatasetIngestErrorKind =
   | 'bad_label'
   | 'no_examples'
   | 'missing_upload'
+  | 'upload_changed'
   | 'not_ingestable';

@@ -23,6 +23,7 @@ import {
   getDatasetVersionWithTenant,
   markDatasetVersionFailed,
   markDatasetVersionReady,
+  type DatasetVersionRow,
 } from '../../db/datasetVersions.js';
 import { convertUpload } from './convert.js';
 import { DatasetIngestError } from './errors.js';
@@ -78,7 +79,7 @@ export async function ingestDatasetVersion(ctx: IngestContext, datasetVersionId:
     const options = parsed.data;
     // Leftovers of an earlier, interrupted attempt at this same version.
     await removeOutputs(ctx.storage, keys.prefix, keys.manifest);
-    const source = await downloadUpload(ctx.storage, row.uploadKey, join(workDir, 'upload'), uploadName);
+    const source = await downloadUpload(ctx.storage, row, join(workDir, 'upload'), uploadName);
     log.info({ bytes: source.bytes, format: options.format }, 'ingest: upload downloaded');
     const manifest = await convertAndShard(ctx, { path: join(workDir, 'upload'), uploadName, options, workDir, log, keys, source });
     await ctx.storage.put(keys.manifest, JSON.stringify(manifest, null, 2), 'application/json');
@@ -152,10 +153,27 @@ async function convertAndShard(
   }
 }
 
-async function downloadUpload(storage: Storage, key: string, path: string, uploadName: string): Promise<{ key: string; bytes: number; sha256: string }> {
+/**
+ * Downloads the archive, which must be the one finalized: the same ETag (recorded at finalize) and
+ * the declared size. Bytes PUT after the finalize (the presigned URL lives on until it expires) are
+ * refused here, never ingested.
+ */
+async function downloadUpload(
+  storage: Storage,
+  row: Pick<DatasetVersionRow, 'uploadKey' | 'uploadEtag' | 'sizeBytes'>,
+  path: string,
+  uploadName: string,
+): Promise<{ key: string; bytes: number; sha256: string }> {
+  const key = row.uploadKey;
   let body;
   try {
-    body = await storage.getStream(key);
+    const got = await storage.getStreamWithEtag(key);
+    body = got.body;
+    const changed = (row.uploadEtag !== null && got.etag !== row.uploadEtag) || (row.sizeBytes !== null && got.bytes !== undefined && got.bytes !== row.sizeBytes);
+    if (changed) {
+      body.destroy();
+      throw new DatasetIngestError('upload_changed', 'the archive in storage is not the one finalized (it was replaced after finalize); create a new version for new bytes', uploadName);
+    }
   } catch (err) {
     if (err instanceof NotFoundError) throw new DatasetIngestError('missing_upload', 'the upload was not found in storage (was it uploaded?)', uploadName);
     throw err;

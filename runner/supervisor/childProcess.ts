@@ -6,6 +6,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { childEnvironment } from './childEnv.js';
 import { isChildMessage, type ChildMessage, type ChildTask, type CheckpointReady, type StopReason } from './protocol.js';
 
 const CHILD_ENTRY = fileURLToPath(new URL('../child/main.ts', import.meta.url));
@@ -31,6 +32,7 @@ export interface ChildEvents {
 }
 
 export interface StartChildOptions {
+  /** The environment to choose from (default: this process's); the child gets only its allowlisted part (childEnv.ts). */
   env?: NodeJS.ProcessEnv;
   /** Mirror the child's stderr to ours (on by default: a crash's stack trace belongs in the runner's log). */
   mirrorStderr?: boolean;
@@ -45,7 +47,7 @@ export class RunChild {
   private constructor(task: ChildTask, events: ChildEvents, opts: StartChildOptions) {
     this.proc = fork(CHILD_ENTRY, [], {
       execArgv: ['--import', TSX_LOADER],
-      env: opts.env ?? process.env,
+      env: childEnvironment(task.kind, opts.env ?? process.env),
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
       serialization: 'json',
     });

@@ -58,8 +58,11 @@ export interface PrivateService {
   remove(): Promise<void>;
 }
 
-/** A redis-server without persistence: a restart loses everything, like a flush. */
-export async function startPrivateRedis(): Promise<PrivateService & { flush(): Promise<void> }> {
+/**
+ * A redis-server without persistence: a restart loses everything, like a flush. `pause` stops the
+ * process (SIGSTOP): connections stay open and nothing answers, a hung Redis; `resume` continues it.
+ */
+export async function startPrivateRedis(): Promise<PrivateService & { flush(): Promise<void>; pause(): void; resume(): void }> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'momentum-redis-'));
   let child: ChildProcess | undefined;
@@ -76,7 +79,14 @@ export async function startPrivateRedis(): Promise<PrivateService & { flush(): P
     async flush() {
       spawnSync('redis-cli', ['-p', String(port), 'flushall']);
     },
+    pause() {
+      child?.kill('SIGSTOP');
+    },
+    resume() {
+      child?.kill('SIGCONT');
+    },
     async remove() {
+      child?.kill('SIGCONT'); // a stopped process would not act on SIGTERM
       await stopChild(child);
       rmSync(dir, { recursive: true, force: true });
     },

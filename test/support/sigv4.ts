@@ -24,8 +24,12 @@ export function parseAmzDate(amzDate: string): Date {
   return new Date(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}Z`);
 }
 
-/** The signature a presigned GET URL must carry (host the only signed header, payload unsigned). */
-export function expectedSignature(url: URL, credentials: Credentials): string {
+/**
+ * The signature a presigned URL must carry for a request with `method` and these header values (the
+ * names listed in X-Amz-SignedHeaders; `host` is taken from the URL), payload unsigned. S3 computes
+ * it from the request it receives: a request whose signed headers differ fails to match.
+ */
+export function expectedSignature(url: URL, credentials: Credentials, method = 'GET', headers: Record<string, string> = {}): string {
   const q = url.searchParams;
   const [, date, region, service] = (q.get('X-Amz-Credential') ?? '').split('/');
   const query = [...q.entries()]
@@ -34,7 +38,10 @@ export function expectedSignature(url: URL, credentials: Credentials): string {
     .sort(([a, av], [b, bv]) => (a < b ? -1 : a > b ? 1 : av < bv ? -1 : av > bv ? 1 : 0))
     .map(([k, v]) => `${k}=${v}`)
     .join('&');
-  const canonicalRequest = ['GET', url.pathname, query, `host:${url.host}`, '', 'host', 'UNSIGNED-PAYLOAD'].join('\n');
+  const signed = (q.get('X-Amz-SignedHeaders') ?? 'host').split(';');
+  const values: Record<string, string> = { ...Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v.trim()])), host: url.host };
+  const canonicalHeaders = signed.map((name) => `${name}:${values[name] ?? ''}\n`).join('');
+  const canonicalRequest = [method, url.pathname, query, canonicalHeaders, signed.join(';'), 'UNSIGNED-PAYLOAD'].join('\n');
   const scope = `${date}/${region}/${service}/aws4_request`;
   const stringToSign = ['AWS4-HMAC-SHA256', q.get('X-Amz-Date'), scope, createHash('sha256').update(canonicalRequest).digest('hex')].join('\n');
   const key = hmac(hmac(hmac(hmac(`AWS4${credentials.secretAccessKey}`, date!), region!), service!), 'aws4_request');
@@ -48,6 +55,19 @@ export function checkPresignedGet(url: URL, credentials: Credentials, now = new 
   if (q.get('X-Amz-SignedHeaders') !== 'host') return { ok: false, reason: 'signed headers' };
   if (!(q.get('X-Amz-Credential') ?? '').startsWith(`${credentials.accessKeyId}/`)) return { ok: false, reason: 'credential' };
   if (q.get('X-Amz-Signature') !== expectedSignature(url, credentials)) return { ok: false, reason: 'signature does not match' };
+  const expiresAt = new Date(parseAmzDate(q.get('X-Amz-Date')!).getTime() + Number(q.get('X-Amz-Expires')) * 1000);
+  if (now.getTime() > expiresAt.getTime()) return { ok: false, reason: 'expired' };
+  return { ok: true, expiresAt };
+}
+
+/**
+ * Whether S3 would accept a PUT to the presigned `url` carrying these headers (content-length
+ * among them when the URL signed it), and why not.
+ */
+export function checkPresignedPut(url: URL, credentials: Credentials, headers: Record<string, string>, now = new Date()): PresignCheck {
+  const q = url.searchParams;
+  if (q.get('X-Amz-Algorithm') !== 'AWS4-HMAC-SHA256') return { ok: false, reason: 'algorithm' };
+  if (q.get('X-Amz-Signature') !== expectedSignature(url, credentials, 'PUT', headers)) return { ok: false, reason: 'signature does not match' };
   const expiresAt = new Date(parseAmzDate(q.get('X-Amz-Date')!).getTime() + Number(q.get('X-Amz-Expires')) * 1000);
   if (now.getTime() > expiresAt.getTime()) return { ok: false, reason: 'expired' };
   return { ok: true, expiresAt };

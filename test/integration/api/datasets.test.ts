@@ -41,7 +41,7 @@ describe('datasets', () => {
 
   test('version: presigned PUT upload, finalize starts one ingest job with its outbox row', async () => {
     await h.request('POST', '/v1/datasets', { body: { name: 'digits' } });
-    let r = await json(await h.request('POST', '/v1/datasets/digits/versions', { body: { options: { format: 'idx', valFraction: 0.2 }, fileName: 'digits.tar.gz' } }));
+    let r = await json(await h.request('POST', '/v1/datasets/digits/versions', { body: { options: { format: 'idx', valFraction: 0.2 }, fileName: 'digits.tar.gz', sizeBytes: 4096 } }));
     assert.equal(r.status, 201, JSON.stringify(r.body));
     assert.equal(r.body.version, 1);
     assert.equal(r.body.state, 'awaiting_upload');
@@ -70,10 +70,10 @@ describe('datasets', () => {
     f = await json(await h.request('POST', '/v1/datasets/digits/versions/1/finalize'));
     assert.equal(f.status, 409);
 
-    r = await json(await h.request('POST', '/v1/datasets/digits/versions', { body: { options: { format: 'tiff' } } }));
+    r = await json(await h.request('POST', '/v1/datasets/digits/versions', { body: { options: { format: 'tiff' }, sizeBytes: 10 } }));
     assert.equal(r.status, 400);
     assert.equal(r.body.error.details[0].path, 'options.format');
-    r = await json(await h.request('POST', '/v1/datasets/nope/versions', { body: { options: { format: 'idx' } } }));
+    r = await json(await h.request('POST', '/v1/datasets/nope/versions', { body: { options: { format: 'idx' }, sizeBytes: 10 } }));
     assert.equal(r.status, 404);
   });
 
@@ -102,8 +102,8 @@ describe('datasets', () => {
 
   test('get a version with its manifest; latest means the newest ready one', async () => {
     await h.request('POST', '/v1/datasets', { body: { name: 'withmanifest' } });
-    await h.request('POST', '/v1/datasets/withmanifest/versions', { body: { options: { format: 'idx' } } });
-    await h.request('POST', '/v1/datasets/withmanifest/versions', { body: { options: { format: 'idx' } } });
+    await h.request('POST', '/v1/datasets/withmanifest/versions', { body: { options: { format: 'idx' }, sizeBytes: 10 } });
+    await h.request('POST', '/v1/datasets/withmanifest/versions', { body: { options: { format: 'idx' }, sizeBytes: 10 } });
     const manifest = { manifestVersion: 1, format: 'idx', height: 28, width: 28, channels: 1, classes: ['0', '1'] };
     await h.database.sql`
       update dataset_versions set state = 'ready', manifest = ${JSON.stringify(manifest)}::jsonb, ready_at = now()
@@ -122,7 +122,7 @@ describe('datasets', () => {
 
   test('delete is refused (409) while an unfinished job uses the data, allowed after', async () => {
     await h.request('POST', '/v1/datasets', { body: { name: 'inuse' } });
-    await h.request('POST', '/v1/datasets/inuse/versions', { body: { options: { format: 'idx' } } });
+    await h.request('POST', '/v1/datasets/inuse/versions', { body: { options: { format: 'idx' }, sizeBytes: 10 } });
     await h.database.sql`update dataset_versions set state = 'ready' where dataset_id = (select id from datasets where name = 'inuse')`;
     const job = (await (await h.request('POST', '/v1/jobs', { body: pretrain('inuse@1') })).json()) as any;
     assert.equal(job.dataset, 'inuse@1');

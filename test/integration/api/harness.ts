@@ -34,7 +34,18 @@ export interface Harness {
 export async function createHarness(overrides: Partial<Config> = {}, depOverrides: Partial<AppDeps> = {}): Promise<Harness> {
   const database = await createTestDatabase();
   const bucket = await createTestStorage();
-  const config = testConfig({ S3_BUCKET: bucket.bucket, DATABASE_URL: database.url, WEBHOOK_ALLOW_PRIVATE: true, LOG_LEVEL: 'silent', ...overrides });
+  // Every request of app.request() comes from one address ("unknown"): the auth guard's limits are
+  // lifted unless a test sets them (authGuard.test.ts does), so suites that send bad keys on purpose
+  // see their 401s.
+  const config = testConfig({
+    S3_BUCKET: bucket.bucket,
+    DATABASE_URL: database.url,
+    WEBHOOK_ALLOW_PRIVATE: true,
+    LOG_LEVEL: 'silent',
+    API_AUTH_FAILURES_PER_MINUTE: 1_000_000,
+    API_KEY_LOOKUPS_PER_SECOND: 1_000_000,
+    ...overrides,
+  });
   const redis = new Redis(config.REDIS_URL, { ...BULLMQ_CONNECTION_OPTIONS });
   const queues = createQueues(config, redis);
   const deps: AppDeps = {

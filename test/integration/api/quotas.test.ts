@@ -87,7 +87,7 @@ describe('per-tenant limits', () => {
     const res = await h.request('POST', '/v1/jobs', { key: h.keys.adminB, body: pretrain('fmnist') });
     assert.equal(res.status, 409);
     assert.match(((await res.json()) as { error: { message: string } }).error.message, /stores 2\.0 GiB; the limit is 1\.0 GiB \(TENANT_MAX_STORAGE_GB\)/);
-    const upload = await h.request('POST', '/v1/datasets/fmnist/versions', { key: h.keys.adminB, body: { options: { format: 'idx' } } });
+    const upload = await h.request('POST', '/v1/datasets/fmnist/versions', { key: h.keys.adminB, body: { options: { format: 'idx' }, sizeBytes: 10 } });
     assert.equal(upload.status, 409, await upload.clone().text());
     assert.equal(((await upload.json()) as { error: { code: string } }).error.code, 'storage_limit');
   });

@@ -73,6 +73,29 @@ describe('retention', () => {
   });
 });
 
+describe('retention and unfinished jobs', () => {
+  test('a version a queued probe or retrain pinned is kept until that job finishes', async () => {
+    const { jobId, ids } = await jobWithVersions(5);
+    // A probe of v1, queued (no evaluation yet), and a retrain from v2, queued.
+    const probe = await h.request('POST', '/v1/jobs', { body: { type: 'probe', source: { job: jobId, checkpoint: 'v1' }, epochs: 1 } });
+    assert.equal(probe.status, 201, await probe.clone().text());
+    const probeId = ((await probe.json()) as any).id as string;
+    const [source] = await h.database.sql`select spec from jobs where id = ${jobId}`;
+    const retrain = await h.request('POST', '/v1/jobs', { body: { ...source!.spec, initFrom: { job: jobId, checkpoint: 'v2' }, keepCheckpoints: 3 } });
+    assert.equal(retrain.status, 201, await retrain.clone().text());
+    const retrainId = ((await retrain.json()) as any).id as string;
+    // Aliases would protect them too: take them off the old versions so that only the jobs pin them.
+    await h.database.sql`delete from checkpoint_aliases where job_id = ${jobId} and checkpoint_id = any(${[ids[1]!, ids[2]!, ids[3]!]}::uuid[])`;
+
+    assert.deepEqual((await checkpointsBeyondRetention(h.database.db, jobId, 2)).map((c) => c.version), [3], 'v4, v5 newest; v1 and v2 pinned');
+    assert.deepEqual(await deleteCheckpointRows(h.database.db, [ids[1]!, ids[2]!]), [], 'the delete re-checks the pins');
+
+    await h.database.sql`update jobs set state = 'succeeded' where id = ${probeId}`;
+    await h.database.sql`update jobs set state = 'canceled' where id = ${retrainId}`;
+    assert.deepEqual((await checkpointsBeyondRetention(h.database.db, jobId, 2)).map((c) => c.version).sort(), [1, 2, 3], 'finished jobs pin nothing');
+  });
+});
+
 describe('max runtime', () => {
   test('the running time is summed over every attempt; queued and requeued time does not count', async () => {
     const { jobId } = await jobWithVersions(0);
