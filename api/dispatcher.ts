@@ -21,7 +21,7 @@ import type { Queue } from 'bullmq';
 import type { Logger } from '../common/logger.js';
 import type { TransactionSql } from 'postgres';
 import type { Sql } from '../db/client.js';
-import { OUTBOX_TOPICS, type EnqueueMessage, type JobEventMessage } from '../contracts/outbox.js';
+import { OUTBOX_TOPICS, webhookWants, type EnqueueMessage, type JobEventMessage } from '../contracts/outbox.js';
 import { queueForJobType, type RunJobPayload, type WebhookPayload } from '../contracts/queues.js';
 import type { Queues } from './deps.js';
 
@@ -40,7 +40,7 @@ export interface DispatcherOptions {
   rowBackoffCapMs?: number;
 }
 
-/** A submission writes two rows (enqueue, job.queued); a pass with more served several requests. */
+/** A submission writes one or two rows (enqueue; job.queued when its webhook wants it); a pass with more served several requests. */
 const ROWS_PER_SUBMISSION = 2;
 
 /**
@@ -236,8 +236,7 @@ export class OutboxDispatcher {
   }
 
   private async event(tx: TransactionSql, outboxId: number, msg: JobEventMessage, webhook: { url: string; events?: string[] } | null): Promise<void> {
-    if (!webhook?.url) return;
-    if (webhook.events?.length && !webhook.events.includes(msg.event)) return;
+    if (!webhook || !webhookWants(webhook, msg.event)) return;
     const deliveryId = derivedUuid(`outbox:${outboxId}`);
     const payload = { type: msg.event, timestamp: msg.at, data: { jobId: msg.jobId, ...(msg.data ?? {}) } };
     await tx`
