@@ -95,7 +95,9 @@ describe('outbox dispatcher', () => {
 
   test('several dispatchers at once (replicas) dispatch every row exactly once', async () => {
     const ids = [];
-    for (let i = 0; i < 30; i++) ids.push((await submit(pretrain('fmnist'))).id);
+    // With a webhook that wants job.queued, each submission writes both kinds of row (enqueue, event).
+    const webhook = { url: 'http://127.0.0.1:9/hook', events: ['job.queued'] };
+    for (let i = 0; i < 30; i++) ids.push((await submit(pretrain('fmnist', { webhook }))).id);
     const replicas = [0, 1, 2].map(() => new OutboxDispatcher({ sql: h.database.sql, queues: h.deps.queues, logger, batchSize: 7 }));
     await Promise.all(replicas.map(async (d) => { while ((await d.dispatchOnce()) > 0); }));
     const rows = await h.database.sql`select attempts, dispatched_at from outbox where payload->>'jobId' = any(${ids})`;
