@@ -151,6 +151,31 @@ export async function findJobByIdempotencyKey(sql: Sql, tenantId: string, key: s
   return row && jobFromJson(row.job);
 }
 
+/** An ISO 8601 UTC timestamp to the millisecond, as Date.toISOString() writes it (both truncate microseconds). */
+const isoSql = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+/**
+ * The API's JSON of a job (api/serialize.ts jobJson), built by Postgres as text: the hot read path
+ * then neither parses the row's JSON (the spec with its defaults is most of it) nor writes it again.
+ * test/integration/api/jobJson.test.ts holds the two renderings equal.
+ */
+const JOB_API_JSON = `json_build_object(
+    'id', j.id, 'type', j.type, 'state', j.state, 'spec', j.spec,
+    'dataset', case when jsonb_typeof(j.spec->'dataset') = 'string' then j.spec->>'dataset' end,
+    'datasetVersionId', j.dataset_version_id,
+    'labels', coalesce(nullif(j.spec->'labels', 'null'::jsonb), '{}'::jsonb),
+    'attempt', j.attempt, 'cancelRequested', j.cancel_requested, 'parentJobId', j.parent_job_id,
+    'progress', j.progress, 'runtime', j.runtime, 'result', j.result, 'error', j.error,
+    'createdAt', ${isoSql('j.created_at')}, 'updatedAt', ${isoSql('j.updated_at')},
+    'startedAt', ${isoSql('j.started_at')}, 'finishedAt', ${isoSql('j.finished_at')}
+  )::text`;
+
+/** One job of the tenant as the API's JSON text (GET /v1/jobs/{id}), or undefined. */
+export async function getTenantJobApiJson(sql: Sql, tenantId: string, jobId: string): Promise<string | undefined> {
+  const [row] = await sql<{ json: string }[]>`select ${sql.unsafe(JOB_API_JSON)} as json from jobs j where j.id = ${jobId} and j.tenant_id = ${tenantId}`;
+  return row?.json;
+}
+
 /** One job of the tenant (prepared statement: this is the hot read path). */
 export async function getTenantJob(sql: Sql, tenantId: string, jobId: string): Promise<JobRow | undefined> {
   const [row] = await sql<{ job: Record<string, any> }[]>`

@@ -7,7 +7,7 @@ import { JOB_TYPES } from '../../db/schema.js';
 import { CANCEL_CHANNEL, OUTBOX_TOPICS, type EnqueueMessage } from '../../contracts/outbox.js';
 import { queueForJobType } from '../../contracts/queues.js';
 import { transitionJob } from '../../db/jobs.js';
-import { getTenantJob, listTenantJobs, tenantJobExists, type JobRow } from '../../db/jobQueries.js';
+import { getTenantJob, getTenantJobApiJson, listTenantJobs, tenantJobExists, type JobRow } from '../../db/jobQueries.js';
 import { requireScope } from '../auth/middleware.js';
 import type { AppDeps } from '../deps.js';
 import { ApiError, conflict, invalid, notFound } from '../errors.js';
@@ -210,8 +210,11 @@ export function jobRoutes(deps: AppDeps) {
   });
 
   app.openapi(getRoute, async (c) => {
-    const job = await loadJob(deps, c.get('principal').tenantId, c.req.valid('param').id);
-    return c.json(jobJson(job), 200);
+    const { id } = c.req.valid('param');
+    // The JSON comes from Postgres as text (db/jobQueries.ts): no parse and re-serialisation of the spec per read.
+    const text = await getTenantJobApiJson(deps.sql, c.get('principal').tenantId, id);
+    if (text === undefined) throw notFound('job', id, 'id');
+    return c.body(text, 200, { 'Content-Type': 'application/json' }) as never;
   });
 
   app.openapi(cancelRoute, async (c) => {
