@@ -10,6 +10,7 @@ import { ApiError } from '../errors.js';
 import type { AppEnv } from '../deps.js';
 import type { Logger } from '../../common/logger.js';
 import { hashApiKey } from './keys.js';
+import { requestHeader } from '../nodeHttp.js';
 import { hasScope, type Scope } from './scopes.js';
 
 const MAX_CACHED_KEYS = 10_000;
@@ -60,7 +61,8 @@ const unauthorized = (message: string) =>
 
 export function authenticate(cache: KeyCache): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const header = c.req.header('authorization');
+    // From Node's parsed headers when served by Node (api/nodeHttp.ts); Node keeps the first of duplicate Authorization headers.
+    const header = requestHeader(c, 'authorization');
     if (!header) throw unauthorized('missing Authorization header; send "Authorization: Bearer <api key>"');
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) throw unauthorized('Authorization must be "Bearer <api key>"');

@@ -14,6 +14,7 @@ import { ApiError, conflict, invalid, notFound } from '../errors.js';
 import { submitJob } from '../jobSubmission.js';
 import { commonErrors, conflictError, idempotencyKeyHeader, json, jsonBody, JobIdParam, Json, notFoundError, router, security, unprocessableError } from '../openapi.js';
 import { jobJson } from '../serialize.js';
+import { setResponseHeader } from '../nodeHttp.js';
 
 export const JobSchema = z
   .object({
@@ -186,8 +187,8 @@ export function jobRoutes(deps: AppDeps) {
       idempotencyKey: c.req.valid('header')['idempotency-key'],
       operation: 'submit',
     });
-    if (replayed) c.header('Idempotent-Replayed', 'true');
-    c.header('Location', `/v1/jobs/${job.id}`);
+    if (replayed) setResponseHeader(c, 'Idempotent-Replayed', 'true');
+    setResponseHeader(c, 'Location', `/v1/jobs/${job.id}`);
     return c.json(jobJson(job), 201);
   });
 
@@ -249,8 +250,8 @@ export function jobRoutes(deps: AppDeps) {
     const body = c.req.valid('json');
     const initFrom = body.initFrom ? (isModelRef(body.initFrom) ? { model: body.initFrom } : { job: earlier.id, checkpoint: body.initFrom }) : undefined;
     const { job, replayed } = await retrainJob(deps, tenantId, earlier, { ...body, initFrom }, c.req.valid('header')['idempotency-key']);
-    if (replayed) c.header('Idempotent-Replayed', 'true');
-    c.header('Location', `/v1/jobs/${job.id}`);
+    if (replayed) setResponseHeader(c, 'Idempotent-Replayed', 'true');
+    setResponseHeader(c, 'Location', `/v1/jobs/${job.id}`);
     return c.json(jobJson(job), 201);
   });
 
