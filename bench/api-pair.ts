@@ -56,24 +56,28 @@ runMain(async () => {
 
     // Every job the load created reaches its queue once: the two dispatchers shared the outbox
     // (FOR UPDATE SKIP LOCKED) without dropping or doubling a row.
+    // Requests still in flight when wrk stopped finish afterwards: wait until everything settled.
     const sql = scratch.database.sql;
-    const deadline = Date.now() + 60_000;
-    let pending = 1;
-    while (pending > 0 && Date.now() < deadline) {
-      [{ n: pending }] = (await sql`select count(*)::int as n from outbox where dispatched_at is null`) as unknown as [{ n: number }];
-      if (pending) await new Promise((r) => setTimeout(r, 250));
-    }
-    const [{ n: jobs }] = (await sql`select count(*)::int as n from jobs`) as unknown as [{ n: number }];
-    const [{ n: enqueues }] = (await sql`select count(*)::int as n from outbox where topic = 'job.enqueue' and dispatched_at is not null`) as unknown as [{ n: number }];
     const connection = new Redis(base.REDIS_URL, { ...BULLMQ_CONNECTION_OPTIONS });
     const queue = new Queue(QUEUES.train, { connection, prefix: scratch.prefix });
-    const queued = await queue.count();
+    const deadline = Date.now() + 60_000;
+    let counts: { jobs: number; enqueues: number; pending: number; queued: number };
+    for (;;) {
+      const [row] = (await sql`
+        select (select count(*)::int from jobs) as jobs,
+               (select count(*)::int from outbox where topic = 'job.enqueue' and dispatched_at is not null) as enqueues,
+               (select count(*)::int from outbox where dispatched_at is null) as pending`) as unknown as [{ jobs: number; enqueues: number; pending: number }];
+      counts = { ...row, queued: await queue.count() };
+      if ((counts.pending === 0 && counts.queued === counts.jobs) || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
     await queue.close();
     connection.disconnect();
 
     console.log(`\n## API pair benchmark (${new Date().toISOString()}, ${DUR} s per wrk run, wrk -t2 per API, DATABASE_POOL_MAX=${base.DATABASE_POOL_MAX} per API, roles ${ROLES}${apiRoot !== root ? `, API from ${apiRoot}` : ''})`);
     for (const r of rows) console.log(r);
-    console.log(`jobs ${jobs}; enqueue rows dispatched ${enqueues}; BullMQ ${QUEUES.train} jobs waiting ${queued}; outbox rows pending ${pending}`);
+    const { jobs, enqueues, queued, pending } = counts;
+    console.log(`jobs ${jobs}; enqueue rows dispatched ${enqueues}; BullMQ ${QUEUES.train} jobs waiting ${queued}; outbox rows pending ${pending}${jobs === enqueues && enqueues === queued && !pending ? ' (each job queued once)' : ' (MISMATCH)'}`);
   } finally {
     for (const api of apis) await api.stop();
     await scratch.close();

@@ -12,7 +12,9 @@
  * side by side: bench/api-pair.ts (`npm run bench:api-pair`).
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -33,9 +35,14 @@ const wrk = (args: string[], env: Record<string, string> = {}) => wrkFor(DUR, ar
 function ceiling(databaseUrl: string): Map<string, WrkResult> {
   const script = `${root}../shared/baselines/api_ceiling/run.sh`;
   if (!existsSync(script)) throw new UserFacingError(`ceiling script not found at ${script}`);
+  const dir = process.env.CEILING_DIR ?? join(tmpdir(), 'momentum-api-ceiling');
+  // The ceiling runs on this project's hono, @hono/node-server and postgres (no install, no network):
+  // the comparison is then between the two programs, not between library versions.
+  mkdirSync(dir, { recursive: true });
+  if (!existsSync(join(dir, 'node_modules'))) symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
   const r = spawnSync('bash', [script], {
     encoding: 'utf8',
-    env: { ...process.env, DATABASE_URL: databaseUrl, CONC: CONC.join(' '), DUR: String(DUR), PORT: String(CEILING_PORT), CEILING_DIR: process.env.CEILING_DIR ?? '/tmp/momentum-api-ceiling' },
+    env: { ...process.env, DATABASE_URL: databaseUrl, CONC: CONC.join(' '), DUR: String(DUR), PORT: String(CEILING_PORT), CEILING_DIR: dir },
     timeout: 15 * 60_000,
   });
   if (r.status !== 0) throw new Error(`ceiling run failed (${r.status}): ${r.stderr}\n${r.stdout}`);

@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import postgres from 'postgres';
 import { Redis } from 'ioredis';
 import type { Config } from '../common/config.js';
@@ -13,7 +13,6 @@ import { Storage, storageConfigFrom } from '../common/storage.js';
 import { BULLMQ_CONNECTION_OPTIONS } from '../contracts/queues.js';
 import { connectDatabase, type Database } from '../db/client.js';
 import { ensureTenant, insertApiKey } from '../db/apiKeys.js';
-import { runMigrations } from '../db/migrate.js';
 import { generateApiKey } from '../api/auth/keys.js';
 
 export const root = fileURLToPath(new URL('..', import.meta.url));
@@ -47,7 +46,11 @@ export function parseWrk(text: string): WrkResult {
   return { rps, p50ms: ms(p50), p99ms: ms(p99), non2xx, requests };
 }
 
-const wrkArgs = (durationS: number, args: string[]) => ['-t2', `-d${durationS}s`, '--latency', ...args];
+/** Two wrk threads, or one when there is a single connection (wrk needs a connection per thread). */
+function wrkArgs(durationS: number, args: string[]): string[] {
+  const connections = Number(args.map((a) => /^-c(\d+)$/.exec(a)?.[1]).find(Boolean) ?? 10);
+  return [`-t${Math.min(2, connections)}`, `-d${durationS}s`, '--latency', ...args];
+}
 
 export function wrk(durationS: number, args: string[], env: Record<string, string> = {}): WrkResult {
   const r = spawnSync('wrk', wrkArgs(durationS, args), { encoding: 'utf8', env: { ...process.env, ...env } });
@@ -123,6 +126,8 @@ export async function createScratch(base: Config): Promise<Scratch> {
   const databaseUrl = dbUrl.toString();
   const bucket = `bench-${tag.replaceAll('_', '-')}`;
   const prefix = `mbench:${tag}`;
+  // The measured checkout's own migrations: a before/after compares the schemas too (indexes cost writes).
+  const { runMigrations } = (await import(pathToFileURL(`${apiRoot}db/migrate.ts`).href)) as typeof import('../db/migrate.js');
   await runMigrations(databaseUrl);
   const database = connectDatabase(databaseUrl, { max: 2 });
   const storage = new Storage({ ...storageConfigFrom(base), bucket });
