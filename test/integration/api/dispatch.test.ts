@@ -106,6 +106,18 @@ describe('outbox dispatcher', () => {
     for (const id of ids) assert.ok(await h.deps.queues.train.getJob(id), id);
   });
 
+  test('a row whose jobId is not a UUID does not stop the pass: it and the rows beside it are dispatched', async () => {
+    const [odd] = (await h.database.sql`
+      insert into outbox (topic, payload) values ('job.event', ${JSON.stringify({ jobId: '------------------------------------', event: 'job.queued', at: new Date().toISOString() })}::jsonb)
+      returning id`) as unknown as { id: number }[];
+    const job = await submit(pretrain('fmnist'));
+    while ((await dispatcher.dispatchOnce()) > 0);
+    const rows = await h.database.sql`select id, dispatched_at from outbox where id = ${odd!.id} or payload->>'jobId' = ${job.id}`;
+    assert.equal(rows.length, 2);
+    assert.ok(rows.every((r) => r.dispatched_at !== null), JSON.stringify(rows));
+    assert.ok(await h.deps.queues.train.getJob(job.id));
+  });
+
   test('the running dispatcher is woken by a submission (no poll wait)', async () => {
     const live = new OutboxDispatcher({ sql: h.database.sql, queues: h.deps.queues, logger, pollMs: 60_000 });
     h.deps.onOutboxWritten = () => live.wake();
