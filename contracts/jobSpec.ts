@@ -154,6 +154,16 @@ export type WeightsSource = z.infer<typeof weightsSource>;
 /** The self-supervised objective: MoCo v3, or SimCLR / BYOL as baselines on the same backbone and data path. */
 export const METHODS = ['mocov3', 'simclr', 'byol'] as const;
 
+/**
+ * Spec fields a method resolves but never reads: SimCLR has no momentum encoder and no predictor.
+ * Shown as unused (not as the default they hold) wherever resolved values are reported.
+ */
+export const FIELDS_UNUSED_BY_METHOD: Record<(typeof METHODS)[number], readonly string[]> = {
+  mocov3: [],
+  byol: [],
+  simclr: ['moco.momentum', 'moco.momentumSchedule', 'moco.predictor.layers', 'moco.predictor.hiddenDim'],
+};
+
 export const pretrainSpec = z.strictObject({
   type: z.literal('pretrain'),
   dataset: datasetRef,

@@ -26,7 +26,7 @@ import { runMain, UserFacingError } from '../common/errors.js';
 import { FASHION_MNIST_DIR, fashionMnistIdxArchive } from '../runner/datasets/index.js';
 
 const USAGE = `npx tsx scripts/ablations.ts [--train 6400] [--val 2000] [--batch 128] [--steps 150] [--lr 1.5e-3] [--high-lr 6e-3]
-  [--seeds 0] [--probe-epochs 30] [--minutes 45] [--out docs/experiments] [--database momentum_ablations]`;
+  [--seeds 0] [--reference-seeds 1,2] [--probe-epochs 30] [--minutes 45] [--out docs/experiments] [--database momentum_ablations]`;
 
 const children: ChildProcess[] = [];
 const say = (line: string) => process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
@@ -145,6 +145,28 @@ function curvesSvg(runs: { label: string; series: Record<string, { step: number;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${3 * W + 20}" height="${height}" viewBox="0 0 ${3 * W + 20} ${height}" font-family="sans-serif">${parts.join('')}</svg>\n`;
 }
 
+type Api = ReturnType<typeof client>;
+
+/** Submits a sweep, prints its progress until it ends, and returns it with the mean load average. */
+async function runSweep(api: Api, body: unknown, what: string): Promise<{ sweep: any; meanLoad: number }> {
+  const created = await api('POST', '/v1/sweeps', body);
+  say(`sweep ${created.id}: ${created.runs.total} runs of ${what}, one at a time`);
+  let last = '';
+  let s = created;
+  const loads: number[] = [];
+  while (s.state === 'running') {
+    await sleep(10_000);
+    s = await api('GET', `/v1/sweeps/${created.id}`);
+    loads.push(loadavg()[0]!);
+    const line = `${s.runs.finished}/${s.runs.total} trained, ${s.runs.probed} probed, ${s.budget.usedMinutes.toFixed(1)} min used`;
+    if (line !== last) say(`${line}; load average ${load()}`);
+    last = line;
+  }
+  const meanLoad = loads.reduce((a, b) => a + b, 0) / Math.max(1, loads.length);
+  say(`sweep ${s.state}${s.reason ? ` (${s.reason})` : ''}; mean 1-minute load average while it ran ${meanLoad.toFixed(1)}`);
+  return { sweep: s, meanLoad };
+}
+
 const label = (values: Record<string, unknown>) => Object.entries(values).map(([k, v]) => `${k.split('.').pop()}=${v}`).join(' ') || 'reference';
 
 runMain(async () => {
@@ -156,6 +178,7 @@ runMain(async () => {
     lr: { type: 'string', default: '1.5e-3' },
     'high-lr': { type: 'string', default: '6e-3' },
     seeds: { type: 'string', default: '0' },
+    'reference-seeds': { type: 'string' },
     'probe-epochs': { type: 'string', default: '30' },
     minutes: { type: 'string', default: '45' },
     out: { type: 'string', default: 'docs/experiments' },
@@ -229,24 +252,14 @@ runMain(async () => {
       probe: { epochs: n(o['probe-epochs']), lr: 1, batch: 256 },
       budget: { maxConcurrent: 1, totalMinutes: n(o.minutes) },
     };
-    const created = await api('POST', '/v1/sweeps', sweep);
-    say(`sweep ${created.id}: ${created.runs.total} runs of ${steps} steps (batch ${batch}), one at a time`);
-    let last = '';
-    let s = created;
-    const loads: number[] = [];
-    while (s.state === 'running') {
-      await sleep(10_000);
-      s = await api('GET', `/v1/sweeps/${created.id}`);
-      loads.push(loadavg()[0]!);
-      const line = `${s.runs.finished}/${s.runs.total} trained, ${s.runs.probed} probed, ${s.budget.usedMinutes.toFixed(1)} min used`;
-      if (line !== last) say(`${line}; load average ${load()}`);
-      last = line;
-    }
-    say(`sweep ${s.state}${s.reason ? ` (${s.reason})` : ''}; mean 1-minute load average while it ran ${(loads.reduce((a, b) => a + b, 0) / Math.max(1, loads.length)).toFixed(1)}`);
+    const { sweep: s, meanLoad } = await runSweep(api, sweep, `${steps} steps (batch ${batch})`);
+    // The seeds' spread: the reference again under other seeds, as a second sweep after the first.
+    const repeats = o['reference-seeds'] ? o['reference-seeds'].split(',').map(Number) : [];
+    const seedSweep = repeats.length ? (await runSweep(api, { ...sweep, variants: [{}], seeds: repeats }, 'reference repeats')).sweep : null;
 
     mkdirSync(o.out, { recursive: true });
-    writeFileSync(join(o.out, 'ablations.json'), JSON.stringify({ ...s, meanLoad: loads.reduce((a, b) => a + b, 0) / Math.max(1, loads.length) }, null, 2) + '\n');
-    writeFileSync(join(o.out, 'ablations.csv'), await api('GET', `/v1/sweeps/${created.id}/results?format=csv`));
+    writeFileSync(join(o.out, 'ablations.json'), JSON.stringify({ ...s, meanLoad, seedRepeats: seedSweep }, null, 2) + '\n');
+    writeFileSync(join(o.out, 'ablations.csv'), await api('GET', `/v1/sweeps/${s.id}/results?format=csv`));
     const curves = [];
     for (const row of s.rows) {
       if (!row.pretrainJobId) continue;
@@ -266,6 +279,16 @@ runMain(async () => {
       `|---|---|---|---|---|---|---|`,
       ...s.rows.map((r: any) => `| ${r.index} | ${label(r.values)} | ${pct(r.linearTop1)} | ${pct(r.knnTop1)} | ${r.finalLoss?.toFixed(3) ?? '–'} | ${r.minutes?.toFixed(1) ?? '–'} | ${r.spikes} |`),
     ];
+    if (seedSweep) {
+      const reference = [s.rows[0], ...seedSweep.rows].filter((r: any) => typeof r.linearTop1 === 'number');
+      const spread = (key: 'linearTop1' | 'knnTop1') => {
+        const xs = reference.map((r: any) => r[key]).filter((v: unknown): v is number => typeof v === 'number');
+        const mean = xs.reduce((a: number, b: number) => a + b, 0) / Math.max(1, xs.length);
+        const sd = Math.sqrt(xs.reduce((a: number, b: number) => a + (b - mean) ** 2, 0) / Math.max(1, xs.length - 1));
+        return `${(100 * mean).toFixed(1)} ± ${(100 * sd).toFixed(1)} (n=${xs.length})`;
+      };
+      lines.push('', `reference over seeds 0,${repeats.join(',')}: linear ${spread('linearTop1')}, kNN ${spread('knnTop1')}`);
+    }
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
     await stopAll();

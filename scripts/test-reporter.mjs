@@ -84,17 +84,64 @@ export function summarize(files, root = process.cwd()) {
   return lines.join('\n');
 }
 
+/**
+ * Wall time per test file. Files run one at a time (--test-concurrency=1) and Node 20 reports no
+ * event per file, so a file's time is from the previous file's last event to its own last one:
+ * its process start-up, imports and tests. Printed as the slowest few, to show where the suite's
+ * minutes go.
+ */
+export class FileClock {
+  /** @type {Map<string, number>} */
+  seconds = new Map();
+  /** @type {string | undefined} */
+  current;
+  /** When the current file began: the previous file's last event. */
+  startedAt;
+  lastEventAt;
+
+  constructor(now = Date.now()) {
+    this.startedAt = now;
+    this.lastEventAt = now;
+  }
+
+  /** @param {{ type: string, data: any }} event @param {number} now */
+  observe(event, now = Date.now()) {
+    const file = event.data?.file;
+    if (!file || !event.type.startsWith('test:')) return;
+    if (file !== this.current) {
+      this.current = file;
+      this.startedAt = this.lastEventAt;
+    }
+    this.lastEventAt = now;
+    this.seconds.set(file, (now - this.startedAt) / 1000);
+  }
+
+  /** @param {number} n */
+  slowest(n, root = process.cwd()) {
+    const rows = [...this.seconds].sort(([, a], [, b]) => b - a).slice(0, n);
+    const total = [...this.seconds.values()].reduce((a, b) => a + b, 0);
+    return [
+      `== slowest test files (wall seconds; ${this.seconds.size} files, ${total.toFixed(0)} s in all)`,
+      ...rows.map(([file, sec]) => `  ${sec.toFixed(1).padStart(6)}  ${path.relative(root, file)}`),
+      '',
+    ].join('\n');
+  }
+}
+
 /** @param {AsyncIterable<{ type: string, data: any }>} source */
 export default async function* reporter(source) {
   /** @type {string | undefined} */
   let summary;
+  const clock = new FileClock();
   async function* withoutCoverage() {
     for await (const event of source) {
+      clock.observe(event);
       if (event.type === 'test:coverage') summary = summarize(event.data.summary.files);
       else yield event;
     }
   }
   const spec = Readable.from(withoutCoverage()).pipe(new Spec());
   for await (const chunk of spec) yield String(chunk);
+  yield '\n' + clock.slowest(12);
   if (summary) yield summary;
 }

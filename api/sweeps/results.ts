@@ -1,4 +1,5 @@
 /** A sweep's results table: one row per setting, with the resolved values that differ between rows. */
+import { FIELDS_UNUSED_BY_METHOD, type METHODS } from '../../contracts/jobSpec.js';
 import type { SweepRow, SweepRunState } from '../../db/sweeps.js';
 import { getPath } from './grid.js';
 import { probeFigures, type ProbeFigures } from './probeFigures.js';
@@ -26,6 +27,8 @@ export interface ResultsTable {
   rows: ResultRow[];
 }
 
+type Method = (typeof METHODS)[number];
+
 const minutesBetween = (a: Date | null, b: Date | null) => (a && b ? (b.getTime() - a.getTime()) / 60_000 : null);
 
 /**
@@ -34,6 +37,9 @@ const minutesBetween = (a: Date | null, b: Date | null) => (a && b ? (b.getTime(
  */
 function resolvedValue(run: SweepRunState, path: string): unknown {
   const config = run.pretrain?.result?.config;
+  const method = (getPath(config ?? run.spec, 'method') ?? 'mocov3') as Method;
+  // SimCLR's momentum is a default nobody reads: null, not a number that looks like a setting.
+  if (FIELDS_UNUSED_BY_METHOD[method]?.includes(path)) return null;
   const fromConfig = config ? getPath(config, path) : undefined;
   return fromConfig !== undefined ? fromConfig : (getPath(run.spec, path) ?? null);
 }

@@ -4,7 +4,7 @@
  * every default that depends on the architecture or the dataset (MoCo v3 reference values,
  * DESIGN.md section 3) and returns a config with no optional fields left.
  */
-import type { Arch } from '../../contracts/jobSpec.js';
+import { FIELDS_UNUSED_BY_METHOD, type Arch } from '../../contracts/jobSpec.js';
 import type { RunPlan } from './schedule.js';
 
 export type { Arch };
@@ -125,7 +125,7 @@ export interface DatasetShape {
 export const SMALL_IMAGE_MAX = 64;
 
 /** Where a resolved value came from, recorded with the job so a user sees what ran and why. */
-export type ValueSource = 'user' | 'dataset-size default' | 'dataset default' | 'architecture default' | 'reference default';
+export type ValueSource = 'user' | 'dataset-size default' | 'dataset default' | 'architecture default' | 'reference default' | 'unused by the method';
 
 /** The smallest patch (≥ 4) that keeps a small image at 64 tokens or fewer: 28 px → 4, 32 → 4, 64 → 8. */
 export function smallImagePatch(imageSize: number): number {
@@ -256,6 +256,7 @@ export function resolveTrainConfigWithSources(input: TrainConfigInput, dataset: 
     seed: pick('seed', input.seed, ['reference default', 0]),
   };
   validateTrainConfig(config, dataset);
+  for (const path of FIELDS_UNUSED_BY_METHOD[method]) sources[path] = 'unused by the method';
   return { config, sources };
 }
 

@@ -42,6 +42,21 @@ test('paths: set creates what is missing and never mutates the base; get reads n
   assert.equal(getPath({ a: 1 }, 'a.b'), undefined);
 });
 
+test("a method's unused fields are null in the table: SimCLR reports no momentum", () => {
+  const sweep = { id: 's', state: 'completed' } as SweepRow;
+  const run = (index: number, method: string, momentum: number): SweepRunState => ({
+    index,
+    setting: { method, 'moco.momentum': momentum },
+    spec: { method, moco: { momentum } },
+    error: null,
+    pretrain: { id: `p${index}`, state: 'succeeded', result: { config: { method, moco: { momentum } } }, error: null, startedAt: null, finishedAt: null, spikes: 0 },
+    probe: null,
+    evaluation: null,
+  });
+  const table = resultsTable(sweep, [run(0, 'mocov3', 0.99), run(1, 'simclr', 0.99), run(2, 'byol', 0.996)]);
+  assert.deepEqual(table.rows.map((r) => r.values['moco.momentum']), [0.99, null, 0.996]);
+});
+
 test('the table keeps the columns that differ, reads resolved values, and quotes CSV cells', () => {
   const sweep = { id: 's', state: 'completed' } as SweepRow;
   const run = (index: number, setting: Record<string, unknown>, lr: number | undefined, extra: Partial<SweepRunState> = {}): SweepRunState => ({

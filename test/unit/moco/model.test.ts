@@ -58,6 +58,8 @@ test('small grayscale images get the small-image recipe, every value with its so
   assert.equal(sources['augment.colorJitter'], 'dataset default');
   assert.equal(sources['model.dim'], 'architecture default');
   assert.equal(sources['moco.momentum'], 'reference default');
+  const simclr = resolveTrainConfigWithSources({ method: 'simclr', model: { arch: 'vit_tiny' } }, fmnist).sources;
+  assert.deepEqual([simclr['moco.momentum'], simclr['moco.predictor.hiddenDim'], simclr['moco.temperature']], ['unused by the method', 'unused by the method', 'architecture default'], 'SimCLR: no momentum encoder, no predictor');
   const explicit = resolveTrainConfigWithSources({ model: { arch: 'vit_tiny', patch: 7 }, augment: { cropMinScale: 0.08, blurProb: [1, 0.1] }, optim: { lr: 1e-4 } }, fmnist);
   assert.deepEqual([explicit.config.model.patch, explicit.config.augment.cropMinScale, explicit.config.augment.blurProb, explicit.config.optim.lr], [7, 0.08, [1, 0.1], 1e-4]);
   assert.equal(explicit.sources['augment.cropMinScale'], 'user');
