@@ -35,6 +35,11 @@ export interface AppDeps {
   webhookSigningKey?: string;
   /** How long an authenticated key stays cached; revocation takes effect within this. Default 1000 ms. */
   authCacheMs?: number;
+  /**
+   * How long a count of a tenant's active jobs lets later submissions skip counting while the tenant
+   * is clearly below TENANT_MAX_ACTIVE_JOBS (api/quotas.ts ActiveJobCounts). Default 1000 ms; 0: count every time.
+   */
+  quotaCountMs?: number;
   /** How often the SSE stream polls for new events. Default 500 ms. */
   ssePollMs?: number;
   /**

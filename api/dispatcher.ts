@@ -21,7 +21,7 @@ import type { Queue } from 'bullmq';
 import type { Logger } from '../common/logger.js';
 import type { TransactionSql } from 'postgres';
 import type { Sql } from '../db/client.js';
-import { OUTBOX_TOPICS, type EnqueueMessage, type JobEventMessage } from '../contracts/outbox.js';
+import { OUTBOX_TOPICS, webhookWants, type EnqueueMessage, type JobEventMessage } from '../contracts/outbox.js';
 import { queueForJobType, type RunJobPayload, type WebhookPayload } from '../contracts/queues.js';
 import type { Queues } from './deps.js';
 
@@ -40,7 +40,7 @@ export interface DispatcherOptions {
   rowBackoffCapMs?: number;
 }
 
-/** A submission writes two rows (enqueue, job.queued); a pass with more served several requests. */
+/** A submission writes one or two rows (enqueue; job.queued when its webhook wants it); a pass with more served several requests. */
 const ROWS_PER_SUBMISSION = 2;
 
 /**
@@ -173,18 +173,19 @@ export class OutboxDispatcher {
   async dispatchOnce(): Promise<number> {
     const { sql } = this.o;
     return sql.begin(async (tx) => {
-      const rows = await tx<{ id: number; topic: string; payload: any; attempts: number }[]>`
-        select id, topic, payload, attempts from outbox
-        where dispatched_at is null and (next_attempt_at is null or next_attempt_at <= now())
-        order by id limit ${this.batchSize}
-        for update skip locked`;
+      // The rows and the jobs they concern in one query (one round-trip less per pass); only the
+      // outbox rows are locked. A jobId that is not a UUID joins nothing instead of failing the cast.
+      const rows = await tx<
+        { id: number; topic: string; payload: any; attempts: number; job_id: string | null; job_state: string; job_attempt: number; job_webhook: { url: string; events?: string[] } | null }[]
+      >`
+        select o.id, o.topic, o.payload, o.attempts, j.id as job_id, j.state as job_state, j.attempt as job_attempt, j.spec->'webhook' as job_webhook
+        from outbox o
+        left join jobs j on j.id = case when o.payload->>'jobId' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then (o.payload->>'jobId')::uuid end
+        where o.dispatched_at is null and (o.next_attempt_at is null or o.next_attempt_at <= now())
+        order by o.id limit ${this.batchSize}
+        for update of o skip locked`;
       if (!rows.length) return 0;
-      const jobIds = [...new Set(rows.map((r) => String(r.payload?.jobId)).filter((id) => /^[0-9a-f-]{36}$/.test(id)))];
-      const jobs = jobIds.length
-        ? await tx<{ id: string; state: string; attempt: number; webhook: { url: string; events?: string[] } | null }[]>`
-            select id, state, attempt, spec->'webhook' as webhook from jobs where id = any(${jobIds}::uuid[])`
-        : [];
-      const byId = new Map(jobs.map((j) => [j.id, j]));
+      const byId = new Map(rows.filter((r) => r.job_id !== null).map((r) => [r.job_id!, { id: r.job_id!, state: r.job_state, attempt: r.job_attempt, webhook: r.job_webhook }]));
       const done = new Set<number>();
       // First enqueues of fresh jobs go in one round-trip per queue; BullMQ ignores an id it already has.
       const fresh = rows.filter((r) => {
@@ -236,8 +237,7 @@ export class OutboxDispatcher {
   }
 
   private async event(tx: TransactionSql, outboxId: number, msg: JobEventMessage, webhook: { url: string; events?: string[] } | null): Promise<void> {
-    if (!webhook?.url) return;
-    if (webhook.events?.length && !webhook.events.includes(msg.event)) return;
+    if (!webhook || !webhookWants(webhook, msg.event)) return;
     const deliveryId = derivedUuid(`outbox:${outboxId}`);
     const payload = { type: msg.event, timestamp: msg.at, data: { jobId: msg.jobId, ...(msg.data ?? {}) } };
     await tx`

@@ -13,7 +13,8 @@ import { parseDatasetRef, type JobSpec, type ProbeSpec, type PretrainSpec, type 
 import { resolveModelRef } from '../db/models.js';
 import { refuseWebhookTarget } from './webhooks/targets.js';
 import { datasetRefError } from './datasetReadiness.js';
-import { refuseOverActiveJobLimit, refuseOverStorageLimit, refuseSpecThatCannotFit } from './quotas.js';
+import { activeJobCounts, activeJobLimitError, refuseSpecThatCannotFit, storageLimitBytes, storageLimitError } from './quotas.js';
+import { webhookWants } from '../contracts/outbox.js';
 
 export interface SubmitOptions {
   tenantId: string;
@@ -36,14 +37,16 @@ export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOption
     const why = await refuseWebhookTarget(spec.webhook.url, deps.config.WEBHOOK_ALLOW_PRIVATE);
     if (why) throw invalid('webhook.url', why);
   }
-  // Issue 10: what cannot fit a runner, and tenants past their limits, are refused before the insert.
+  // Issue 10: what cannot fit a runner is refused before anything else; the tenant's limits are
+  // checked by the insert itself (one round-trip for the whole submission, see api/quotas.ts).
   if (spec.type === 'pretrain') refuseSpecThatCannotFit(deps, spec);
-  await refuseOverActiveJobLimit(deps, opts.tenantId);
-  if (spec.type === 'pretrain') await refuseOverStorageLimit(deps, opts.tenantId);
   const resolved = spec.type === 'pretrain' ? await preparePretrain(deps, opts.tenantId, spec) : await prepareProbe(deps, opts.tenantId, spec);
   const requestHash = opts.idempotencyKey
     ? createHash('sha256').update(opts.operation).update('\0').update(JSON.stringify(spec)).digest('hex')
     : null;
+  const maxActiveJobs = deps.config.TENANT_MAX_ACTIVE_JOBS;
+  const counts = activeJobCounts(deps);
+  const skipCount = counts.maySkipCount(opts.tenantId, maxActiveJobs);
   let result;
   try {
     result = await insertJob(deps.sql, {
@@ -55,23 +58,34 @@ export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOption
       idempotencyKey: opts.idempotencyKey ?? null,
       requestHash,
       parentJobId: opts.parentJobId ?? null,
+      announceQueued: webhookWants(spec.webhook, 'job.queued'),
+      maxActiveJobs: skipCount ? null : maxActiveJobs,
+      maxStoredBytes: spec.type === 'pretrain' ? storageLimitBytes(deps) : null,
     });
   } catch (err) {
     // The dataset version was deleted between resolving it and inserting: same as never existing.
     if ((err as { code?: string }).code === FOREIGN_KEY_VIOLATION) throw await datasetProblem(deps, opts.tenantId, spec.dataset ?? '');
     throw err;
   }
-  if (result.outcome === 'dataset_not_found') throw await datasetProblem(deps, opts.tenantId, spec.dataset ?? '');
-  if (result.outcome === 'existing') {
-    if (result.job.requestHash !== requestHash) {
-      throw conflict('idempotency_key_reused', 'this Idempotency-Key was used with a different request; use a new key for a new job', [
-        { path: 'idempotency-key', message: 'already used with another body', in: 'header' },
-      ]);
-    }
-    return { job: result.job, replayed: true };
+  if (result.usage.activeJobs !== null) counts.counted(opts.tenantId, result.usage.activeJobs, result.outcome === 'created');
+  switch (result.outcome) {
+    case 'active_job_limit':
+      throw activeJobLimitError(result.usage.activeJobs, maxActiveJobs);
+    case 'storage_limit':
+      throw storageLimitError(result.usage.storedBytes, storageLimitBytes(deps));
+    case 'dataset_not_found':
+      throw await datasetProblem(deps, opts.tenantId, spec.dataset ?? '');
+    case 'existing':
+      if (result.job.requestHash !== requestHash) {
+        throw conflict('idempotency_key_reused', 'this Idempotency-Key was used with a different request; use a new key for a new job', [
+          { path: 'idempotency-key', message: 'already used with another body', in: 'header' },
+        ]);
+      }
+      return { job: result.job, replayed: true };
+    case 'created':
+      deps.onOutboxWritten?.();
+      return { job: result.job, replayed: false };
   }
-  deps.onOutboxWritten?.();
-  return { job: result.job, replayed: false };
 }
 
 /** Off the hot path (only when the insert found no ready version): says which, and why not. */

@@ -24,5 +24,11 @@ export interface JobEventMessage {
   data?: Record<string, unknown>;
 }
 
+/** Does a job's webhook want this event? No `events` (or an empty list) means every event. */
+export function webhookWants(webhook: { url: string; events?: readonly string[] } | null | undefined, event: JobEventName): boolean {
+  if (!webhook?.url) return false;
+  return !webhook.events?.length || webhook.events.includes(event);
+}
+
 /** Postgres NOTIFY channel on which a cancel request reaches the runner holding the job. */
 export const CANCEL_CHANNEL = 'momentum_job_cancel';

@@ -1,13 +1,14 @@
 /**
  * Job reads and the submission write, always scoped to a tenant. Submission is one SQL statement:
- * resolving the dataset reference, inserting the job (idempotently), its first event and both outbox
- * rows happen in a single round-trip that commits or fails as a whole.
+ * resolving the dataset reference, checking the tenant's limits, inserting the job (idempotently),
+ * its first event and its outbox rows happen in a single round-trip that commits or fails as a whole.
  */
 import { and, desc, eq, inArray, lt, or, sql as dsql, type SQL } from 'drizzle-orm';
 import type { Db, Sql } from './client.js';
 import type { JobRow } from './jobs.js';
 import { jobs, type JobState, type JobType } from './schema.js';
 import { OUTBOX_TOPICS } from '../contracts/outbox.js';
+import { activeJobsSql, storedBytesSql } from './quotas.js';
 
 export type { JobRow };
 
@@ -25,13 +26,29 @@ export interface NewJob {
   idempotencyKey: string | null;
   requestHash: string | null;
   parentJobId: string | null;
+  /** Write the `job.queued` event to the outbox: only a job whose webhook wants it has a use for it. */
+  announceQueued: boolean;
+  /**
+   * Tenant limits checked in the same statement: nothing is inserted unless the tenant has fewer
+   * active jobs than `maxActiveJobs` and stores less than `maxStoredBytes`. Null skips that check.
+   */
+  maxActiveJobs: number | null;
+  maxStoredBytes: number | null;
+}
+
+/** What the statement measured of the tenant (null: not measured). */
+export interface TenantUsage {
+  activeJobs: number | null;
+  storedBytes: number | null;
 }
 
 export type InsertJobResult =
-  | { outcome: 'created'; job: JobRow }
+  | { outcome: 'created'; job: JobRow; usage: TenantUsage }
   /** The Idempotency-Key was used before: the earlier job (compare its requestHash). */
-  | { outcome: 'existing'; job: JobRow }
-  | { outcome: 'dataset_not_found' };
+  | { outcome: 'existing'; job: JobRow; usage: TenantUsage }
+  | { outcome: 'dataset_not_found'; usage: TenantUsage }
+  | { outcome: 'active_job_limit'; usage: TenantUsage & { activeJobs: number } }
+  | { outcome: 'storage_limit'; usage: TenantUsage & { storedBytes: number } };
 
 /**
  * Note: drizzle makes the shared postgres.js client pass json/jsonb and timestamps through untouched,
@@ -64,6 +81,12 @@ export function jobFromJson(r: Record<string, any>): JobRow {
   };
 }
 
+/**
+ * Inserts the job, its first event and its outbox rows in one statement, after resolving its dataset
+ * and checking the tenant's limits in that statement's snapshot. When nothing was inserted the
+ * answer says why, in this order: the Idempotency-Key was used before (the earlier job, whatever
+ * the limits say now: a retry gets the answer the first request got), a limit, the dataset.
+ */
 export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult> {
   const dv =
     job.dataset.kind === 'ref'
@@ -76,14 +99,21 @@ export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult>
         order by v.version desc limit 1`
       : sql`select ${job.dataset.versionId}::uuid as id, ${job.dataset.ref}::text as ref`;
   const enqueue = { jobId: job.id, tenantId: job.tenantId, type: job.type };
-  const [row] = await sql<{ job: Record<string, any> | null; dataset_found: boolean }[]>`
+  // A null limit skips its subquery: Postgres evaluates an uncorrelated subquery only when a CASE branch reaches it.
+  const [row] = await sql<{ job: Record<string, any> | null; dataset_found: boolean; active_jobs: number | null; stored_bytes: string | null }[]>`
     with dv as (${dv}),
+    usage as (
+      select case when ${job.maxActiveJobs}::int is null then null else ${activeJobsSql(sql, job.tenantId)} end as active_jobs,
+             case when ${job.maxStoredBytes}::bigint is null then null else ${storedBytesSql(sql, job.tenantId)} end as stored_bytes
+    ),
     j as (
       insert into jobs (id, tenant_id, type, state, spec, idempotency_key, request_hash, parent_job_id, dataset_version_id)
       select ${job.id}, ${job.tenantId}, ${job.type}, 'queued',
              jsonb_set(${JSON.stringify(job.spec)}::jsonb, '{dataset}', to_jsonb(dv.ref)),
              ${job.idempotencyKey}, ${job.requestHash}, ${job.parentJobId}, dv.id
-      from dv
+      from dv, usage
+      where (usage.active_jobs is null or usage.active_jobs < ${job.maxActiveJobs}::int)
+        and (usage.stored_bytes is null or usage.stored_bytes < ${job.maxStoredBytes}::bigint)
       on conflict (tenant_id, idempotency_key) do nothing
       returning *
     ),
@@ -95,21 +125,55 @@ export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult>
       insert into outbox (topic, payload)
       select ${OUTBOX_TOPICS.enqueue}, ${JSON.stringify(enqueue)}::jsonb from j
       union all
-      select ${OUTBOX_TOPICS.event}, jsonb_build_object('jobId', id, 'event', 'job.queued', 'at', now(), 'data', jsonb_build_object('reason', 'submitted', 'attempt', 0)) from j
+      select ${OUTBOX_TOPICS.event}, jsonb_build_object('jobId', id, 'event', 'job.queued', 'at', now(), 'data', jsonb_build_object('reason', 'submitted', 'attempt', 0))
+      from j where ${job.announceQueued}::boolean
     )
-    select (select row_to_json(j) from j) as job, exists (select 1 from dv) as dataset_found`;
-  if (row!.job) return { outcome: 'created', job: jobFromJson(row!.job) };
-  if (!row!.dataset_found) return { outcome: 'dataset_not_found' };
-  // Nothing inserted although the dataset resolved: the idempotency key exists already.
-  const existing = await findJobByIdempotencyKey(sql, job.tenantId, job.idempotencyKey!);
-  if (!existing) throw new Error('idempotency conflict without an existing job'); // cannot happen: keys are never deleted alone
-  return { outcome: 'existing', job: existing };
+    select (select row_to_json(j) from j) as job, exists (select 1 from dv) as dataset_found,
+           usage.active_jobs, usage.stored_bytes::text as stored_bytes
+    from usage`;
+  const usage: TenantUsage = { activeJobs: row!.active_jobs, storedBytes: row!.stored_bytes === null ? null : Number(row!.stored_bytes) };
+  if (row!.job) return { outcome: 'created', job: jobFromJson(row!.job), usage };
+  // Nothing inserted. An Idempotency-Key seen before wins over everything else.
+  if (job.idempotencyKey !== null) {
+    const existing = await findJobByIdempotencyKey(sql, job.tenantId, job.idempotencyKey);
+    if (existing) return { outcome: 'existing', job: existing, usage };
+  }
+  if (usage.activeJobs !== null && usage.activeJobs >= job.maxActiveJobs!) return { outcome: 'active_job_limit', usage: { ...usage, activeJobs: usage.activeJobs } };
+  if (usage.storedBytes !== null && usage.storedBytes >= job.maxStoredBytes!) return { outcome: 'storage_limit', usage: { ...usage, storedBytes: usage.storedBytes } };
+  if (!row!.dataset_found) return { outcome: 'dataset_not_found', usage };
+  // Resolved, under the limits, and yet nothing inserted and no earlier job: cannot happen (keys are never deleted alone).
+  throw new Error('idempotency conflict without an existing job');
 }
 
 export async function findJobByIdempotencyKey(sql: Sql, tenantId: string, key: string): Promise<JobRow | undefined> {
   const [row] = await sql<{ job: Record<string, any> }[]>`
     select row_to_json(jobs) as job from jobs where tenant_id = ${tenantId} and idempotency_key = ${key}`;
   return row && jobFromJson(row.job);
+}
+
+/** An ISO 8601 UTC timestamp to the millisecond, as Date.toISOString() writes it (both truncate microseconds). */
+const isoSql = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+/**
+ * The API's JSON of a job (api/serialize.ts jobJson), built by Postgres as text: the hot read path
+ * then neither parses the row's JSON (the spec with its defaults is most of it) nor writes it again.
+ * test/integration/api/jobJson.test.ts holds the two renderings equal.
+ */
+const JOB_API_JSON = `json_build_object(
+    'id', j.id, 'type', j.type, 'state', j.state, 'spec', j.spec,
+    'dataset', case when jsonb_typeof(j.spec->'dataset') = 'string' then j.spec->>'dataset' end,
+    'datasetVersionId', j.dataset_version_id,
+    'labels', coalesce(nullif(j.spec->'labels', 'null'::jsonb), '{}'::jsonb),
+    'attempt', j.attempt, 'cancelRequested', j.cancel_requested, 'parentJobId', j.parent_job_id,
+    'progress', j.progress, 'runtime', j.runtime, 'result', j.result, 'error', j.error,
+    'createdAt', ${isoSql('j.created_at')}, 'updatedAt', ${isoSql('j.updated_at')},
+    'startedAt', ${isoSql('j.started_at')}, 'finishedAt', ${isoSql('j.finished_at')}
+  )::text`;
+
+/** One job of the tenant as the API's JSON text (GET /v1/jobs/{id}), or undefined. */
+export async function getTenantJobApiJson(sql: Sql, tenantId: string, jobId: string): Promise<string | undefined> {
+  const [row] = await sql<{ json: string }[]>`select ${sql.unsafe(JOB_API_JSON)} as json from jobs j where j.id = ${jobId} and j.tenant_id = ${tenantId}`;
+  return row?.json;
 }
 
 /** One job of the tenant (prepared statement: this is the hot read path). */

@@ -130,6 +130,8 @@ export const jobs = pgTable(
     uniqueIndex('jobs_tenant_idempotency_uq').on(t.tenantId, t.idempotencyKey),
     index('jobs_tenant_created_idx').on(t.tenantId, t.createdAt, t.id),
     index('jobs_state_idx').on(t.state),
+    /** The tenant's active jobs, counted against TENANT_MAX_ACTIVE_JOBS at submission (migration 0012). */
+    index('jobs_tenant_active_idx').on(t.tenantId).where(sql`${t.state} in ('queued','requeued','running','canceling')`),
     check('jobs_type_ck', sql`${t.type} in ('pretrain','probe','ingest')`),
     check(
       'jobs_state_ck',

@@ -12,6 +12,7 @@ import { ApiError } from '../errors.js';
 import type { AppEnv } from '../deps.js';
 import type { Logger } from '../../common/logger.js';
 import { hashApiKey } from './keys.js';
+import { requestHeader } from '../nodeHttp.js';
 import { hasScope, type Scope } from './scopes.js';
 import type { AuthGuard } from './guard.js';
 
@@ -97,7 +98,8 @@ export function authenticate(cache: KeyCache, guard: AuthGuard): MiddlewareHandl
       guard.recordFailure(address);
       return unauthorized(message);
     };
-    const header = c.req.header('authorization');
+    // From Node's parsed headers when served by Node (api/nodeHttp.ts); Node keeps the first of duplicate Authorization headers.
+    const header = requestHeader(c, 'authorization');
     if (!header) throw fail('missing Authorization header; send "Authorization: Bearer <api key>"');
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) throw fail('Authorization must be "Bearer <api key>"');

@@ -13,6 +13,7 @@ import type { IncomingMessage } from 'node:http';
 import type { MiddlewareHandler } from 'hono';
 import { bodyLimit as honoBodyLimit } from 'hono/body-limit';
 import { ApiError } from '../errors.js';
+import { nodeIncoming } from '../nodeHttp.js';
 
 const JSON_MEDIA_TYPE = /^application\/([\w.-]+\+)?json$/i;
 
@@ -69,7 +70,7 @@ export function bodyLimit(maxBytes: number): MiddlewareHandler {
     // GET/HEAD carry no body; skipping the check for them also spares building a full Request object
     // (touching `body` forces it): measured ~15 % of a read.
     if (c.req.method === 'GET' || c.req.method === 'HEAD') return next();
-    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    const incoming = nodeIncoming(c);
     const type = incoming?.headers['content-type']?.split(';')[0]!.trim();
     if (!incoming || !type || !JSON_MEDIA_TYPE.test(type) || incoming.readableDidRead) return generic(c, next);
     // Hono stores promises in its body cache (its type says otherwise).

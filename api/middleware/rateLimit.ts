@@ -18,6 +18,7 @@ import type { Logger } from '../../common/logger.js';
 import { withRedisDeadline } from '../../common/redis.js';
 import type { AppEnv } from '../deps.js';
 import { ApiError } from '../errors.js';
+import { setResponseHeader } from '../nodeHttp.js';
 
 const WINDOW_MS = 60_000;
 /** Keys tracked per process before the table is cleared (bounds memory; a cleared key re-reads Redis). */
@@ -114,9 +115,10 @@ export function rateLimit(opts: { redis: Redis; prefix: string; perMinute: numbe
     const count = typeof counted === 'number' ? counted : await counted;
     const remaining = Math.max(0, opts.perMinute - count);
     const reset = Math.ceil(((window + 1) * WINDOW_MS - now) / 1000);
-    c.header('RateLimit-Limit', limit);
-    c.header('RateLimit-Remaining', String(remaining));
-    c.header('RateLimit-Reset', String(reset));
+    // On Node's response directly: a Hono c.header() here would cost every request a Headers object (api/nodeHttp.ts).
+    setResponseHeader(c, 'RateLimit-Limit', limit);
+    setResponseHeader(c, 'RateLimit-Remaining', String(remaining));
+    setResponseHeader(c, 'RateLimit-Reset', String(reset));
     if (count > opts.perMinute) {
       throw new ApiError(429, 'rate_limited', `rate limit of ${opts.perMinute} requests per minute exceeded for this API key; retry in ${reset} s`, [], {
         'Retry-After': String(reset),

@@ -8,13 +8,14 @@ import { JOB_TYPES } from '../../db/schema.js';
 import { CANCEL_CHANNEL, OUTBOX_TOPICS, type EnqueueMessage } from '../../contracts/outbox.js';
 import { queueForJobType } from '../../contracts/queues.js';
 import { transitionJob } from '../../db/jobs.js';
-import { getTenantJob, listTenantJobs, tenantJobExists, type JobRow } from '../../db/jobQueries.js';
+import { getTenantJob, getTenantJobApiJson, listTenantJobs, tenantJobExists, type JobRow } from '../../db/jobQueries.js';
 import { requireScope } from '../auth/middleware.js';
 import type { AppDeps } from '../deps.js';
 import { ApiError, conflict, invalid, notFound } from '../errors.js';
 import { submitJob } from '../jobSubmission.js';
 import { commonErrors, conflictError, idempotencyKeyHeader, json, jsonBody, JobIdParam, Json, notFoundError, router, security, unprocessableError } from '../openapi.js';
 import { jobJson } from '../serialize.js';
+import { setResponseHeader } from '../nodeHttp.js';
 
 export const JobSchema = z
   .object({
@@ -187,8 +188,8 @@ export function jobRoutes(deps: AppDeps) {
       idempotencyKey: c.req.valid('header')['idempotency-key'],
       operation: 'submit',
     });
-    if (replayed) c.header('Idempotent-Replayed', 'true');
-    c.header('Location', `/v1/jobs/${job.id}`);
+    if (replayed) setResponseHeader(c, 'Idempotent-Replayed', 'true');
+    setResponseHeader(c, 'Location', `/v1/jobs/${job.id}`);
     return c.json(jobJson(job), 201);
   });
 
@@ -211,8 +212,11 @@ export function jobRoutes(deps: AppDeps) {
   });
 
   app.openapi(getRoute, async (c) => {
-    const job = await loadJob(deps, c.get('principal').tenantId, c.req.valid('param').id);
-    return c.json(jobJson(job), 200);
+    const { id } = c.req.valid('param');
+    // The JSON comes from Postgres as text (db/jobQueries.ts): no parse and re-serialisation of the spec per read.
+    const text = await getTenantJobApiJson(deps.sql, c.get('principal').tenantId, id);
+    if (text === undefined) throw notFound('job', id, 'id');
+    return c.body(text, 200, { 'Content-Type': 'application/json' }) as never;
   });
 
   app.openapi(cancelRoute, async (c) => {
@@ -247,8 +251,8 @@ export function jobRoutes(deps: AppDeps) {
     const body = c.req.valid('json');
     const initFrom = body.initFrom ? (isModelRef(body.initFrom) ? { model: body.initFrom } : { job: earlier.id, checkpoint: body.initFrom }) : undefined;
     const { job, replayed } = await retrainJob(deps, tenantId, earlier, { ...body, initFrom }, c.req.valid('header')['idempotency-key']);
-    if (replayed) c.header('Idempotent-Replayed', 'true');
-    c.header('Location', `/v1/jobs/${job.id}`);
+    if (replayed) setResponseHeader(c, 'Idempotent-Replayed', 'true');
+    setResponseHeader(c, 'Location', `/v1/jobs/${job.id}`);
     return c.json(jobJson(job), 201);
   });
 

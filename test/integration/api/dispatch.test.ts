@@ -95,13 +95,27 @@ describe('outbox dispatcher', () => {
 
   test('several dispatchers at once (replicas) dispatch every row exactly once', async () => {
     const ids = [];
-    for (let i = 0; i < 30; i++) ids.push((await submit(pretrain('fmnist'))).id);
+    // With a webhook that wants job.queued, each submission writes both kinds of row (enqueue, event).
+    const webhook = { url: 'http://127.0.0.1:9/hook', events: ['job.queued'] };
+    for (let i = 0; i < 30; i++) ids.push((await submit(pretrain('fmnist', { webhook }))).id);
     const replicas = [0, 1, 2].map(() => new OutboxDispatcher({ sql: h.database.sql, queues: h.deps.queues, logger, batchSize: 7 }));
     await Promise.all(replicas.map(async (d) => { while ((await d.dispatchOnce()) > 0); }));
     const rows = await h.database.sql`select attempts, dispatched_at from outbox where payload->>'jobId' = any(${ids})`;
     assert.equal(rows.length, 60);
     assert.ok(rows.every((r) => r.dispatched_at !== null && r.attempts === 1), 'each row claimed by exactly one dispatcher');
     for (const id of ids) assert.ok(await h.deps.queues.train.getJob(id), id);
+  });
+
+  test('a row whose jobId is not a UUID does not stop the pass: it and the rows beside it are dispatched', async () => {
+    const [odd] = (await h.database.sql`
+      insert into outbox (topic, payload) values ('job.event', ${JSON.stringify({ jobId: '------------------------------------', event: 'job.queued', at: new Date().toISOString() })}::jsonb)
+      returning id`) as unknown as { id: number }[];
+    const job = await submit(pretrain('fmnist'));
+    while ((await dispatcher.dispatchOnce()) > 0);
+    const rows = await h.database.sql`select id, dispatched_at from outbox where id = ${odd!.id} or payload->>'jobId' = ${job.id}`;
+    assert.equal(rows.length, 2);
+    assert.ok(rows.every((r) => r.dispatched_at !== null), JSON.stringify(rows));
+    assert.ok(await h.deps.queues.train.getJob(job.id));
   });
 
   test('the running dispatcher is woken by a submission (no poll wait)', async () => {

@@ -28,7 +28,7 @@ before(async () => {
 after(async () => h.close());
 
 describe('POST /v1/jobs', () => {
-  test('a valid pretrain spec creates a queued job, resolves the dataset and writes both outbox rows', async () => {
+  test('a valid pretrain spec creates a queued job, resolves the dataset and writes its enqueue to the outbox', async () => {
     const { res, body } = await submit(pretrain('fmnist', { labels: { branch: 'main' } }));
     assert.equal(res.status, 201, JSON.stringify(body));
     assert.equal(body.state, 'queued');
@@ -40,10 +40,24 @@ describe('POST /v1/jobs', () => {
     assert.equal(body.spec.moco.momentumSchedule, 'cosine');
     assert.equal(res.headers.get('location'), `/v1/jobs/${body.id}`);
     const outbox = await h.database.sql`select topic, payload from outbox where payload->>'jobId' = ${body.id} order by id`;
-    assert.deepEqual(outbox.map((r) => r.topic), ['job.enqueue', 'job.event']);
+    // No webhook: the job.queued event would reach no one, so no outbox row announces it.
+    assert.deepEqual(outbox.map((r) => r.topic), ['job.enqueue']);
     assert.deepEqual(outbox[0]!.payload, { jobId: body.id, tenantId: h.tenantA, type: 'pretrain' });
     const events = await h.database.sql`select to_state, reason from job_events where job_id = ${body.id}`;
     assert.deepEqual([...events], [{ to_state: 'queued', reason: 'submitted' }]);
+  });
+
+  test('the job.queued event goes to the outbox when the job has a webhook that wants it', async () => {
+    const topics = async (webhook: unknown) => {
+      const { res, body } = await submit(pretrain('fmnist', { webhook }));
+      assert.equal(res.status, 201, JSON.stringify(body));
+      const rows = await h.database.sql`select topic, payload->>'event' as event from outbox where payload->>'jobId' = ${body.id} order by id`;
+      return rows.map((r) => (r.topic === 'job.event' ? r.event : r.topic));
+    };
+    assert.deepEqual(await topics({ url: 'http://127.0.0.1:9/hook' }), ['job.enqueue', 'job.queued'], 'all events');
+    assert.deepEqual(await topics({ url: 'http://127.0.0.1:9/hook', events: [] }), ['job.enqueue', 'job.queued'], 'an empty list is all events');
+    assert.deepEqual(await topics({ url: 'http://127.0.0.1:9/hook', events: ['job.queued', 'job.succeeded'] }), ['job.enqueue', 'job.queued']);
+    assert.deepEqual(await topics({ url: 'http://127.0.0.1:9/hook', events: ['job.succeeded'] }), ['job.enqueue'], 'filtered out');
   });
 
   test('name@N pins that version', async () => {

@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { createApp } from '../../../api/app.js';
-import { createHarness, pretrain, seedReadyDataset, type Harness } from './harness.js';
+import { createHarness, pretrain, randomUUID, seedReadyDataset, type Harness } from './harness.js';
 
 const minute = () => Math.floor(Date.now() / 60_000);
 
@@ -114,11 +114,68 @@ describe('JSON bodies over a real socket', () => {
     }
   });
 
+  test('headers written on Node\'s response: rate limit on every answer, Location and Idempotent-Replayed on submissions', async () => {
+    const url = `http://127.0.0.1:${port}`;
+    const auth = { authorization: `Bearer ${h.keys.admin}` };
+    const submit = () =>
+      fetch(`${url}/v1/jobs`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json', 'idempotency-key': 'headers-test' }, body: JSON.stringify(pretrain('fmnist')) });
+    const first = await submit();
+    const { id } = (await first.json()) as { id: string };
+    assert.equal(first.status, 201);
+    assert.equal(first.headers.get('location'), `/v1/jobs/${id}`);
+    assert.equal(first.headers.get('idempotent-replayed'), null);
+    assert.equal(first.headers.get('content-type'), 'application/json');
+    const again = await submit();
+    assert.equal(again.status, 201);
+    assert.equal(again.headers.get('idempotent-replayed'), 'true');
+    const read = await fetch(`${url}/v1/jobs/${id}`, { headers: auth });
+    assert.equal(read.status, 200);
+    assert.equal(read.headers.get('content-type'), 'application/json');
+    assert.equal(((await read.json()) as { id: string }).id, id);
+    for (const res of [first, again, read]) {
+      assert.equal(res.headers.get('ratelimit-limit'), String(h.config.API_RATE_LIMIT_PER_MINUTE));
+      assert.match(res.headers.get('ratelimit-remaining') ?? '', /^\d+$/);
+      assert.match(res.headers.get('ratelimit-reset') ?? '', /^\d+$/);
+    }
+    const missing = await fetch(`${url}/v1/jobs/${randomUUID()}`, { headers: auth });
+    assert.equal(missing.status, 404);
+    assert.ok(missing.headers.get('ratelimit-remaining'), 'errors carry the rate limit too');
+    const anonymous = await fetch(`${url}/v1/jobs/${id}`);
+    assert.equal(anonymous.status, 401);
+    assert.equal(anonymous.headers.get('www-authenticate'), 'Bearer realm="momentum"');
+    const wrong = await fetch(`${url}/v1/jobs/${id}`, { headers: { authorization: 'Bearer mom_nope_nope' } });
+    assert.equal(wrong.status, 401);
+  });
+
   test('malformed JSON: 400 malformed_json; a leading BOM is accepted as Request.text() would', async () => {
     const bad = await post(Buffer.from('{"type":"pretrain",'));
     assert.equal(bad.status, 400);
     assert.equal(bad.json.error.code, 'malformed_json');
     const bom = await post(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify(pretrain('fmnist')))]));
     assert.equal(bom.status, 201, JSON.stringify(bom.json));
+  });
+});
+
+describe('over the rate limit, over a real socket', () => {
+  test('429 with Retry-After and RateLimit-Remaining 0', async () => {
+    const h = await createHarness({ API_RATE_LIMIT_PER_MINUTE: 2 });
+    const server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' });
+    try {
+      await new Promise((r) => server.once('listening', r));
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/jobs`;
+      const statuses: number[] = [];
+      let last: Response | undefined;
+      for (let i = 0; i < 3; i++) {
+        last = await fetch(url, { headers: { authorization: `Bearer ${h.keys.admin}` } });
+        statuses.push(last.status);
+      }
+      assert.deepEqual(statuses, [200, 200, 429]);
+      assert.match(last!.headers.get('retry-after') ?? '', /^\d+$/);
+      assert.equal(last!.headers.get('ratelimit-remaining'), '0');
+      assert.equal(last!.headers.get('ratelimit-limit'), '2');
+    } finally {
+      await new Promise((r) => server.close(r));
+      await h.close();
+    }
   });
 });

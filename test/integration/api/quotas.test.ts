@@ -4,7 +4,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHarness, pretrain, seedReadyDataset, type Harness } from './harness.js';
+import { createHarness, pretrain, randomUUID, seedReadyDataset, type Harness } from './harness.js';
 import { estimateFootprint } from '../../../contracts/footprint.js';
 import { buildTrainConfig } from '../../../runner/trainConfig.js';
 import { pretrainSpec } from '../../../contracts/jobSpec.js';
@@ -77,6 +77,40 @@ describe('per-tenant limits', () => {
     const [first] = (await h.database.sql`select id from jobs where tenant_id = ${h.tenantA} and state = 'queued' limit 1`) as unknown as { id: string }[];
     assert.equal((await h.request('POST', `/v1/jobs/${first!.id}/cancel`)).status, 200);
     assert.equal((await h.request('POST', '/v1/jobs', { body: pretrain('fmnist') })).status, 201, 'a place came free');
+  });
+
+  test('at the limit, a retry with an Idempotency-Key seen before still gets its job; a new key gets 429', async () => {
+    const [first] = (await h.database.sql`select id from jobs where tenant_id = ${h.tenantA} and state = 'queued' limit 1`) as unknown as { id: string }[];
+    assert.equal((await h.request('POST', `/v1/jobs/${first!.id}/cancel`)).status, 200);
+    const key = `retry-${randomUUID()}`;
+    const created = await h.request('POST', '/v1/jobs', { body: pretrain('fmnist'), headers: { 'idempotency-key': key } });
+    assert.equal(created.status, 201);
+    const replay = await h.request('POST', '/v1/jobs', { body: pretrain('fmnist'), headers: { 'idempotency-key': key } });
+    assert.equal(replay.status, 201, await replay.clone().text());
+    assert.equal(replay.headers.get('idempotent-replayed'), 'true');
+    assert.equal(((await replay.json()) as { id: string }).id, ((await created.json()) as { id: string }).id);
+    await refused(h, pretrain('fmnist'), 429, 'active_job_limit', 'tenant', /3 jobs queued or running/);
+  });
+
+  test('far below the limit a recent count is reused; near it every submission counts afresh', async () => {
+    // quotaCountMs of 10 minutes: the reuse does not depend on how fast this test runs.
+    const lax = await createHarness({ TENANT_MAX_ACTIVE_JOBS: 10 }, { quotaCountMs: 600_000 });
+    try {
+      await seedReadyDataset(lax, lax.tenantA, 'fmnist', 1);
+      assert.equal((await lax.request('POST', '/v1/jobs', { body: pretrain('fmnist') })).status, 201, 'counts: 0 active');
+      // Another replica's submissions, unseen by this process's estimate (1 active).
+      const [job] = (await lax.database.sql`select spec, dataset_version_id from jobs where tenant_id = ${lax.tenantA}`) as unknown as { spec: unknown; dataset_version_id: string }[];
+      await lax.database.sql`
+        insert into jobs (tenant_id, type, state, spec, dataset_version_id)
+        select ${lax.tenantA}, 'pretrain', 'queued', ${JSON.stringify(job!.spec)}::jsonb, ${job!.dataset_version_id} from generate_series(1, 20)`;
+      const statuses: number[] = [];
+      for (let i = 0; i < 9; i++) statuses.push((await lax.request('POST', '/v1/jobs', { body: pretrain('fmnist') })).status);
+      // Estimates 1..8 are below 10 - 1: skipped counts; at 9 the submission counts (29 active) and is refused.
+      assert.deepEqual(statuses, [201, 201, 201, 201, 201, 201, 201, 201, 429]);
+      await refused(lax, pretrain('fmnist'), 429, 'active_job_limit', 'tenant', /29 jobs queued or running; the limit is 10/);
+    } finally {
+      await lax.close();
+    }
   });
 
   test('storage: past TENANT_MAX_STORAGE_GB new pretrain jobs and uploads are refused (409)', async () => {

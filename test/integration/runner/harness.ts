@@ -70,7 +70,11 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.once(signal, () => process.exit(signal === 'SIGTERM' ? 143 : 130));
 }
 
-export async function createRunnerHarness(overrides: Partial<Config> = {}): Promise<RunnerHarness> {
+/**
+ * `opts.dispatcher: false` leaves the outbox to API processes the test starts itself (replicas):
+ * the in-process app then only writes it.
+ */
+export async function createRunnerHarness(overrides: Partial<Config> = {}, opts: { dispatcher?: boolean } = {}): Promise<RunnerHarness> {
   const database = await createTestDatabase();
   const bucket = await createTestStorage(overrides.S3_ENDPOINT);
   const dataDir = join(REPO, 'var', 'tmp', uniqueName('runner-test'));
@@ -90,9 +94,11 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
   const queues = createQueues(config, redis);
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
   const deps: AppDeps = { config, db: database.db, sql: database.sql, storage: bucket.storage, redis, queues, logger };
-  const dispatcher = new OutboxDispatcher({ sql: database.sql, queues, logger, pollMs: 100 });
-  deps.onOutboxWritten = () => dispatcher.wake();
-  dispatcher.start();
+  const dispatcher = opts.dispatcher === false ? undefined : new OutboxDispatcher({ sql: database.sql, queues, logger, pollMs: 100 });
+  if (dispatcher) {
+    deps.onOutboxWritten = () => dispatcher.wake();
+    dispatcher.start();
+  }
   const { app } = createApp(deps);
   const tenant = await ensureTenant(database.db, 'runner-tests');
   const material = generateApiKey();
@@ -186,7 +192,7 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}): Prom
     async close() {
       for (const r of runners) if (r.proc.exitCode === null && r.proc.signalCode === null) r.proc.kill('SIGKILL');
       await Promise.all(runners.map((r) => r.exited));
-      await dispatcher.stop();
+      await dispatcher?.stop();
       await closeQueues(queues);
       await removeQueueKeys(redis, config.QUEUE_PREFIX);
       redis.disconnect();
