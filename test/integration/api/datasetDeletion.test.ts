@@ -66,7 +66,7 @@ test('deleting a dataset removes every object of every version; use after is 4xx
   ] as const) {
     assert.equal((await h.request(method, path)).status, 404, `${method} ${path}`);
   }
-  const newVersion = await h.request('POST', '/v1/datasets/doomed/versions', { body: { options: { format: 'idx' } } });
+  const newVersion = await h.request('POST', '/v1/datasets/doomed/versions', { body: { options: { format: 'idx' }, sizeBytes: 1024 } });
   assert.equal(newVersion.status, 404, 'no version can be added to a deleted dataset');
   for (const ref of ['doomed', 'doomed@1', 'doomed@2']) {
     const job = await submit(ref);
@@ -75,7 +75,7 @@ test('deleting a dataset removes every object of every version; use after is 4xx
 
   const again = await h.request('POST', '/v1/datasets', { body: { name: 'doomed' } });
   assert.equal(again.status, 201, 'the name can be used again');
-  const v = (await (await h.request('POST', '/v1/datasets/doomed/versions', { body: { options: { format: 'idx' } } })).json()) as { version: number };
+  const v = (await (await h.request('POST', '/v1/datasets/doomed/versions', { body: { options: { format: 'idx' }, sizeBytes: 1024 } })).json()) as { version: number };
   assert.equal(v.version, 1, 'a new dataset: its versions start again at 1');
 });
 
