@@ -39,7 +39,15 @@ export interface SweepRunState {
   pretrain: (RunJob & { spikes: number }) | null;
   probe: RunJob | null;
   /** The probe's evaluation row (linear top-1/top-5 and details), once stored. */
-  evaluation: { kind: string; top1: number; top5: number | null; details: Record<string, any> | null } | null;
+  evaluation: {
+    kind: string;
+    top1: number;
+    top5: number | null;
+    /** The model's kNN top-1 and every subject's figures (model, random_init, raw_pixels), when the probe measured them. */
+    knnTop1?: number | null;
+    subjects?: Record<string, any> | null;
+    details: Record<string, any> | null;
+  } | null;
 }
 
 const date = (v: unknown) => (v === null || v === undefined ? null : new Date(v as string));
@@ -112,7 +120,7 @@ export async function sweepRunStates(sql: Sql, sweepId: string): Promise<SweepRu
            ${sql.unsafe(jobJson('p'))} as pretrain,
            (select count(*)::int from job_events e where e.job_id = p.id and e.kind = 'spike') as spikes,
            ${sql.unsafe(jobJson('q'))} as probe,
-           (select json_build_object('kind', ev.kind, 'top1', ev.top1, 'top5', ev.top5, 'details', ev.details)
+           (select json_build_object('kind', ev.kind, 'top1', ev.top1, 'top5', ev.top5, 'knnTop1', ev.knn_top1, 'subjects', ev.subjects, 'details', ev.details)
               from evaluations ev where ev.job_id = q.id limit 1) as evaluation
     from sweep_runs r
     left join jobs p on p.id = r.pretrain_job_id

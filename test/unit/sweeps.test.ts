@@ -42,6 +42,27 @@ test('paths: set creates what is missing and never mutates the base; get reads n
   assert.equal(getPath({ a: 1 }, 'a.b'), undefined);
 });
 
+test('a probe with subjects gives the row its kNN and both baselines', () => {
+  const sweep = { id: 's', state: 'completed' } as SweepRow;
+  const subjects = {
+    model: { linear: { top1: 0.74 }, knn: { top1: 0.71 } },
+    random_init: { linear: { top1: 0.66 }, knn: { top1: 0.6 } },
+    raw_pixels: { linear: { top1: 0.8 }, knn: { top1: 0.79 } },
+  };
+  const run: SweepRunState = {
+    index: 0,
+    setting: {},
+    spec: {},
+    error: null,
+    pretrain: { id: 'p', state: 'succeeded', result: {}, error: null, startedAt: null, finishedAt: null, spikes: 0 },
+    probe: { id: 'q', state: 'succeeded', result: {}, error: null, startedAt: null, finishedAt: null },
+    evaluation: { kind: 'linear', top1: 0.74, top5: 0.98, knnTop1: 0.71, subjects, details: { gains: {} } },
+  };
+  const [row] = resultsTable(sweep, [run]).rows;
+  assert.equal(row!.knnTop1, 0.71);
+  assert.deepEqual(row!.baselines, { randomInit: { linearTop1: 0.66, knnTop1: 0.6 }, rawPixels: { linearTop1: 0.8, knnTop1: 0.79 } });
+});
+
 test("a method's unused fields are null in the table: SimCLR reports no momentum", () => {
   const sweep = { id: 's', state: 'completed' } as SweepRow;
   const run = (index: number, method: string, momentum: number): SweepRunState => ({
