@@ -140,6 +140,31 @@ test('canceling a sweep cancels its queued and running jobs and submits no more'
   assert.equal(again.status, 200, 'canceling a canceled sweep is a no-op');
 });
 
+test('a sweep whose jobs ran its total minutes stops: running jobs canceled, no more submitted', async () => {
+  const created = await h.api('POST', '/v1/sweeps', {
+    base: base({ maxSteps: 400, checkpointEvery: 50 }),
+    grid: { 'optim.lr': [1e-3, 2e-3, 3e-3] },
+    // 0.6 s of job time: spent by the first running job long before its 400 steps are done.
+    budget: { maxConcurrent: 2, totalMinutes: 0.01 },
+  });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id as string;
+  const stopped = await eventually(async () => {
+    const s = await h.api('GET', `/v1/sweeps/${id}`);
+    return s.body.state !== 'running' && s.body;
+  }, 'the sweep to stop on its budget', 600_000);
+  assert.equal(stopped.state, 'completed');
+  assert.match(stopped.reason, /^budget: its jobs ran [\d.]+ of 0.01 minutes/);
+  const ended = await eventually(async () => {
+    const jobs = await sweepJobs(id);
+    return jobs.every((j) => TERMINAL.includes(j.state)) && jobs;
+  }, 'every job of the sweep to end', 600_000);
+  assert.ok(ended.length <= 2, 'the third setting was never submitted');
+  assert.ok(ended.some((j) => j.state === 'canceled'), JSON.stringify(ended));
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal((await sweepJobs(id)).length, ended.length, 'nothing submitted after the stop');
+});
+
 test('bad sweeps are 400/422 naming the field; nothing is created', async () => {
   const cases: [unknown, number, string][] = [
     [{ base: base(), grid: { 'optim.lrr': [1] } }, 400, 'grid.optim.lrr[0]'],
