@@ -318,32 +318,23 @@ export async function recordEvaluation(db: Db, ev: NewEvaluation): Promise<{ eva
     if (probe?.attempt !== ev.attempt) throw new SupersededError(`attempt ${ev.attempt} of probe ${ev.probeJobId} was superseded by attempt ${probe?.attempt}`);
     // Serialise probes of the same source job: two finishing at once must not both think they are best.
     await tx.select({ id: jobs.id }).from(jobs).where(eq(jobs.id, ev.sourceJobId)).for('update');
+    // A retried probe attempt replaces its evaluation with the same figures it inserts.
+    const figures = {
+      checkpointId: ev.checkpointId,
+      kind: ev.kind,
+      top1: ev.top1,
+      top5: ev.top5,
+      details: ev.details,
+      knnTop1: ev.knnTop1 ?? null,
+      subjects: ev.subjects ?? null,
+      protocol: ev.protocol ?? null,
+    };
     const [evaluation] = await tx
       .insert(evaluations)
-      .values({
-        jobId: ev.probeJobId,
-        checkpointId: ev.checkpointId,
-        kind: ev.kind,
-        top1: ev.top1,
-        top5: ev.top5,
-        details: ev.details,
-        knnTop1: ev.knnTop1 ?? null,
-        subjects: ev.subjects ?? null,
-        protocol: ev.protocol ?? null,
-      })
+      .values({ jobId: ev.probeJobId, ...figures })
       .onConflictDoUpdate({
         target: evaluations.jobId,
-        set: {
-          checkpointId: ev.checkpointId,
-          kind: ev.kind,
-          top1: ev.top1,
-          top5: ev.top5,
-          details: ev.details,
-          knnTop1: ev.knnTop1 ?? null,
-          subjects: ev.subjects ?? null,
-          protocol: ev.protocol ?? null,
-          createdAt: sql`now()`,
-        },
+        set: { ...figures, createdAt: sql`now()` },
       })
       .returning();
     const best = await resolveCheckpoint(tx, ev.sourceJobId, 'best');
