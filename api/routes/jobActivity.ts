@@ -4,7 +4,7 @@
  */
 import { createRoute, z } from '@hono/zod-openapi';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
-import type { LiveStream, LiveStreams } from '../liveStreams.js';
+import type { LiveStreams } from '../liveStreams.js';
 import { isTerminal, type JobState } from '../../contracts/lifecycle.js';
 import { deliveriesOf, eventsAfter, logsAfter, metricPoints, type JobEventRow } from '../../db/jobActivity.js';
 import { getTenantJob } from '../../db/jobQueries.js';
@@ -152,14 +152,44 @@ const deliveriesRoute = createRoute({
 export function jobActivityRoutes(deps: AppDeps, streams: LiveStreams) {
   const app = router();
   const pollMs = deps.ssePollMs ?? 500;
-  /** A slot for a live stream (429 at the tenant's cap), taken before the response starts. */
-  const admit = (c: { req: { header(name: string): string | undefined } }, tenantId: string) =>
-    streams.admit(tenantId, /^Bearer\s+(\S+)/i.exec(c.req.header('authorization') ?? '')?.[1] ?? '');
-  /** Ends the stream with why (max lifetime, shutdown, a revoked key) when it must end now. */
-  const endIfDue = async (live: LiveStream, stream: SSEStreamingApi): Promise<boolean> => {
-    const end = await live.shouldEnd();
-    if (end) await stream.writeSSE({ event: end.event, data: JSON.stringify(end) });
-    return !!end;
+  /**
+   * A live SSE stream of a job: `sendNew` writes whatever is new since its last call; it runs every
+   * `pollMs` until the job is finished (then once more, and `event: end`), the client goes away, or
+   * liveStreams.ts ends it (lifetime, a revoked key, or this process draining: `event: close`, and
+   * the client reconnects). The slot is taken before the response starts (429 at the tenant's cap).
+   */
+  const streamUntilFinished = (
+    c: Parameters<typeof streamSSE>[0],
+    tenantId: string,
+    jobId: string,
+    sendNew: (stream: SSEStreamingApi) => Promise<void>,
+  ) => {
+    const live = streams.admit(tenantId, /^Bearer\s+(\S+)/i.exec(c.req.header('authorization') ?? '')?.[1] ?? '');
+    return streamSSE(c, async (stream) => {
+      let closed = false;
+      stream.onAbort(() => {
+        closed = true;
+      });
+      try {
+        while (!closed) {
+          await sendNew(stream);
+          const current = await getTenantJob(deps.sql, tenantId, jobId);
+          if (!current || isTerminal(current.state as JobState)) {
+            await sendNew(stream);
+            await stream.writeSSE({ event: 'end', data: JSON.stringify({ state: current?.state ?? null }) });
+            break;
+          }
+          const end = await live.shouldEnd();
+          if (end) {
+            await stream.writeSSE({ event: end.event, data: JSON.stringify(end) });
+            break;
+          }
+          await stream.sleep(pollMs);
+        }
+      } finally {
+        live.release();
+      }
+    });
   };
 
   app.openapi(eventsRoute, async (c) => {
@@ -171,37 +201,16 @@ export function jobActivityRoutes(deps: AppDeps, streams: LiveStreams) {
       const rows = await eventsAfter(deps.db, job.id, resumeFrom, q.limit);
       return c.json({ events: rows.map(eventJson), nextAfter: rows.length ? rows[rows.length - 1]!.id : resumeFrom }, 200);
     }
-    // Live stream: poll the event table (cheap: indexed on job_id, id) until the job is finished and
-    // everything up to its last event was sent, or the client goes away, or liveStreams.ts ends it
-    // (lifetime, revoked key, or this process draining: `event: close`, and the client reconnects
-    // with Last-Event-ID).
-    const live = admit(c, tenantId);
-    return streamSSE(c, async (stream) => {
-      let after = resumeFrom;
-      let closed = false;
-      stream.onAbort(() => {
-        closed = true;
-      });
-      try {
-        while (!closed) {
-          const rows = await eventsAfter(deps.db, job.id, after, 500);
-          for (const e of rows) {
-            await stream.writeSSE({ id: String(e.id), event: e.kind, data: JSON.stringify(eventJson(e)) });
-            after = e.id;
-          }
-          if (rows.length === 500) continue;
-          const current = await getTenantJob(deps.sql, tenantId, job.id);
-          if (!current || isTerminal(current.state as JobState)) {
-            const tail = await eventsAfter(deps.db, job.id, after, 500);
-            for (const e of tail) await stream.writeSSE({ id: String(e.id), event: e.kind, data: JSON.stringify(eventJson(e)) });
-            await stream.writeSSE({ event: 'end', data: JSON.stringify({ state: current?.state ?? null }) });
-            break;
-          }
-          if (await endIfDue(live, stream)) break;
-          await stream.sleep(pollMs);
+    // Live: the event table is indexed on (job_id, id), so each poll reads only what is new.
+    let after = resumeFrom;
+    return streamUntilFinished(c, tenantId, job.id, async (stream) => {
+      for (;;) {
+        const rows = await eventsAfter(deps.db, job.id, after, 500);
+        for (const e of rows) {
+          await stream.writeSSE({ id: String(e.id), event: e.kind, data: JSON.stringify(eventJson(e)) });
+          after = e.id;
         }
-      } finally {
-        live.release();
+        if (rows.length < 500) return;
       }
     }) as never;
   });
@@ -215,41 +224,19 @@ export function jobActivityRoutes(deps: AppDeps, streams: LiveStreams) {
     }
     const names = q.name?.split(',').map((s) => s.trim()).filter(Boolean);
     if ((c.req.header('accept') ?? '').includes('text/event-stream')) {
-      // Live: poll new points (indexed on job, name, step) until the job is finished and all was sent.
-      const live = admit(c, tenantId);
-      return streamSSE(c, async (stream) => {
-        let closed = false;
-        stream.onAbort(() => {
-          closed = true;
-        });
-        const sent = new Set<string>();
-        let from = q.from_step ?? 0;
-        const sendNew = async () => {
-          for (;;) {
-            const points = await metricPoints(deps.db, job.id, { names, fromStep: from, toStep: q.to_step, limit: 5000 });
-            const fresh = points.filter((p) => !sent.has(`${p.name}\u0000${p.step}`));
-            if (fresh.length) {
-              for (const p of fresh) sent.add(`${p.name}\u0000${p.step}`);
-              await stream.writeSSE({ event: 'metrics', data: JSON.stringify({ points: fresh.map((p) => ({ name: p.name, step: p.step, value: p.value })) }) });
-            }
-            if (points.length) from = points[points.length - 1]!.step;
-            if (points.length < 5000) return;
+      // Live: new points (indexed on job, name, step); a step's points may arrive in two polls.
+      const sent = new Set<string>();
+      let from = q.from_step ?? 0;
+      return streamUntilFinished(c, tenantId, job.id, async (stream) => {
+        for (;;) {
+          const points = await metricPoints(deps.db, job.id, { names, fromStep: from, toStep: q.to_step, limit: 5000 });
+          const fresh = points.filter((p) => !sent.has(`${p.name}\u0000${p.step}`));
+          if (fresh.length) {
+            for (const p of fresh) sent.add(`${p.name}\u0000${p.step}`);
+            await stream.writeSSE({ event: 'metrics', data: JSON.stringify({ points: fresh.map((p) => ({ name: p.name, step: p.step, value: p.value })) }) });
           }
-        };
-        try {
-          while (!closed) {
-            await sendNew();
-            const current = await getTenantJob(deps.sql, tenantId, job.id);
-            if (!current || isTerminal(current.state as JobState)) {
-              await sendNew();
-              await stream.writeSSE({ event: 'end', data: JSON.stringify({ state: current?.state ?? null }) });
-              break;
-            }
-            if (await endIfDue(live, stream)) break;
-            await stream.sleep(pollMs);
-          }
-        } finally {
-          live.release();
+          if (points.length) from = points[points.length - 1]!.step;
+          if (points.length < 5000) return;
         }
       }) as never;
     }
