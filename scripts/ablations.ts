@@ -16,80 +16,20 @@
  * (the API's download) and `<out>/ablations-curves.svg` (loss, patch-projection gradient norm and,
  * when the runs report one, kNN accuracy per run), and prints the table as Markdown.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import { parseCommandLine } from '../common/commandLine.js';
 import { runMain, UserFacingError } from '../common/errors.js';
+import { ChildProcesses, client, freePort, runToJson, sleep, waitForJob, type Api } from './support/localStack.js';
 import { FASHION_MNIST_DIR, fashionMnistIdxArchive } from '../runner/datasets/index.js';
 
 const USAGE = `npx tsx scripts/ablations.ts [--train 6400] [--val 2000] [--batch 128] [--steps 150] [--lr 1.5e-3] [--high-lr 6e-3]
   [--seeds 0] [--reference-seeds 1,2] [--probe-epochs 30] [--minutes 45] [--out docs/experiments] [--database momentum_ablations]`;
 
-const children: ChildProcess[] = [];
+const children = new ChildProcesses();
 const say = (line: string) => process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
 const load = () => loadavg().map((x) => x.toFixed(1)).join(' ');
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function start(script: string, env: NodeJS.ProcessEnv, log: string): ChildProcess {
-  const out = openSync(log, 'a');
-  const proc = spawn(process.execPath, ['--import', 'tsx', script], { env, stdio: ['ignore', out, out] });
-  children.push(proc);
-  return proc;
-}
-
-function runJson(script: string, args: string[], env: NodeJS.ProcessEnv): Promise<any> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    proc.stdout.on('data', (d) => (out += d));
-    proc.stderr.on('data', (d) => (err += d));
-    proc.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new UserFacingError(`${script}: ${err || out}`))));
-  });
-}
-
-async function stopAll() {
-  await Promise.all(
-    children.map(
-      (p) =>
-        new Promise<void>((resolve) => {
-          if (p.exitCode !== null || p.signalCode !== null) return resolve();
-          const hard = setTimeout(() => p.kill('SIGKILL'), 30_000);
-          p.once('exit', () => (clearTimeout(hard), resolve()));
-          p.kill('SIGTERM');
-        }),
-    ),
-  );
-}
-
-function client(base: string, key: string) {
-  return async (method: string, path: string, body?: unknown): Promise<any> => {
-    const res = await fetch(base + path, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    const parsed = (res.headers.get('content-type') ?? '').includes('json') ? JSON.parse(text) : text;
-    if (!res.ok) throw new UserFacingError(`${method} ${path}: HTTP ${res.status} ${parsed?.error?.message ?? text.slice(0, 300)}`);
-    return parsed;
-  };
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The paper's knobs as sweep variants; the first is MoCo v3 as the paper recommends it. */
 function variants(highLr: number) {
@@ -144,8 +84,6 @@ function curvesSvg(runs: { label: string; series: Record<string, { step: number;
   const height = legendY + Math.ceil(runs.length / 4) * 16 + 6;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${3 * W + 20}" height="${height}" viewBox="0 0 ${3 * W + 20} ${height}" font-family="sans-serif">${parts.join('')}</svg>\n`;
 }
-
-type Api = ReturnType<typeof client>;
 
 /** Submits a sweep, prints its progress until it ends, and returns it with the mean load average. */
 async function runSweep(api: Api, body: unknown, what: string): Promise<{ sweep: any; meanLoad: number }> {
@@ -203,18 +141,18 @@ runMain(async () => {
     TFJS_BACKEND: process.env.TFJS_BACKEND ?? 'wasm',
     LOG_LEVEL: 'info',
   };
-  const onSignal = () => void stopAll().then(() => process.exit(130));
+  const onSignal = () => void children.stopAll().then(() => process.exit(130));
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    start('api/server.ts', env, join(dataDir, 'log', 'api.log'));
+    children.start('API', 'api/server.ts', [], env, join(dataDir, 'log', 'api.log'));
     for (let i = 0; ; i++) {
       if (await fetch(`${base}/readyz`).then((r) => r.ok, () => false)) break;
       if (i > 240) throw new UserFacingError(`the API did not come up; see ${dataDir}/log/api.log`);
       await sleep(500);
     }
-    start('runner/main.ts', env, join(dataDir, 'log', 'runner.log'));
-    const key = await runJson('scripts/create-api-key.ts', ['--tenant', 'ablations', '--name', tag, '--json'], env);
+    children.start('runner', 'runner/main.ts', [], env, join(dataDir, 'log', 'runner.log'));
+    const key = await runToJson('scripts/create-api-key.ts', ['--tenant', 'ablations', '--name', tag, '--json'], env);
     const api = client(base, key.key);
     say(`api ${base}, runner started; load average ${load()}`);
 
@@ -224,12 +162,8 @@ runMain(async () => {
     const put = await fetch(version.upload.url, { method: 'PUT', body: new Uint8Array(archive) });
     if (!put.ok) throw new UserFacingError(`upload: HTTP ${put.status}`);
     const ingest = await api('POST', `/v1/datasets/fashion-mnist/versions/${version.version}/finalize`);
-    for (;;) {
-      const j = await api('GET', `/v1/jobs/${ingest.job.id}`);
-      if (j.state === 'succeeded') break;
-      if (['failed', 'canceled'].includes(j.state)) throw new UserFacingError(`ingest ${j.state}: ${j.error}`);
-      await sleep(1000);
-    }
+    const ingested = await waitForJob(api, ingest.job.id, 1000);
+    if (ingested.state !== 'succeeded') throw new UserFacingError(`ingest ${ingested.state}: ${ingested.error}`);
     say(`Fashion-MNIST ${train} train + ${val} val images ingested as fashion-mnist@${version.version}`);
 
     // The small-image recipe of DESIGN.md section 8; epochs sized so the schedules end at the last step.
@@ -293,7 +227,7 @@ runMain(async () => {
     }
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
-    await stopAll();
+    await children.stopAll();
   }
   process.exit(0);
 });

@@ -13,20 +13,18 @@
  * --small (or QUICKSTART_SMALL=1): a few dozen steps on a thousand images (tests, slow machines).
  * --generated: use generated images even where Fashion-MNIST is installed.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, openSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { config } from '../common/config.js';
 import { parseCommandLine } from '../common/commandLine.js';
 import { runMain, UserFacingError } from '../common/errors.js';
 import { checkDependencies } from '../common/startup.js';
+import { ChildProcesses, freePort, rawClient, runToJson, waitForJob as waitForJobOf } from './support/localStack.js';
 import { FASHION_MNIST_DIR, fashionMnistIdxArchive, generateSyntheticDataset, writeIdxArchive } from '../runner/datasets/index.js';
 
-const TERMINAL = ['succeeded', 'failed', 'canceled'];
 const started = Date.now();
-const children: { name: string; proc: ChildProcess }[] = [];
 
 interface Plan {
   trainImages: number;
@@ -55,81 +53,17 @@ function seconds(ms: number): string {
   return s < 90 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
+const children = new ChildProcesses();
+
+/** A Momentum process of ours; when it dies on its own, the quickstart stops and says where to look. */
+function startProcess(name: string, script: string, env: NodeJS.ProcessEnv, logFile: string) {
+  return children.start(name, script, [], env, logFile, (why) => {
+    process.stderr.write(`quickstart: the ${name} exited unexpectedly (${why}); see ${logFile}\n`);
+    void children.stopAll().then(() => process.exit(1));
   });
 }
 
-/** A Momentum process of ours (node + tsx), its output in a log file. */
-function startProcess(name: string, script: string, args: string[], env: NodeJS.ProcessEnv, logFile: string): ChildProcess {
-  const out = openSync(logFile, 'a');
-  const proc = spawn(process.execPath, ['--import', 'tsx', script, ...args], { env, stdio: ['ignore', out, out] });
-  children.push({ name, proc });
-  proc.on('exit', (code, signal) => {
-    if (!stopping) {
-      process.stderr.write(`quickstart: the ${name} exited unexpectedly (${signal ?? `code ${code}`}); see ${logFile}\n`);
-      void stopAll().then(() => process.exit(1));
-    }
-  });
-  return proc;
-}
-
-let stopping = false;
-async function stopAll(): Promise<void> {
-  stopping = true;
-  await Promise.all(
-    children.map(
-      ({ proc }) =>
-        new Promise<void>((resolve) => {
-          if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-          const hard = setTimeout(() => proc.kill('SIGKILL'), 30_000);
-          proc.once('exit', () => {
-            clearTimeout(hard);
-            resolve();
-          });
-          proc.kill('SIGTERM');
-        }),
-    ),
-  );
-}
-
-function runToJson(script: string, args: string[], env: NodeJS.ProcessEnv): Promise<any> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    proc.stdout.on('data', (d) => (out += d));
-    proc.stderr.on('data', (d) => (err += d));
-    proc.on('exit', (code) => {
-      if (code !== 0) return reject(new UserFacingError(`${script} failed: ${err.trim() || out.trim()}`));
-      try {
-        resolve(JSON.parse(out.trim().split('\n').pop()!));
-      } catch {
-        reject(new UserFacingError(`${script} printed no JSON: ${out.trim()}`));
-      }
-    });
-  });
-}
-
-function client(base: string, key: string) {
-  return async <T = any>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> => {
-    const res = await fetch(base + path, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    return { status: res.status, body: text ? JSON.parse(text) : null };
-  };
-}
-
-type Api = ReturnType<typeof client>;
+type Api = ReturnType<typeof rawClient>;
 
 function expectStatus(res: { status: number; body: any }, ok: number[], what: string): any {
   if (!ok.includes(res.status)) {
@@ -152,13 +86,9 @@ async function waitForApi(base: string): Promise<void> {
 }
 
 /** Polls a job until it ends; `onUpdate` sees every state (for live progress). */
-async function waitForJob(api: Api, id: string, onUpdate?: (job: any) => void): Promise<any> {
-  for (;;) {
-    const job = expectStatus(await api('GET', `/v1/jobs/${id}`), [200], `job ${id}`);
-    onUpdate?.(job);
-    if (TERMINAL.includes(job.state)) return job;
-    await new Promise((r) => setTimeout(r, 500));
-  }
+function waitForJob(api: Api, id: string, onUpdate?: (job: any) => void): Promise<any> {
+  const get = async (method: string, path: string) => expectStatus(await api(method, path), [200], `job ${id}`);
+  return waitForJobOf(get, id, 500, onUpdate);
 }
 
 async function datasetArchive(plan: Plan, generated: boolean): Promise<{ archive: Buffer; source: string }> {
@@ -256,20 +186,20 @@ runMain(async () => {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const env = { ...process.env, API_HOST: '127.0.0.1', API_PORT: String(port), LOG_LEVEL: process.env.LOG_LEVEL ?? 'info' };
-  const onSignal = () => void stopAll().then(() => process.exit(130));
+  const onSignal = () => void children.stopAll().then(() => process.exit(130));
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
   try {
     const apiLog = join(logDir, 'quickstart-api.log');
     const runnerLog = join(logDir, 'quickstart-runner.log');
-    const api = startProcess('API', 'api/server.ts', [], env, apiLog);
-    const runner = startProcess('runner', 'runner/main.ts', [], env, runnerLog);
+    const api = startProcess('API', 'api/server.ts', env, apiLog);
+    const runner = startProcess('runner', 'runner/main.ts', env, runnerLog);
     await waitForApi(base);
     say(`  api: ${base} (pid ${api.pid}, log ${apiLog}); runner: pid ${runner.pid} (log ${runnerLog})`);
     const key = await runToJson('scripts/create-api-key.ts', ['--tenant', 'quickstart', '--name', `quickstart-${Date.now()}`, '--json'], env);
     say(`  api key for tenant "${key.tenant}": ${String(key.key).slice(0, 12)}… (export MOMENTUM_API_KEY=${key.key})`);
-    const call = client(base, key.key);
+    const call = rawClient(base, key.key);
 
     // 1. Data, uploaded through the API as a user would (presigned PUT), ingested by the runner.
     const { archive, source } = await datasetArchive(plan, values.generated);
@@ -329,7 +259,7 @@ runMain(async () => {
     say(`  ${link.url}`);
     if (!verified) throw new UserFacingError('the downloaded backbone does not match its registered sha256');
   } finally {
-    await stopAll();
+    await children.stopAll();
   }
   say(`done in ${seconds(Date.now() - started)}; stopped the API and the runner (Postgres, Redis and S3 keep running)`);
   process.exit(0);

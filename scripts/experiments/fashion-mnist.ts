@@ -15,9 +15,7 @@
  * reads the pretrain job from the state file), so the evaluation can be redone on a finished run.
  * Output goes to var/experiments/fashion-mnist/ (or --out).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -25,85 +23,17 @@ import { config } from '../../common/config.js';
 import { runMain, UserFacingError } from '../../common/errors.js';
 import { checkDependencies } from '../../common/startup.js';
 import { FASHION_MNIST_DIR, fashionMnistIdxArchive } from '../../runner/datasets/index.js';
+import { ChildProcesses, client, freePort, runToJson, waitForJob, type Api } from '../support/localStack.js';
 import { knnCurveSvg } from './svgChart.js';
 
-const TERMINAL = ['succeeded', 'failed', 'canceled'];
-const children: ChildProcess[] = [];
+const children = new ChildProcesses();
 
 function say(line: string): void {
   process.stdout.write(`[${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function start(script: string, env: NodeJS.ProcessEnv, logFile: string): ChildProcess {
-  const out = openSync(logFile, 'a');
-  const proc = spawn(process.execPath, ['--import', 'tsx', script], { env, stdio: ['ignore', out, out] });
-  children.push(proc);
-  return proc;
-}
-
-async function stopAll(): Promise<void> {
-  await Promise.all(
-    children.map(
-      (proc) =>
-        new Promise<void>((resolve) => {
-          if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-          const hard = setTimeout(() => proc.kill('SIGKILL'), 30_000);
-          proc.once('exit', () => {
-            clearTimeout(hard);
-            resolve();
-          });
-          proc.kill('SIGTERM');
-        }),
-    ),
-  );
-}
-
 function createKey(env: NodeJS.ProcessEnv): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', 'scripts/create-api-key.ts', '--tenant', 'experiments', '--name', `fashion-mnist-${Date.now()}`, '--json'], {
-      env,
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    proc.stdout.on('data', (d) => (out += d));
-    proc.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!).key) : reject(new UserFacingError('create-api-key failed'))));
-  });
-}
-
-type Api = <T = any>(method: string, path: string, body?: unknown) => Promise<T>;
-
-function client(base: string, key: string): Api {
-  return async (method, path, body) => {
-    const res = await fetch(base + path, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    const parsed = text ? JSON.parse(text) : null;
-    if (!res.ok) throw new UserFacingError(`${method} ${path}: HTTP ${res.status} ${parsed?.error?.message ?? text}`);
-    return parsed;
-  };
-}
-
-async function waitForJob(api: Api, id: string, onUpdate?: (job: any) => void): Promise<any> {
-  for (;;) {
-    const job = await api('GET', `/v1/jobs/${id}`);
-    onUpdate?.(job);
-    if (TERMINAL.includes(job.state)) return job;
-    await new Promise((r) => setTimeout(r, 5000));
-  }
+  return runToJson('scripts/create-api-key.ts', ['--tenant', 'experiments', '--name', `fashion-mnist-${Date.now()}`, '--json'], env).then((k) => k.key);
 }
 
 interface State {
@@ -149,11 +79,11 @@ runMain(async () => {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const env = { ...process.env, API_HOST: '127.0.0.1', API_PORT: String(port) };
-  process.on('SIGINT', () => void stopAll().then(() => process.exit(130)));
-  process.on('SIGTERM', () => void stopAll().then(() => process.exit(143)));
+  process.on('SIGINT', () => void children.stopAll().then(() => process.exit(130)));
+  process.on('SIGTERM', () => void children.stopAll().then(() => process.exit(143)));
   try {
-    start('api/server.ts', env, join(outDir, 'api.log'));
-    start('runner/main.ts', env, join(outDir, 'runner.log'));
+    children.start('API', 'api/server.ts', [], env, join(outDir, 'api.log'));
+    children.start('runner', 'runner/main.ts', [], env, join(outDir, 'runner.log'));
     for (let i = 0; ; i++) {
       if (i > 480) throw new UserFacingError('the API did not become ready');
       if (await fetch(`${base}/readyz`).then((r) => r.ok).catch(() => false)) break;
@@ -186,7 +116,7 @@ runMain(async () => {
       save();
       say(`pretrain ${job.id}: ${JSON.stringify(spec.model)}, budget ${values.minutes} min, load average ${loadavg()[0].toFixed(1)}`);
       let lastSay = 0;
-      const done = await waitForJob(api, job.id, (j) => {
+      const done = await waitForJob(api, job.id, 5000, (j) => {
         if (Date.now() - lastSay < 60_000 || !j.progress) return;
         lastSay = Date.now();
         say(`  step ${j.progress.step}/${j.progress.total} loss ${Number(j.progress.loss).toFixed(3)} ${Math.round(j.progress.imagesPerSec ?? 0)} img/s, load ${loadavg()[0].toFixed(1)}`);
@@ -208,12 +138,12 @@ runMain(async () => {
       state.probeJob = probe.id;
       save();
       say(`probe ${probe.id}`);
-      const probed = await waitForJob(api, probe.id);
+      const probed = await waitForJob(api, probe.id, 5000);
       if (probed.state !== 'succeeded') throw new UserFacingError(`probe ${probed.state}: ${probed.error}`);
       await report(api, state, outDir, probed.result);
     }
   } finally {
-    await stopAll();
+    await children.stopAll();
   }
   process.exit(0);
 });
@@ -227,7 +157,7 @@ async function upload(api: Api, name: string, description: string, archive: Buff
   const put = await fetch(version.upload.url, { method: 'PUT', body: new Uint8Array(archive) });
   if (!put.ok) throw new UserFacingError(`upload failed: HTTP ${put.status}`);
   const finalized = await api('POST', `/v1/datasets/${name}/versions/${version.version}/finalize`);
-  const ingest = await waitForJob(api, finalized.job.id);
+  const ingest = await waitForJob(api, finalized.job.id, 5000);
   if (ingest.state !== 'succeeded') throw new UserFacingError(`ingestion ${ingest.state}: ${ingest.error}`);
   say(`dataset ${name}@${version.version}: ${ingest.result.train} train + ${ingest.result.val} test images`);
   return `${name}@${version.version}`;
