@@ -18,7 +18,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseCommandLine } from '../../common/commandLine.js';
 import { config } from '../../common/config.js';
 import { runMain, UserFacingError } from '../../common/errors.js';
 import { checkDependencies } from '../../common/startup.js';
@@ -32,6 +32,10 @@ function say(line: string): void {
   process.stdout.write(`[${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 }
 
+const USAGE = `npm run experiment:fashion-mnist -- [--minutes 60] [--phase pretrain|evaluate|all] [--out DIR]
+  [--dim 64] [--depth 4] [--patch 7] [--heads 4] [--readout 4] [--dataset NAME@N]
+  [--probe-train N] [--probe-val M] [--knn-bank 5000] [--knn-queries 1000]`;
+
 function createKey(env: NodeJS.ProcessEnv): Promise<string> {
   return runToJson('scripts/create-api-key.ts', ['--tenant', 'experiments', '--name', `fashion-mnist-${Date.now()}`, '--json'], env).then((k) => k.key);
 }
@@ -44,24 +48,22 @@ interface State {
 }
 
 runMain(async () => {
-  const { values } = parseArgs({
-    options: {
-      phase: { type: 'string', default: 'all' },
-      minutes: { type: 'string', default: '60' },
-      out: { type: 'string' },
-      dim: { type: 'string', default: '64' },
-      depth: { type: 'string', default: '4' },
-      patch: { type: 'string', default: '7' },
-      heads: { type: 'string', default: '4' },
-      readout: { type: 'string', default: '4' },
-      /** Reuse an ingested full dataset version (`name@N`) instead of uploading it again. */
-      dataset: { type: 'string' },
-      /** Probe on the first N / M images of the train / test files (default: all, 60000 / 10000). */
-      'probe-train': { type: 'string' },
-      'probe-val': { type: 'string' },
-      'knn-bank': { type: 'string', default: '5000' },
-      'knn-queries': { type: 'string', default: '1000' },
-    },
+  const { values } = parseCommandLine(USAGE, {
+    phase: { type: 'string', default: 'all' },
+    minutes: { type: 'string', default: '60' },
+    out: { type: 'string' },
+    dim: { type: 'string', default: '64' },
+    depth: { type: 'string', default: '4' },
+    patch: { type: 'string', default: '7' },
+    heads: { type: 'string', default: '4' },
+    readout: { type: 'string', default: '4' },
+    /** Reuse an ingested full dataset version (`name@N`) instead of uploading it again. */
+    dataset: { type: 'string' },
+    /** Probe on the first N / M images of the train / test files (default: all, 60000 / 10000). */
+    'probe-train': { type: 'string' },
+    'probe-val': { type: 'string' },
+    'knn-bank': { type: 'string', default: '5000' },
+    'knn-queries': { type: 'string', default: '1000' },
   });
   const phase = values.phase;
   if (!['pretrain', 'evaluate', 'all'].includes(phase)) throw new UserFacingError('--phase must be pretrain, evaluate or all');

@@ -23,6 +23,8 @@ const ENTRY_POINTS: Record<string, string[]> = {
   'train:local': ['runner/moco/cli.ts'],
   quickstart: ['scripts/quickstart.ts'],
   'import-fashion-mnist': ['scripts/import-fashion-mnist.ts'],
+  'experiment:fashion-mnist': ['scripts/experiments/fashion-mnist.ts'],
+  ablations: ['scripts/ablations.ts'],
   migrate: ['scripts/migrate.ts'],
   doctor: ['scripts/doctor.ts'],
 };
