@@ -11,6 +11,7 @@
  */
 import { Queue } from 'bullmq';
 import { loadConfig } from '../common/config.js';
+import { parseCommandLine } from '../common/commandLine.js';
 import { runMain } from '../common/errors.js';
 import { BULLMQ_CONNECTION_OPTIONS, QUEUES } from '../contracts/queues.js';
 import { Redis } from 'ioredis';
@@ -30,6 +31,7 @@ const sum = (rs: WrkResult[]): WrkResult => ({
 });
 
 runMain(async () => {
+  parseCommandLine('npm run bench:api-pair   (no options; env CONC, DUR, BENCH_API_ROOT: see BENCHMARKS.md)', {});
   const base = loadConfig();
   const scratch = await createScratch(base);
   const { key, tag } = scratch;

@@ -19,6 +19,7 @@ import { spawnSync } from 'node:child_process';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../common/config.js';
+import { parseCommandLine } from '../common/commandLine.js';
 import { runMain, UserFacingError } from '../common/errors.js';
 import { BULLMQ_CONNECTION_OPTIONS, QUEUES } from '../contracts/queues.js';
 import { apiRoot, createScratch, fmt, parseWrk, root, startApi, wrk as wrkFor, type WrkResult } from './apiSupport.js';
@@ -60,6 +61,7 @@ function pct(values: number[], p: number): number {
 }
 
 runMain(async () => {
+  parseCommandLine('npm run bench:api   (no options; env CONC, DUR, DISPATCH_N, SKIP_CEILING, CEILING_DIR, BENCH_ROLES, BENCH_SKIP_READ, BENCH_NODE_ARGS, BENCH_API_ROOT: see BENCHMARKS.md)', {});
   const base = loadConfig();
   const scratch = await createScratch(base);
   const { tag, key, prefix, redis, database } = scratch;

@@ -1,17 +1,19 @@
 /**
  * Each decompression or pixel bomb of test/support/bombs.ts ingested in a fresh process: prints the
  * refusal and that process's peak RSS beside a baseline process that only loads the same modules.
- * Usage: npx tsx bench/bombs.ts
+ * Usage: npm run bench:bombs
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseCommandLine } from '../common/commandLine.js';
+import { runMain } from '../common/errors.js';
 import { BOMBS } from '../test/support/bombs.js';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
-const dir = mkdtempSync(join(tmpdir(), 'bench-bombs-'));
+let dir = '';
 
 /** Runs one ingestion (or none, for the baseline) in a child and returns its JSON report. */
 function runChild(index: number, path: string): { message: string; peakRssMiB: number } {
@@ -35,15 +37,19 @@ function runChild(index: number, path: string): { message: string; peakRssMiB: n
   return JSON.parse(r.stdout.trim().split('\n').at(-1)!);
 }
 
-const baseline = runChild(-1, '');
-console.log(`baseline process: peak RSS ${baseline.peakRssMiB} MiB`);
-console.log('| bomb | file size | refusal | peak RSS (MiB) |');
-console.log('|---|---|---|---|');
-for (const [i, bomb] of BOMBS.entries()) {
-  const bytes = await bomb.build();
-  const path = join(dir, `bomb-${i}`);
-  writeFileSync(path, bytes);
-  const r = runChild(i, path);
-  console.log(`| ${bomb.name} | ${bytes.length} B | ${r.message.replace(/\|/g, '\\|')} | ${r.peakRssMiB} |`);
-}
-rmSync(dir, { recursive: true, force: true });
+runMain(async () => {
+  parseCommandLine('npm run bench:bombs   (no options)', {});
+  dir = mkdtempSync(join(tmpdir(), 'bench-bombs-'));
+  const baseline = runChild(-1, '');
+  console.log(`baseline process: peak RSS ${baseline.peakRssMiB} MiB`);
+  console.log('| bomb | file size | refusal | peak RSS (MiB) |');
+  console.log('|---|---|---|---|');
+  for (const [i, bomb] of BOMBS.entries()) {
+    const bytes = await bomb.build();
+    const path = join(dir, `bomb-${i}`);
+    writeFileSync(path, bytes);
+    const r = runChild(i, path);
+    console.log(`| ${bomb.name} | ${bytes.length} B | ${r.message.replace(/\|/g, '\\|')} | ${r.peakRssMiB} |`);
+  }
+  rmSync(dir, { recursive: true, force: true });
+});

@@ -11,6 +11,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseCommandLine } from '../common/commandLine.js';
+import { runMain } from '../common/errors.js';
 import { createLogger } from '../common/logger.js';
 import { createTestDatabase, createTestStorage } from '../test/support/services.js';
 import { uploadVersion } from '../test/integration/datasets/fixtures.js';
@@ -88,7 +90,7 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
+runMain(async () => {
+  parseCommandLine('npm run bench:datasets   (no options; env TRAINER_IMAGES_PER_SEC_PER_CORE)', {});
+  await main();
 });

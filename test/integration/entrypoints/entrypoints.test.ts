@@ -25,6 +25,10 @@ const ENTRY_POINTS: Record<string, string[]> = {
   'import-fashion-mnist': ['scripts/import-fashion-mnist.ts'],
   'experiment:fashion-mnist': ['scripts/experiments/fashion-mnist.ts'],
   ablations: ['scripts/ablations.ts'],
+  'bench:api': ['bench/api.ts'],
+  'bench:api-pair': ['bench/api-pair.ts'],
+  'bench:datasets': ['bench/datasets.ts'],
+  'bench:bombs': ['bench/bombs.ts'],
   migrate: ['scripts/migrate.ts'],
   doctor: ['scripts/doctor.ts'],
 };
