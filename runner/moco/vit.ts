@@ -12,7 +12,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ModelConfig } from './config.js';
-import { bmm, dense, gelu, layerNorm } from './ops.js';
+import { attentionWeights, bmm, dense, gelu, layerNorm } from './ops.js';
 import type { ParamSet, Params } from './params.js';
 import type { Prng } from './rng.js';
 
@@ -124,11 +124,11 @@ function block(p: Params, i: number, x: tf.Tensor2D, B: number, T: number, c: Mo
 
   const h = layerNorm(x, v1('norm1.weight'), v1('norm1.bias'), LN_EPS);
   const heads4 = (t: tf.Tensor2D) => tf.reshape(t, [B, T, H, dh]);
-  // [B, T, H, dh] → [B·H, T, dh]; the attention scale is folded into q.
+  // [B, T, H, dh] → [B·H, T, dh]
   const q = tf.reshape(tf.transpose(heads4(dense(h, w('attn.q.weight'), v1('attn.q.bias'))), [0, 2, 1, 3]), [B * H, T, dh]);
   const kT = tf.reshape(tf.transpose(heads4(dense(h, w('attn.k.weight'), v1('attn.k.bias'))), [0, 2, 3, 1]), [B * H, dh, T]);
   const v = tf.reshape(tf.transpose(heads4(dense(h, w('attn.v.weight'), v1('attn.v.bias'))), [0, 2, 1, 3]), [B * H, T, dh]);
-  const attn = tf.softmax(bmm(tf.mul(q, 1 / Math.sqrt(dh)) as tf.Tensor3D, kT as tf.Tensor3D)) as tf.Tensor3D;
+  const attn = attentionWeights(q as tf.Tensor3D, kT as tf.Tensor3D, 1 / Math.sqrt(dh)); // softmax(q·kᵀ/√dh)
   const o = tf.reshape(tf.transpose(tf.reshape(bmm(attn, v as tf.Tensor3D), [B, H, T, dh]), [0, 2, 1, 3]), [B * T, D]) as tf.Tensor2D;
   const x1 = tf.add(x, dense(o, w('attn.proj.weight'), v1('attn.proj.bias'))) as tf.Tensor2D;
 

@@ -29,10 +29,13 @@ type KernelArgs = Parameters<tf.KernelFunc>[0];
 let enabled = true;
 let installedFor: { blas: NativeBlas | null } | null = null;
 
-/** A buffer of ones kept in the heap of each backend (the vector of the column sums), grown on demand. */
+/**
+ * A buffer of ones kept in the heap of each backend (the vector of the column sums; the broadcast
+ * of a bias in batch-matmul.ts), grown on demand. Returns its byte offset.
+ */
 const ones = new WeakMap<object, { ptr: number; length: number }>();
 
-function onesVector(internals: WasmBackendInternals, backend: object, length: number): number {
+export function onesVector(internals: WasmBackendInternals, backend: object, length: number): number {
   let o = ones.get(backend);
   if (!o || o.length < length) {
     if (o) internals.wasm._free(o.ptr);

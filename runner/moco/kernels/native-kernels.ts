@@ -1,0 +1,118 @@
+/**
+ * The trainer's native elementwise kernels (kernels/native/moco_native.c: GELU, LayerNorm, softmax
+ * and their gradients), compiled on first use with the machine's C compiler for this CPU
+ * (-O3 -march=native) and called through koffi on views of the wasm heap, like OpenBLAS
+ * (kernels/native-blas.ts). Why: between the products a step is elementwise work, and wasm
+ * SIMD128 is 4 lanes without FMA; the compiler vectorises these loops for the cores' own width.
+ *
+ * The built library is cached under MOCO_NATIVE_CACHE (default: <tmpdir>/momentum-native), named
+ * by a hash of the source, the flags, the compiler and the CPU model, so a changed source or a
+ * different machine compiles afresh, and concurrent processes write it atomically (temp + rename).
+ *
+ * Missing pieces are not errors: no compiler, a failed build, no koffi → `loadNativeKernels`
+ * returns the reason, and the trainer keeps the wasm kernels (GELU) and the composed tfjs ops
+ * (LayerNorm, softmax). Environment:
+ * - MOCO_NATIVE_KERNELS=off: do not build or load them.
+ * - MOCO_CC: the compiler (default: cc, then gcc, then clang).
+ * - MOCO_NATIVE_CACHE: where the built library is kept.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const SOURCE = fileURLToPath(new URL('./native/moco_native.c', import.meta.url));
+/** -fopenmp-simd reads the `omp simd` hints only (no OpenMP runtime, no threads). */
+const FLAGS = ['-O3', '-march=native', '-fopenmp-simd', '-fno-math-errno', '-fPIC', '-shared', '-Wall', '-Wextra', '-Werror'];
+
+type F32 = Float32Array;
+
+export interface NativeKernels {
+  /** The built library file. */
+  library: string;
+  /** The compiler's first line of `--version`, and whether this process compiled it or found it built. */
+  compiler: string;
+  built: 'now' | 'cached';
+  gelu(x: F32, y: F32, n: number): void;
+  geluGrad(x: F32, dy: F32, dx: F32, n: number): void;
+  layerNorm(x: F32, w: F32, b: F32, y: F32, mean: F32, rstd: F32, rows: number, cols: number, eps: number): void;
+  layerNormGrad(dy: F32, x: F32, w: F32, mean: F32, rstd: F32, dx: F32, dw: F32, db: F32, rows: number, cols: number): void;
+  softmax(x: F32, y: F32, rows: number, cols: number, scale: number): void;
+  softmaxGrad(y: F32, dy: F32, dx: F32, rows: number, cols: number, scale: number): void;
+}
+
+let loaded: NativeKernels | string | undefined;
+
+/** Whether the native kernels are wanted at all (MOCO_NATIVE_KERNELS=off says no). */
+export function nativeKernelsWanted(): boolean {
+  return process.env.MOCO_NATIVE_KERNELS !== 'off';
+}
+
+/** The first compiler that answers `--version`, with that line. */
+function findCompiler(): { cc: string; version: string } | string {
+  const candidates = process.env.MOCO_CC ? [process.env.MOCO_CC] : ['cc', 'gcc', 'clang'];
+  for (const cc of candidates) {
+    const r = spawnSync(cc, ['--version'], { encoding: 'utf8' });
+    if (r.status === 0) return { cc, version: r.stdout.split('\n')[0].trim() };
+  }
+  return `no C compiler (tried ${candidates.join(', ')}; apt-get install gcc)`;
+}
+
+/** Builds the library unless this exact build is cached; its path, whether built now, or why it failed. */
+function build(cc: string, version: string): { file: string; built: 'now' | 'cached' } | string {
+  const source = readFileSync(SOURCE);
+  const key = createHash('sha256').update(source).update(FLAGS.join(' ')).update(version).update(os.cpus()[0]?.model ?? '').update(process.arch).digest('hex').slice(0, 16);
+  const dir = process.env.MOCO_NATIVE_CACHE || join(os.tmpdir(), 'momentum-native');
+  const file = join(dir, `moco_native-${key}.so`);
+  if (existsSync(file)) return { file, built: 'cached' };
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    return `cannot create ${dir}: ${(err as Error).message}`;
+  }
+  const tmp = `${file}.${process.pid}.tmp`;
+  const r = spawnSync(cc, [...FLAGS, SOURCE, '-o', tmp], { encoding: 'utf8' });
+  if (r.status !== 0) {
+    rmSync(tmp, { force: true });
+    return `${cc} failed (${r.error?.message ?? `exit ${r.status}`}): ${(r.stderr ?? '').split('\n').slice(0, 3).join(' ')}`;
+  }
+  renameSync(tmp, file); // atomic: a concurrent process sees the whole library or none
+  return { file, built: 'now' };
+}
+
+/**
+ * Builds (or finds built) and loads the native kernels, once per process: the library, or the
+ * reason there is none. Never throws.
+ */
+export function loadNativeKernels(): NativeKernels | string {
+  if (loaded !== undefined) return loaded;
+  if (!nativeKernelsWanted()) return (loaded = 'off (MOCO_NATIVE_KERNELS=off)');
+  let koffi: typeof import('koffi');
+  try {
+    koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+  } catch (err) {
+    return (loaded = `koffi cannot load: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const compiler = findCompiler();
+  if (typeof compiler === 'string') return (loaded = compiler);
+  const lib = build(compiler.cc, compiler.version);
+  if (typeof lib === 'string') return (loaded = lib);
+  try {
+    const so = koffi.load(lib.file);
+    // int64_t sizes: koffi takes JS numbers for them.
+    const fn = (decl: string) => so.func(decl) as unknown as (...args: unknown[]) => void;
+    const gelu = fn('void moco_gelu(const float *x, float *y, int64_t n)');
+    const geluGrad = fn('void moco_gelu_grad(const float *x, const float *dy, float *dx, int64_t n)');
+    const layerNorm = fn('void moco_layernorm(const float *x, const float *w, const float *b, float *y, float *mean, float *rstd, int64_t rows, int64_t cols, float eps)');
+    const layerNormGrad = fn('void moco_layernorm_grad(const float *dy, const float *x, const float *w, const float *mean, const float *rstd, float *dx, float *dw, float *db, int64_t rows, int64_t cols)');
+    const softmax = fn('void moco_softmax(const float *x, float *y, int64_t rows, int64_t cols, float scale)');
+    const softmaxGrad = fn('void moco_softmax_grad(const float *y, const float *dy, float *dx, int64_t rows, int64_t cols, float scale)');
+    loaded = { library: lib.file, compiler: compiler.version, built: lib.built, gelu, geluGrad, layerNorm, layerNormGrad, softmax, softmaxGrad };
+    return loaded;
+  } catch (err) {
+    return (loaded = `cannot load ${lib.file}: ${(err as Error).message.split('\n')[0]}`);
+  }
+}

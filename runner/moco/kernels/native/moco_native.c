@@ -1,0 +1,158 @@
+/*
+ * The trainer's elementwise kernels as native code (kernels/native-kernels.ts compiles this file
+ * with the machine's C compiler, -O3 -march=native, on first use, and calls it through koffi on
+ * views of the tfjs wasm heap, like OpenBLAS). Why: between the matrix products, a MoCo step is
+ * elementwise work (GELU, LayerNorm, softmax) that wasm SIMD128 runs 4 lanes wide without FMA;
+ * here the compiler vectorises it for the cores' own width (16 lanes with AVX-512).
+ *
+ * Plain C loops written so that GCC and Clang vectorise them (`omp simd`, branch-free min/max,
+ * no calls): no intrinsics, so the same file builds on any architecture. Sums run in a fixed
+ * order per build, so a run repeats itself.
+ *
+ * GELU: the same erf (Eigen/TensorFlow's rational approximation for float) and exp (range
+ * reduction, degree-6 polynomial) as the wasm kernel gelu.c.
+ */
+#include <stdint.h>
+#include <string.h>
+
+/* -fopenmp-simd makes these hints (no OpenMP runtime): vectorise, and reassociate these sums. */
+#define SIMD _Pragma("omp simd")
+#define PRAGMA(x) _Pragma(#x)
+#define SIMD_SUM(v) PRAGMA(omp simd reduction(+:v))
+
+static inline float clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+static inline float erf_approx(float x) {
+  x = clampf(x, -4.f, 4.f);
+  const float x2 = x * x;
+  float p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
+  p = x2 * p + -2.10102402082508e-06f;
+  p = x2 * p + -5.69250639462346e-05f;
+  p = x2 * p + -7.34990630326855e-04f;
+  p = x2 * p + -2.95459980854025e-03f;
+  p = x2 * p + -1.60960333262415e-02f;
+  p = x * p;
+  float q = x2 * -1.45660718464996e-05f + -2.13374055278905e-04f;
+  q = x2 * q + -1.68282697438203e-03f;
+  q = x2 * q + -7.37332916720468e-03f;
+  q = x2 * q + -1.42647390514189e-02f;
+  return p / q;
+}
+
+/* e^x for x ≤ 0, clamped below at −87 so 2^k stays a normal float. */
+static inline float exp_nonpositive(float x) {
+  x = x < -87.f ? -87.f : x;
+  /* round to nearest by the 1.5·2^23 trick (exact for |k| < 2^22): no libm call in the loop */
+  const float k = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  float r = k * -0.693359375f + x;
+  r = k * 2.12194440e-4f + r;
+  float p = 1.f / 720;
+  p = p * r + 1.f / 120;
+  p = p * r + 1.f / 24;
+  p = p * r + 1.f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const int32_t bits = ((int32_t)k + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+static inline float cdf(float x) { return 0.5f * (1.f + erf_approx(x * 0.70710678118654752f)); }
+
+/* y[i] = x[i]·Φ(x[i]) */
+void moco_gelu(const float *restrict x, float *restrict y, int64_t n) {
+  SIMD for (int64_t i = 0; i < n; i++) y[i] = x[i] * cdf(x[i]);
+}
+
+/* dx[i] = dy[i]·(Φ(x[i]) + x[i]·φ(x[i])) */
+void moco_gelu_grad(const float *restrict x, const float *restrict dy, float *restrict dx, int64_t n) {
+  SIMD for (int64_t i = 0; i < n; i++) {
+    const float v = x[i];
+    const float pdf = 0.398942280401432678f * exp_nonpositive(-0.5f * v * v);
+    dx[i] = dy[i] * (cdf(v) + v * pdf);
+  }
+}
+
+/*
+ * LayerNorm over the last axis of x [rows, cols]: y = (x − mean)·rstd·w + b, rstd = 1/√(var + eps)
+ * with the biased variance (two passes, as the composed ops). Also writes mean and rstd [rows]
+ * for the gradient.
+ */
+void moco_layernorm(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y,
+                    float *restrict mean, float *restrict rstd, int64_t rows, int64_t cols, float eps) {
+  const float inv = 1.f / (float)cols;
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * cols;
+    float *yr = y + r * cols;
+    float s = 0.f;
+    SIMD_SUM(s) for (int64_t c = 0; c < cols; c++) s += xr[c];
+    const float m = s * inv;
+    float ss = 0.f;
+    SIMD_SUM(ss) for (int64_t c = 0; c < cols; c++) ss += (xr[c] - m) * (xr[c] - m);
+    const float rs = 1.f / __builtin_sqrtf(ss * inv + eps);
+    SIMD for (int64_t c = 0; c < cols; c++) yr[c] = (xr[c] - m) * rs * w[c] + b[c];
+    mean[r] = m;
+    rstd[r] = rs;
+  }
+}
+
+/*
+ * Its gradient: with x̂ = (x − mean)·rstd and g = dy·w,
+ *   dx = rstd·(g − mean(g) − x̂·mean(g·x̂))   (per row)
+ *   dw = Σ_rows dy·x̂,  db = Σ_rows dy        (per column, rows summed in order)
+ */
+void moco_layernorm_grad(const float *restrict dy, const float *restrict x, const float *restrict w,
+                         const float *restrict mean, const float *restrict rstd, float *restrict dx,
+                         float *restrict dw, float *restrict db, int64_t rows, int64_t cols) {
+  const float inv = 1.f / (float)cols;
+  SIMD for (int64_t c = 0; c < cols; c++) {
+    dw[c] = 0.f;
+    db[c] = 0.f;
+  }
+  for (int64_t r = 0; r < rows; r++) {
+    const float *dyr = dy + r * cols, *xr = x + r * cols;
+    float *dxr = dx + r * cols;
+    const float m = mean[r], rs = rstd[r];
+    float sg = 0.f, sgx = 0.f;
+    SIMD_SUM(sg) for (int64_t c = 0; c < cols; c++) sg += dyr[c] * w[c];
+    SIMD_SUM(sgx) for (int64_t c = 0; c < cols; c++) sgx += dyr[c] * w[c] * ((xr[c] - m) * rs);
+    const float a = sg * inv, k = sgx * inv;
+    SIMD for (int64_t c = 0; c < cols; c++) {
+      const float xh = (xr[c] - m) * rs;
+      dxr[c] = rs * (dyr[c] * w[c] - a - xh * k);
+      dw[c] += dyr[c] * xh;
+      db[c] += dyr[c];
+    }
+  }
+}
+
+/* Softmax along the last axis of scale·x [rows, cols]. */
+void moco_softmax(const float *restrict x, float *restrict y, int64_t rows, int64_t cols, float scale) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * cols;
+    float *yr = y + r * cols;
+    float mx = xr[0];
+    for (int64_t c = 1; c < cols; c++) mx = xr[c] > mx ? xr[c] : mx;
+    float s = 0.f;
+    SIMD_SUM(s) for (int64_t c = 0; c < cols; c++) {
+      const float e = exp_nonpositive(scale * (xr[c] - mx));
+      yr[c] = e;
+      s += e;
+    }
+    const float inv = 1.f / s;
+    SIMD for (int64_t c = 0; c < cols; c++) yr[c] *= inv;
+  }
+}
+
+/* Its gradient from the output y: dx = scale·y·(dy − Σ dy·y) per row. */
+void moco_softmax_grad(const float *restrict y, const float *restrict dy, float *restrict dx, int64_t rows, int64_t cols, float scale) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *yr = y + r * cols, *dyr = dy + r * cols;
+    float *dxr = dx + r * cols;
+    float s = 0.f;
+    SIMD_SUM(s) for (int64_t c = 0; c < cols; c++) s += dyr[c] * yr[c];
+    SIMD for (int64_t c = 0; c < cols; c++) dxr[c] = scale * yr[c] * (dyr[c] - s);
+  }
+}
