@@ -24,7 +24,8 @@
  * falls on both sides alike: on a shared machine only the ratio of one run means anything. The
  * load average is printed with every figure.
  *
- * Prints, per shape: median ms/step over all rounds, images/s, images/s per core (per thread the
+ * Prints, per shape: median ms/step over all rounds, the median CPU time per step of the tfjs
+ * process (all its threads: less sensitive to other processes' load than wall time), images/s, images/s per core (per thread the
  * run computes with, at most the cores there are), peak RSS, and time ÷ PyTorch's.
  */
 import { spawnSync } from 'node:child_process';
@@ -77,6 +78,8 @@ const CORES = availableParallelism();
 interface Row {
   label: string;
   times: number[];
+  /** CPU time (user + system, every thread of the process) per measured step, ms; tfjs only. */
+  cpuTimes?: number[];
   batch: number;
   /** Threads it computes with (cores it can use). */
   threads: number;
@@ -127,7 +130,7 @@ async function benchTfjs(shape: BenchmarkShape, pref: BackendPreference, setting
         ? ''
         : { off: ', stock kernels', bmm: ', our bmm only', wasm: ', our wasm kernels', blas: `, wasm kernels + BLAS${blas ? ` (${blas.threads} BLAS thr)` : ''}`, on: `, kernels ${info.kernels}${blas ? ` (${blas.threads} BLAS thr)` : ''}` }[kernels];
     const bench = benchmarkStep({ ...shape, microBatch: a['micro-batch'] ? Number(a['micro-batch']) : undefined });
-    return { kernels, kernelLabel, bench, times: [] as number[], loss: NaN };
+    return { kernels, kernelLabel, bench, times: [] as number[], cpuTimes: [] as number[], loss: NaN };
   });
   let peakRss = process.memoryUsage().rss;
   const total = Number(a.warmup) + Number(a.steps);
@@ -135,11 +138,17 @@ async function benchTfjs(shape: BenchmarkShape, pref: BackendPreference, setting
     for (const run of i % 2 === 0 ? runs : [...runs].reverse()) {
       applyKernels(run.kernels);
       const t0 = performance.now();
+      const cpu0 = process.cpuUsage();
       run.loss = run.bench.step(i).loss;
       const ms = performance.now() - t0;
+      const cpu = process.cpuUsage(cpu0);
+      const cpuMs = (cpu.user + cpu.system) / 1000;
       peakRss = Math.max(peakRss, process.memoryUsage().rss);
-      process.stderr.write(`  ${info.backend}${run.kernelLabel} step ${i}${i < Number(a.warmup) ? ' (warmup)' : ''}: ${ms.toFixed(0)} ms loss ${run.loss.toFixed(4)} (load ${load()})\n`);
-      if (i >= Number(a.warmup)) run.times.push(ms);
+      process.stderr.write(`  ${info.backend}${run.kernelLabel} step ${i}${i < Number(a.warmup) ? ' (warmup)' : ''}: ${ms.toFixed(0)} ms (CPU ${cpuMs.toFixed(0)} ms) loss ${run.loss.toFixed(4)} (load ${load()})\n`);
+      if (i >= Number(a.warmup)) {
+        run.times.push(ms);
+        run.cpuTimes.push(cpuMs);
+      }
     }
   }
   const heap = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.byteLength ?? null;
@@ -149,7 +158,7 @@ async function benchTfjs(shape: BenchmarkShape, pref: BackendPreference, setting
     disposeParams(run.bench.model.momentum);
     run.bench.optimizer.dispose();
     const threads = Math.min(CORES, Math.max(info.threads, blas && (run.kernels === 'on' || run.kernels === 'blas') ? blas.threads : 1));
-    return { label: `tfjs-${info.backend} (${info.threads} wasm thr${run.kernelLabel})`, times: run.times, batch: shape.batch, threads, peakRss, wasmHeap: heap, loss: run.loss, load: [load()] };
+    return { label: `tfjs-${info.backend} (${info.threads} wasm thr${run.kernelLabel})`, times: run.times, cpuTimes: run.cpuTimes, batch: shape.batch, threads, peakRss, wasmHeap: heap, loss: run.loss, load: [load()] };
   });
 }
 
@@ -216,9 +225,10 @@ function merge(rows: Row[]): Row[] {
   const byLabel = new Map<string, Row>();
   for (const r of rows) {
     const m = byLabel.get(r.label);
-    if (!m) byLabel.set(r.label, { ...r, times: [...r.times], load: [...r.load] });
+    if (!m) byLabel.set(r.label, { ...r, times: [...r.times], cpuTimes: r.cpuTimes && [...r.cpuTimes], load: [...r.load] });
     else {
       m.times.push(...r.times);
+      m.cpuTimes?.push(...(r.cpuTimes ?? []));
       m.peakRss = Math.max(m.peakRss, r.peakRss);
       m.load.push(...r.load);
     }
@@ -254,13 +264,14 @@ async function main() {
     const torchMs = torch ? median(torch.times) : isDefault ? REPORTED_TORCH_MS : NaN;
     const rows = merge(tfjsRows.get(name)!);
     console.log(`\n${name}: ${shapeLabel(shape)}; ${rounds} round(s) × ${a.steps} steps, interleaved`);
-    console.log('| run | median ms/step | images/s | images/s per core | peak RSS | wasm heap | last loss | time ÷ PyTorch | load average per round |');
-    console.log('|---|---|---|---|---|---|---|---|---|');
+    console.log('| run | median ms/step | median CPU ms/step | images/s | images/s per core | peak RSS | wasm heap | last loss | time ÷ PyTorch | load average per round |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|');
     for (const r of [...rows, ...(torch ? [torch] : [])]) {
       const ms = median(r.times);
       const ips = (r.batch * 1000) / ms;
       const ratio = Number.isNaN(torchMs) ? '–' : `${(ms / torchMs).toFixed(2)}×`;
-      console.log(`| ${r.label} | ${ms.toFixed(0)} | ${ips.toFixed(1)} | ${(ips / r.threads).toFixed(1)} (${r.threads} thr) | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${r.loss.toFixed(4)} | ${ratio} | ${r.load.join(', ')} |`);
+      const cpuMs = r.cpuTimes?.length ? median(r.cpuTimes).toFixed(0) : '–';
+      console.log(`| ${r.label} | ${ms.toFixed(0)} | ${cpuMs} | ${ips.toFixed(1)} | ${(ips / r.threads).toFixed(1)} (${r.threads} thr) | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${r.loss.toFixed(4)} | ${ratio} | ${r.load.join(', ')} |`);
       if (r !== torch) summary.push(`| ${name} | ${r.label} | ${ms.toFixed(0)} | ${torch ? median(torch.times).toFixed(0) : '–'} | **${ratio}** | ${mib(r.peakRss)} / ${torch ? mib(torch.peakRss) : '–'} | ${(ips / r.threads).toFixed(1)} / ${torch ? ((torch.batch * 1000) / median(torch.times) / torch.threads).toFixed(1) : '–'} |`);
     }
     if (!torch) console.log(`PyTorch: ${isDefault ? `the reported ${REPORTED_TORCH_MS} ms (DESIGN.md; not run here: ${torchMissing.get(name)})` : `not run (${torchMissing.get(name)})`}`);

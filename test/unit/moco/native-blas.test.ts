@@ -1,30 +1,50 @@
 /**
- * The wasm backend's matrix products on the native BLAS (kernels/native-blas.ts): equal to the
- * stock kernels' products, right gradients, and MoCo losses equal to the stock path's to 4
- * decimals over several steps. Skipped, saying why, where no OpenBLAS can be loaded (the fallback
- * itself is tested in wasm-kernels.test.ts).
+ * The wasm backend's matrix products on the native BLAS (kernels/native-blas.ts) and the native
+ * elementwise kernels (kernels/native-ops.ts: LayerNorm, scaled softmax, GELU, the bias inside the
+ * product): equal to the stock kernels' results, right gradients (numerical checks), and MoCo
+ * losses equal to the stock path's to 4 decimals over several steps. Skipped, saying why, where
+ * no OpenBLAS can be loaded or no native kernels built (the fallback itself is tested in
+ * wasm-kernels.test.ts).
  */
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend, type BackendInfo } from '../../../runner/moco/backend.js';
-import { nativeProductsActive, setWasmKernelsEnabled } from '../../../runner/moco/kernels/batch-matmul.js';
+import { fusedDenseActive, nativeProductsActive, setWasmKernelsEnabled } from '../../../runner/moco/kernels/batch-matmul.js';
+import { nativeKernelsActive } from '../../../runner/moco/kernels/native-ops.js';
 import { resolveTrainConfig } from '../../../runner/moco/config.js';
 import { buildMocoModel } from '../../../runner/moco/model.js';
 import { createOptimizer } from '../../../runner/moco/optim.js';
 import { disposeParams } from '../../../runner/moco/params.js';
 import { Prng } from '../../../runner/moco/rng.js';
 import { mocoStep } from '../../../runner/moco/step.js';
-import { bmm, dense } from '../../../runner/moco/ops.js';
+import { attentionWeights, bmm, dense, gelu, layerNorm, scaledSoftmax } from '../../../runner/moco/ops.js';
 import { checkGradients, randomTensor } from './gradcheck.js';
 
 let info: BackendInfo;
 let skip: string | false = false;
+let skipNative: string | false = false;
 
 before(async () => {
   info = await selectBackend('wasm');
   if (typeof info.blas === 'string') skip = `no native BLAS here: ${info.blas}`;
+  // Skipped only where nothing could build them; a compiler that fails on our source is a failure.
+  if (typeof info.native === 'string') {
+    if (!/^(no C compiler|koffi cannot load|off )/.test(info.native)) assert.fail(`the native kernels did not build: ${info.native}`);
+    skipNative = `no native kernels here: ${info.native}`;
+  }
 });
+
+/** The largest absolute difference of two tensors. */
+const maxDiff = (p: tf.Tensor, q: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(p, q))).dataSync()[0]);
+
+/** f with our wasm kernels and BLAS but not the native elementwise kernels ('blas'), and with everything ('on'). */
+function beforeAndAfter<T>(f: () => T): [T, T] {
+  setWasmKernelsEnabled(true, true, true, false);
+  const before = f();
+  setWasmKernelsEnabled(true);
+  return [before, f()];
+}
 
 /** The stock wasm kernel's product and the native one, for the same inputs. */
 function bothPaths(a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean): [tf.Tensor, tf.Tensor] {
@@ -36,7 +56,7 @@ function bothPaths(a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean): [tf.Te
 
 test('the backend reports the native path: kernels, library, threads; one wasm thread beside it', (t) => {
   if (skip) return t.skip(skip);
-  assert.equal(info.kernels, 'blas+bmm+gelu');
+  assert.equal(info.kernels, typeof info.native === 'string' ? 'blas+bmm+gelu' : 'blas+native+bmm+gelu');
   const blas = info.blas as { library: string; config: string; threads: number };
   assert.match(blas.library, /openblas/);
   assert.ok(blas.threads >= 1);
@@ -115,6 +135,57 @@ test('dense and bmm have the right gradients on the native products', (t) => {
   tf.dispose([a, b2, weights, ...stock, ...native]);
 });
 
+test('the backend reports the native kernels: the library built for this CPU and the compiler', (t) => {
+  if (skipNative) return t.skip(skipNative);
+  const native = info.native as { library: string; compiler: string; built: string };
+  assert.match(native.library, /moco_native-[0-9a-f]{16}\.so$/);
+  assert.ok(native.compiler.length > 0);
+  assert.ok(['now', 'cached'].includes(native.built));
+});
+
+test('native LayerNorm, scaled softmax, GELU and dense+bias equal the composed ops, forward and gradients', (t) => {
+  if (skip) return t.skip(skip);
+  if (skipNative) return t.skip(skipNative);
+  // Odd sizes: vector tails in every loop.
+  const x = randomTensor([37, 29], 1, 2) as tf.Tensor2D, w = randomTensor([29], 2) as tf.Tensor1D, b = randomTensor([29], 3) as tf.Tensor1D;
+  const s = randomTensor([3, 11, 13], 4, 3) as tf.Tensor3D;
+  const W = randomTensor([29, 17], 5) as tf.Tensor2D, bias = randomTensor([17], 6) as tf.Tensor1D;
+  const q = randomTensor([4, 9, 8], 7) as tf.Tensor3D, kT = randomTensor([4, 8, 9], 8) as tf.Tensor3D;
+  const cases: [string, () => tf.Tensor[], number][] = [
+    ['layerNorm', () => [layerNorm(x, w, b, 1e-6)], 1e-5],
+    ['layerNorm grads', () => tf.grads((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(layerNorm(x as tf.Tensor2D, w as tf.Tensor1D, b as tf.Tensor1D), tf.sin(x))))([x, w, b]), 1e-4],
+    ['scaledSoftmax', () => [scaledSoftmax(s, 0.37)], 1e-6],
+    ['scaledSoftmax grad', () => [tf.grad((s: tf.Tensor) => tf.sum(tf.mul(scaledSoftmax(s as tf.Tensor3D, 0.37), tf.cos(s))))(s)], 1e-5],
+    ['attentionWeights grads', () => tf.grads((q: tf.Tensor, k: tf.Tensor) => tf.sum(tf.mul(attentionWeights(q as tf.Tensor3D, k as tf.Tensor3D, 0.35), tf.range(0, 4 * 9 * 9).reshape([4, 9, 9]).sin())))([q, kT]), 1e-5],
+    ['gelu', () => [gelu(x)], 1e-6],
+    ['gelu grad', () => [tf.grad((x: tf.Tensor) => tf.sum(tf.mul(gelu(x), tf.sin(x))))(x)], 1e-5],
+    ['dense + bias', () => [dense(x, W, bias)], 1e-5],
+  ];
+  for (const [what, f, tol] of cases) {
+    const [stock, native] = beforeAndAfter(() => tf.tidy(f));
+    assert.ok(nativeKernelsActive() && fusedDenseActive());
+    stock.forEach((g, i) => {
+      assert.deepEqual(native[i].shape, g.shape, what);
+      const err = maxDiff(g, native[i]);
+      assert.ok(err < tol, `${what} [${i}]: max difference ${err}`);
+    });
+    tf.dispose([...stock, ...native]);
+  }
+  tf.dispose([x, w, b, s, W, bias, q, kT]);
+});
+
+test('the native kernels have the right gradients (central differences)', (t) => {
+  if (skip) return t.skip(skip);
+  if (skipNative) return t.skip(skipNative);
+  setWasmKernelsEnabled(true);
+  assert.ok(nativeKernelsActive());
+  checkGradients((x, w, b) => layerNorm(x as tf.Tensor2D, w as tf.Tensor1D, b as tf.Tensor1D, 1e-6), [randomTensor([5, 7], 1), randomTensor([7], 2), randomTensor([7], 3)]);
+  checkGradients((s) => scaledSoftmax(s as tf.Tensor3D, 0.5), [randomTensor([2, 3, 5], 4)]);
+  checkGradients((q, k) => attentionWeights(q as tf.Tensor3D, k as tf.Tensor3D, 0.5), [randomTensor([2, 3, 4], 5), randomTensor([2, 4, 3], 6)]);
+  checkGradients((x) => gelu(x), [randomTensor([3, 7], 7)]);
+  checkGradients((x, w, b) => dense(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D), [randomTensor([3, 4], 8), randomTensor([4, 5], 9), randomTensor([5], 10)]);
+});
+
 test('MoCo losses on the native path equal the stock kernels\' to 4 decimals over several steps', (t) => {
   if (skip) return t.skip(skip);
   const config = resolveTrainConfig(
@@ -143,6 +214,7 @@ test('MoCo losses on the native path equal the stock kernels\' to 4 decimals ove
   const stock = losses(false);
   const native = losses(true);
   assert.ok(nativeProductsActive());
+  if (!skipNative) assert.ok(nativeKernelsActive() && fusedDenseActive(), 'the native elementwise kernels ran too');
   assert.deepEqual(native.map((l) => l.toFixed(4)), stock.map((l) => l.toFixed(4)), `native ${native} vs stock ${stock}`);
   assert.ok(stock[3] !== stock[0], 'the parameters moved between steps');
 });

@@ -128,13 +128,13 @@ void moco_layernorm_grad(const float *restrict dy, const float *restrict x, cons
   }
 }
 
-/* Softmax along the last axis of scale·x [rows, cols]. */
+/* Softmax along the last axis of scale·x [rows, cols], scale > 0 (so the row maximum of x gives that of scale·x). */
 void moco_softmax(const float *restrict x, float *restrict y, int64_t rows, int64_t cols, float scale) {
   for (int64_t r = 0; r < rows; r++) {
     const float *xr = x + r * cols;
     float *yr = y + r * cols;
     float mx = xr[0];
-    for (int64_t c = 1; c < cols; c++) mx = xr[c] > mx ? xr[c] : mx;
+    PRAGMA(omp simd reduction(max:mx)) for (int64_t c = 1; c < cols; c++) mx = xr[c] > mx ? xr[c] : mx;
     float s = 0.f;
     SIMD_SUM(s) for (int64_t c = 0; c < cols; c++) {
       const float e = exp_nonpositive(scale * (xr[c] - mx));
