@@ -1,6 +1,6 @@
 /**
  * The trainer's native elementwise kernels (kernels/native/moco_native.c: GELU, LayerNorm, softmax
- * and their gradients), compiled on first use with the machine's C compiler for this CPU
+ * and their gradients, the AdamW update and the momentum average), compiled on first use with the machine's C compiler for this CPU
  * (-O3 -march=native) and called through koffi on views of the wasm heap, like OpenBLAS
  * (kernels/native-blas.ts). Why: between the products a step is elementwise work, and wasm
  * SIMD128 is 4 lanes without FMA; the compiler vectorises these loops for the cores' own width.
@@ -26,11 +26,12 @@ import { fileURLToPath } from 'node:url';
 
 const SOURCE = fileURLToPath(new URL('./native/moco_native.c', import.meta.url));
 /**
- * -fopenmp-simd reads the `omp simd` hints only (no OpenMP runtime, no threads). No -Werror: a
+ * -fopenmp-simd reads the `omp simd` hints only (no OpenMP runtime, no threads). -ffp-contract=off:
+ * no fused multiply-adds, so the AdamW and moving-average loops round as the composed ops do. No -Werror: a
  * newer compiler's new warning must not cost the native path (test/unit/moco/native-blas.test.ts
  * fails when a compiler is there and the build does).
  */
-const FLAGS = ['-O3', '-march=native', '-fopenmp-simd', '-fno-math-errno', '-fPIC', '-shared', '-Wall', '-Wextra'];
+const FLAGS = ['-O3', '-march=native', '-fopenmp-simd', '-fno-math-errno', '-ffp-contract=off', '-fPIC', '-shared', '-Wall', '-Wextra'];
 
 type F32 = Float32Array;
 
@@ -46,6 +47,9 @@ export interface NativeKernels {
   layerNormGrad(dy: F32, x: F32, w: F32, mean: F32, rstd: F32, dx: F32, dw: F32, db: F32, rows: number, cols: number): void;
   softmax(x: F32, y: F32, rows: number, cols: number, scale: number): void;
   softmaxGrad(y: F32, dy: F32, dx: F32, rows: number, cols: number, scale: number): void;
+  /** One AdamW step; constants already rounded to float32 (heap-kernels.ts). */
+  adamw(p: F32, g: F32, m: F32, v: F32, mo: F32, vo: F32, po: F32, n: number, b1: number, c1: number, b2: number, c2: number, bc2: number, eps: number, decay: number, step: number): void;
+  ema(k: F32, q: F32, out: F32, n: number, a: number, b: number): void;
 }
 
 let loaded: NativeKernels | string | undefined;
@@ -114,7 +118,9 @@ export function loadNativeKernels(): NativeKernels | string {
     const layerNormGrad = fn('void moco_layernorm_grad(const float *dy, const float *x, const float *w, const float *mean, const float *rstd, float *dx, float *dw, float *db, int64_t rows, int64_t cols)');
     const softmax = fn('void moco_softmax(const float *x, float *y, int64_t rows, int64_t cols, float scale)');
     const softmaxGrad = fn('void moco_softmax_grad(const float *y, const float *dy, float *dx, int64_t rows, int64_t cols, float scale)');
-    loaded = { library: lib.file, compiler: compiler.version, built: lib.built, gelu, geluGrad, layerNorm, layerNormGrad, softmax, softmaxGrad };
+    const adamw = fn('void moco_adamw(const float *p, const float *g, const float *m, const float *v, float *mo, float *vo, float *po, int64_t n, float b1, float c1, float b2, float c2, float bc2, float eps, float decay, float step)');
+    const ema = fn('void moco_ema(const float *k, const float *q, float *out, int64_t n, float a, float b)');
+    loaded = { library: lib.file, compiler: compiler.version, built: lib.built, gelu, geluGrad, layerNorm, layerNormGrad, softmax, softmaxGrad, adamw, ema };
     return loaded;
   } catch (err) {
     return (loaded = `cannot load ${lib.file}: ${(err as Error).message.split('\n')[0]}`);

@@ -133,6 +133,11 @@ export function nativeGelu(): Pick<NativeKernels, 'gelu' | 'geluGrad'> | null {
   return enabled && typeof lib !== 'string' ? lib : null;
 }
 
+/** The native AdamW / moving-average loops when they should run (kernels/heap-kernels.ts falls back to its JS loops). */
+export function nativeUpdates(): Pick<NativeKernels, 'adamw' | 'ema'> | null {
+  return enabled && typeof lib !== 'string' ? lib : null;
+}
+
 /** LayerNorm of x [rows, c] with w, b [c]: [y, mean, rstd]. */
 export function layerNormFused(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, eps: number): [tf.Tensor, tf.Tensor, tf.Tensor] {
   return tf.engine().runKernel(LAYER_NORM_KERNEL, { x, w, b }, { eps }) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];

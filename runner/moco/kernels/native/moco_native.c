@@ -156,3 +156,28 @@ void moco_softmax_grad(const float *restrict y, const float *restrict dy, float 
     SIMD for (int64_t c = 0; c < cols; c++) dxr[c] = scale * yr[c] * (dyr[c] - s);
   }
 }
+
+/*
+ * One AdamW step of a tensor (optim.ts has the algebra), the same float32 operations in the same
+ * order as the composed tfjs ops and heap-kernels.ts's JS loop, so bit for bit their result: the
+ * file is built with -ffp-contract=off (no fused multiply-adds) and sqrtf and division are
+ * correctly rounded. The constants come rounded to float32 from the caller.
+ */
+void moco_adamw(const float *restrict p, const float *restrict g, const float *restrict m, const float *restrict v,
+                float *restrict mo, float *restrict vo, float *restrict po, int64_t n,
+                float b1, float c1, float b2, float c2, float bc2, float eps, float decay, float step) {
+  SIMD for (int64_t i = 0; i < n; i++) {
+    const float gi = g[i];
+    const float mi = m[i] * b1 + gi * c1;
+    const float vi = v[i] * b2 + (gi * gi) * c2;
+    const float denom = __builtin_sqrtf(vi) / bc2 + eps;
+    po[i] = p[i] * decay - (mi / denom) * step;
+    mo[i] = mi;
+    vo[i] = vi;
+  }
+}
+
+/* The momentum encoder's moving average k·a + q·b (a = m, b = 1 − m), as the composed ops. */
+void moco_ema(const float *restrict k, const float *restrict q, float *restrict out, int64_t n, float a, float b) {
+  SIMD for (int64_t i = 0; i < n; i++) out[i] = k[i] * a + q[i] * b;
+}
