@@ -18,6 +18,17 @@
 /* -fopenmp-simd makes these hints (no OpenMP runtime): vectorise, and reassociate these sums. */
 #define SIMD _Pragma("omp simd")
 #define PRAGMA(x) _Pragma(#x)
+/*
+ * The update loops must round exactly as the composed tfjs ops: no fused multiply-adds there
+ * (the rest of the file may contract a·b + c into one FMA).
+ */
+#if defined(__clang__)
+#define NO_FMA
+#define NO_FMA_BODY _Pragma("clang fp contract(off)")
+#else
+#define NO_FMA __attribute__((optimize("fp-contract=off")))
+#define NO_FMA_BODY
+#endif
 #define SIMD_SUM(v) PRAGMA(omp simd reduction(+:v))
 
 static inline float clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
@@ -159,13 +170,14 @@ void moco_softmax_grad(const float *restrict y, const float *restrict dy, float 
 
 /*
  * One AdamW step of a tensor (optim.ts has the algebra), the same float32 operations in the same
- * order as the composed tfjs ops and heap-kernels.ts's JS loop, so bit for bit their result: the
- * file is built with -ffp-contract=off (no fused multiply-adds) and sqrtf and division are
- * correctly rounded. The constants come rounded to float32 from the caller.
+ * order as the composed tfjs ops and heap-kernels.ts's JS loop, so bit for bit their result:
+ * sqrtf and division are correctly rounded, the constants come rounded to float32 from the
+ * caller, and NO_FMA keeps multiply-adds unfused in these two loops whatever -ffp-contract says.
  */
-void moco_adamw(const float *restrict p, const float *restrict g, const float *restrict m, const float *restrict v,
+NO_FMA void moco_adamw(const float *restrict p, const float *restrict g, const float *restrict m, const float *restrict v,
                 float *restrict mo, float *restrict vo, float *restrict po, int64_t n,
                 float b1, float c1, float b2, float c2, float bc2, float eps, float decay, float step) {
+  NO_FMA_BODY
   SIMD for (int64_t i = 0; i < n; i++) {
     const float gi = g[i];
     const float mi = m[i] * b1 + gi * c1;
@@ -178,6 +190,7 @@ void moco_adamw(const float *restrict p, const float *restrict g, const float *r
 }
 
 /* The momentum encoder's moving average k·a + q·b (a = m, b = 1 − m), as the composed ops. */
-void moco_ema(const float *restrict k, const float *restrict q, float *restrict out, int64_t n, float a, float b) {
+NO_FMA void moco_ema(const float *restrict k, const float *restrict q, float *restrict out, int64_t n, float a, float b) {
+  NO_FMA_BODY
   SIMD for (int64_t i = 0; i < n; i++) out[i] = k[i] * a + q[i] * b;
 }
