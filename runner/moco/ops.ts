@@ -18,7 +18,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { denseBiasFused, fusedDenseActive, nativeProductsActive, wasmGeluActive, wasmKernelsActive } from './kernels/batch-matmul.js';
 import { geluFused, geluGradFused } from './kernels/gelu.js';
-import { layerNormFused, layerNormGradFused, nativeKernelsActive, softmaxFused, softmaxGradFused } from './kernels/native-ops.js';
+import { attentionFused, attentionGradFused, layerNormFused, layerNormGradFused, nativeKernelsActive, softmaxFused, softmaxGradFused } from './kernels/native-ops.js';
 
 const T2: [number, number] = [1, 0];
 
@@ -86,6 +86,47 @@ export const bmm = customGrad((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc
       }),
   };
 }) as unknown as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;
+
+/**
+ * Multi-head self-attention of q, k, v [B·T, D] (the projections' outputs, H heads of D/H):
+ * per image and head, softmax(q·kᵀ/√dh)·v, back in the same [B·T, D] layout. On the native
+ * kernels one pass each way works on that layout directly; otherwise heads are split with rank-4
+ * transposes and the products run batched.
+ */
+export function multiHeadAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, B: number, T: number, H: number): tf.Tensor2D {
+  const D = q.shape[1];
+  const dh = D / H;
+  const scale = 1 / Math.sqrt(dh);
+  if (nativeKernelsActive()) return attentionNative(q, k, v, { batch: B, tokens: T, heads: H, scale });
+  const heads = (t: tf.Tensor2D, perm: number[], shape: [number, number, number]) => tf.reshape(tf.transpose(tf.reshape(t, [B, T, H, dh]), perm), shape) as tf.Tensor3D;
+  const attn = attentionWeights(heads(q, [0, 2, 1, 3], [B * H, T, dh]), heads(k, [0, 2, 3, 1], [B * H, dh, T]), scale);
+  const o = bmm(attn, heads(v, [0, 2, 1, 3], [B * H, T, dh]));
+  return tf.reshape(tf.transpose(tf.reshape(o, [B, H, T, dh]), [0, 2, 1, 3]), [B * T, D]);
+}
+
+type AttentionAttrs = { batch: number; tokens: number; heads: number; scale: number };
+const attentionNativeCache = new Map<string, (q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D) => tf.Tensor2D>();
+
+/** The native attention pair under customGrad (kernels/native-ops.ts), one per shape; P is kept for the gradient. */
+function attentionNative(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, attrs: AttentionAttrs): tf.Tensor2D {
+  const key = JSON.stringify(attrs);
+  let f = attentionNativeCache.get(key);
+  if (!f) {
+    f = customGrad((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, save: tf.GradSaveFunc) => {
+      const [o, p] = attentionFused(q, k, v, attrs);
+      save([q, k, v, p]);
+      return {
+        value: o,
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          const [qs, ks, vs, ps] = saved;
+          return attentionGradFused(dy, qs, ks, vs, ps, attrs);
+        },
+      };
+    }) as unknown as (q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D) => tf.Tensor2D;
+    attentionNativeCache.set(key, f);
+  }
+  return f(q, k, v);
+}
 
 /**
  * The attention weights softmax(q·kᵀ·scale) for q [n, t, d] and kᵀ [n, d, t] (scale > 0). On the

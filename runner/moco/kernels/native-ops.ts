@@ -13,6 +13,8 @@ export const LAYER_NORM_KERNEL = 'MocoLayerNorm';
 export const LAYER_NORM_GRAD_KERNEL = 'MocoLayerNormGrad';
 export const SOFTMAX_KERNEL = 'MocoSoftmax';
 export const SOFTMAX_GRAD_KERNEL = 'MocoSoftmaxGrad';
+export const ATTENTION_KERNEL = 'MocoAttention';
+export const ATTENTION_GRAD_KERNEL = 'MocoAttentionGrad';
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 
@@ -92,6 +94,52 @@ function softmaxGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInf
   return dx;
 }
 
+/** Scratch floats for the attention kernels, outside the heap (koffi passes any typed array), grown on demand. */
+let scratch = new Float32Array(0);
+function scratchOf(n: number): Float32Array {
+  if (scratch.length < n) scratch = new Float32Array(n);
+  return scratch;
+}
+
+interface AttentionAttrs {
+  batch: number;
+  tokens: number;
+  heads: number;
+  scale: number;
+}
+
+function attentionShape(x: tf.TensorInfo, a: AttentionAttrs, what: string): number {
+  const [rows, d] = x.shape;
+  if (x.shape.length !== 2 || rows !== a.batch * a.tokens || d % a.heads !== 0) throw new Error(`${what}: [${x.shape}] is not [batch·tokens, heads·dh] for ${a.batch}·${a.tokens}, ${a.heads} heads`);
+  return d / a.heads;
+}
+
+function attentionKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
+  const { q, k, v } = inputs as Record<'q' | 'k' | 'v', tf.TensorInfo>;
+  const a = attrs as unknown as AttentionAttrs;
+  const dh = attentionShape(q, a, ATTENTION_KERNEL);
+  if (!tf.util.arraysEqual(q.shape, k.shape) || !tf.util.arraysEqual(q.shape, v.shape)) throw new Error(`${ATTENTION_KERNEL}: q, k, v differ in shape`);
+  const internals = internalsOf(backend);
+  const o = internals.makeOutput([...q.shape], 'float32');
+  const p = internals.makeOutput([a.batch, a.heads, a.tokens, a.tokens], 'float32');
+  const view = (t: tf.TensorInfo) => viewOf(internals, t, ATTENTION_KERNEL);
+  native().attention(view(q), view(k), view(v), view(o), view(p), scratchOf(dh * a.tokens), a.batch, a.tokens, a.heads, dh, a.scale);
+  return [o, p];
+}
+
+function attentionGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
+  const { dy, q, k, v, p } = inputs as Record<'dy' | 'q' | 'k' | 'v' | 'p', tf.TensorInfo>;
+  const a = attrs as unknown as AttentionAttrs;
+  const dh = attentionShape(q, a, ATTENTION_GRAD_KERNEL);
+  if (!tf.util.arraysEqual(dy.shape, q.shape) || tf.util.sizeFromShape(p.shape) !== a.batch * a.heads * a.tokens * a.tokens) throw new Error(`${ATTENTION_GRAD_KERNEL}: shapes do not match`);
+  const internals = internalsOf(backend);
+  const outs = [0, 1, 2].map(() => internals.makeOutput([...q.shape], 'float32'));
+  const view = (t: tf.TensorInfo) => viewOf(internals, t, ATTENTION_GRAD_KERNEL);
+  const [dq, dk, dv] = outs.map(view);
+  native().attentionGrad(view(dy), view(q), view(k), view(v), view(p), dq, dk, dv, scratchOf((dh + 1) * a.tokens), a.batch, a.tokens, a.heads, dh, a.scale);
+  return outs;
+}
+
 /**
  * Loads the native library (building it if needed) and registers its kernels for the wasm
  * backend, once per process. Returns the library or why there is none.
@@ -105,6 +153,8 @@ export function installNativeKernels(): NativeKernels | string {
     [LAYER_NORM_GRAD_KERNEL, layerNormGradKernel],
     [SOFTMAX_KERNEL, softmaxKernel],
     [SOFTMAX_GRAD_KERNEL, softmaxGradKernel],
+    [ATTENTION_KERNEL, attentionKernel],
+    [ATTENTION_GRAD_KERNEL, attentionGradKernel],
   ];
   for (const [kernelName, kernelFunc] of kernels) {
     if (!tf.getKernel(kernelName, 'wasm')) tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc as unknown as tf.KernelFunc });
@@ -156,4 +206,14 @@ export function softmaxFused(x: tf.Tensor, scale: number): tf.Tensor {
 /** Its gradient from the output y. */
 export function softmaxGradFused(y: tf.Tensor, dy: tf.Tensor, scale: number): tf.Tensor {
   return tf.engine().runKernel(SOFTMAX_GRAD_KERNEL, { y, dy }, { scale }) as tf.Tensor;
+}
+
+/** Multi-head attention of q, k, v [batch·tokens, heads·dh]: [o (same layout), P [batch, heads, T, T]]. */
+export function attentionFused(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, attrs: AttentionAttrs): [tf.Tensor, tf.Tensor] {
+  return tf.engine().runKernel(ATTENTION_KERNEL, { q, k, v }, attrs as unknown as tf.NamedAttrMap) as unknown as [tf.Tensor, tf.Tensor];
+}
+
+/** Its gradient: [dq, dk, dv]. */
+export function attentionGradFused(dy: tf.Tensor, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, p: tf.Tensor, attrs: AttentionAttrs): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  return tf.engine().runKernel(ATTENTION_GRAD_KERNEL, { dy, q, k, v, p }, attrs as unknown as tf.NamedAttrMap) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
 }

@@ -19,7 +19,7 @@ import { createOptimizer } from '../../../runner/moco/optim.js';
 import { disposeParams } from '../../../runner/moco/params.js';
 import { Prng } from '../../../runner/moco/rng.js';
 import { mocoStep } from '../../../runner/moco/step.js';
-import { attentionWeights, bmm, dense, gelu, layerNorm, scaledSoftmax } from '../../../runner/moco/ops.js';
+import { attentionWeights, bmm, dense, gelu, layerNorm, multiHeadAttention, scaledSoftmax } from '../../../runner/moco/ops.js';
 import { checkGradients, randomTensor } from './gradcheck.js';
 
 let info: BackendInfo;
@@ -144,7 +144,7 @@ test('the backend reports the native kernels: the library built for this CPU and
   assert.ok(['now', 'cached'].includes(native.built));
 });
 
-test('native LayerNorm, scaled softmax, GELU and dense+bias equal the composed ops, forward and gradients', (t) => {
+test('native LayerNorm, scaled softmax, attention, GELU and dense+bias equal the composed ops, forward and gradients', (t) => {
   if (skip) return t.skip(skip);
   if (skipNative) return t.skip(skipNative);
   // Odd sizes: vector tails in every loop.
@@ -152,6 +152,7 @@ test('native LayerNorm, scaled softmax, GELU and dense+bias equal the composed o
   const s = randomTensor([3, 11, 13], 4, 3) as tf.Tensor3D;
   const W = randomTensor([29, 17], 5) as tf.Tensor2D, bias = randomTensor([17], 6) as tf.Tensor1D;
   const q = randomTensor([4, 9, 8], 7) as tf.Tensor3D, kT = randomTensor([4, 8, 9], 8) as tf.Tensor3D;
+  const [qa, ka, va] = [9, 10, 11].map((seed) => randomTensor([21, 16], seed, 2) as tf.Tensor2D);
   const cases: [string, () => tf.Tensor[], number][] = [
     ['layerNorm', () => [layerNorm(x, w, b, 1e-6)], 1e-5],
     ['layerNorm grads', () => tf.grads((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(layerNorm(x as tf.Tensor2D, w as tf.Tensor1D, b as tf.Tensor1D), tf.sin(x))))([x, w, b]), 1e-4],
@@ -161,6 +162,9 @@ test('native LayerNorm, scaled softmax, GELU and dense+bias equal the composed o
     ['gelu', () => [gelu(x)], 1e-6],
     ['gelu grad', () => [tf.grad((x: tf.Tensor) => tf.sum(tf.mul(gelu(x), tf.sin(x))))(x)], 1e-5],
     ['dense + bias', () => [dense(x, W, bias)], 1e-5],
+    // 3 images of 7 tokens, 2 heads of 8: the native kernel reads heads in place, the composed path transposes.
+    ['multiHeadAttention', () => [multiHeadAttention(qa, ka, va, 3, 7, 2)], 1e-5],
+    ['multiHeadAttention grads', () => tf.grads((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.sum(tf.mul(multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 3, 7, 2), tf.sin(q))))([qa, ka, va]), 1e-5],
   ];
   for (const [what, f, tol] of cases) {
     const [stock, native] = beforeAndAfter(() => tf.tidy(f));
@@ -172,7 +176,7 @@ test('native LayerNorm, scaled softmax, GELU and dense+bias equal the composed o
     });
     tf.dispose([...stock, ...native]);
   }
-  tf.dispose([x, w, b, s, W, bias, q, kT]);
+  tf.dispose([x, w, b, s, W, bias, q, kT, qa, ka, va]);
 });
 
 test('the native kernels have the right gradients (central differences)', (t) => {
@@ -184,6 +188,7 @@ test('the native kernels have the right gradients (central differences)', (t) =>
   checkGradients((s) => scaledSoftmax(s as tf.Tensor3D, 0.5), [randomTensor([2, 3, 5], 4)]);
   checkGradients((q, k) => attentionWeights(q as tf.Tensor3D, k as tf.Tensor3D, 0.5), [randomTensor([2, 3, 4], 5), randomTensor([2, 4, 3], 6)]);
   checkGradients((x) => gelu(x), [randomTensor([3, 7], 7)]);
+  checkGradients((q, k, v) => multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 2, 3, 2), [randomTensor([6, 4], 11), randomTensor([6, 4], 12), randomTensor([6, 4], 13)]);
   checkGradients((x, w, b) => dense(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D), [randomTensor([3, 4], 8), randomTensor([4, 5], 9), randomTensor([5], 10)]);
 });
 

@@ -194,3 +194,104 @@ NO_FMA void moco_ema(const float *restrict k, const float *restrict q, float *re
   NO_FMA_BODY
   SIMD for (int64_t i = 0; i < n; i++) out[i] = k[i] * a + q[i] * b;
 }
+
+/*
+ * Multi-head attention on the dense layers' own layout, no head transposes: q, k, v and o are
+ * [batch·tokens, heads·dh] (token-major, head h in columns h·dh … h·dh+dh−1). Per (batch, head):
+ *   P = softmax(scale·q·kᵀ) [tokens, tokens] (kept for the gradient, [batch, heads, T, T]),
+ *   o = P·v.
+ * kᵀ of one head is first copied into `kt` [dh, T] (the caller's scratch, dh·T floats), so every
+ * inner loop runs along a contiguous row: scores along keys, outputs along dh.
+ */
+void moco_attention(const float *restrict q, const float *restrict k, const float *restrict v, float *restrict o,
+                    float *restrict p, float *restrict kt, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale) {
+  const int64_t T = tokens, D = heads * dh;
+  for (int64_t b = 0; b < batch; b++) {
+    for (int64_t h = 0; h < heads; h++) {
+      const float *qb = q + b * T * D + h * dh, *kb = k + b * T * D + h * dh, *vb = v + b * T * D + h * dh;
+      float *ob = o + b * T * D + h * dh;
+      float *pb = p + (b * heads + h) * T * T;
+      for (int64_t j = 0; j < T; j++)
+        for (int64_t d = 0; d < dh; d++) kt[d * T + j] = kb[j * D + d];
+      for (int64_t i = 0; i < T; i++) {
+        float *s = pb + i * T;
+        const float *qi = qb + i * D;
+        SIMD for (int64_t j = 0; j < T; j++) s[j] = 0.f;
+        for (int64_t d = 0; d < dh; d++) {
+          const float qd = qi[d] * scale;
+          const float *ktd = kt + d * T;
+          SIMD for (int64_t j = 0; j < T; j++) s[j] += qd * ktd[j];
+        }
+        float mx = s[0];
+        PRAGMA(omp simd reduction(max:mx)) for (int64_t j = 1; j < T; j++) mx = s[j] > mx ? s[j] : mx;
+        float sum = 0.f;
+        SIMD_SUM(sum) for (int64_t j = 0; j < T; j++) {
+          const float e = exp_nonpositive(s[j] - mx);
+          s[j] = e;
+          sum += e;
+        }
+        const float inv = 1.f / sum;
+        SIMD for (int64_t j = 0; j < T; j++) s[j] *= inv;
+        float *oi = ob + i * D;
+        SIMD for (int64_t d = 0; d < dh; d++) oi[d] = 0.f;
+        for (int64_t j = 0; j < T; j++) {
+          const float pij = s[j];
+          const float *vj = vb + j * D;
+          SIMD for (int64_t d = 0; d < dh; d++) oi[d] += pij * vj[d];
+        }
+      }
+    }
+  }
+}
+
+/*
+ * Its gradient from do_ [batch·tokens, D] and the kept P: with dP = dO·vᵀ and
+ * dS = P∘(dP − rowsum(P∘dP))·scale,  dq = dS·k,  dk = dSᵀ·q,  dv = Pᵀ·dO  (per batch and head).
+ * scratch: dh·T + T floats (vᵀ of one head, then one row of dS).
+ */
+void moco_attention_grad(const float *restrict do_, const float *restrict q, const float *restrict k, const float *restrict v,
+                         const float *restrict p, float *restrict dq, float *restrict dk, float *restrict dv,
+                         float *restrict scratch, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale) {
+  const int64_t T = tokens, D = heads * dh;
+  float *vt = scratch, *ds = scratch + dh * T;
+  for (int64_t b = 0; b < batch; b++) {
+    for (int64_t h = 0; h < heads; h++) {
+      const int64_t at = b * T * D + h * dh;
+      const float *qb = q + at, *kb = k + at, *vb = v + at, *dob = do_ + at;
+      float *dqb = dq + at, *dkb = dk + at, *dvb = dv + at;
+      const float *pb = p + (b * heads + h) * T * T;
+      for (int64_t j = 0; j < T; j++) {
+        SIMD for (int64_t d = 0; d < dh; d++) {
+          dkb[j * D + d] = 0.f;
+          dvb[j * D + d] = 0.f;
+        }
+        for (int64_t d = 0; d < dh; d++) vt[d * T + j] = vb[j * D + d];
+      }
+      for (int64_t i = 0; i < T; i++) {
+        const float *pi = pb + i * T, *doi = dob + i * D, *qi = qb + i * D;
+        /* dP row i = dO_i · vᵀ, along the keys */
+        SIMD for (int64_t j = 0; j < T; j++) ds[j] = 0.f;
+        for (int64_t d = 0; d < dh; d++) {
+          const float g = doi[d];
+          const float *vtd = vt + d * T;
+          SIMD for (int64_t j = 0; j < T; j++) ds[j] += g * vtd[j];
+        }
+        float dot = 0.f;
+        SIMD_SUM(dot) for (int64_t j = 0; j < T; j++) dot += pi[j] * ds[j];
+        SIMD for (int64_t j = 0; j < T; j++) ds[j] = pi[j] * (ds[j] - dot) * scale;
+        float *dqi = dqb + i * D;
+        SIMD for (int64_t d = 0; d < dh; d++) dqi[d] = 0.f;
+        for (int64_t j = 0; j < T; j++) {
+          const float sij = ds[j], pij = pi[j];
+          const float *kj = kb + j * D;
+          float *dkj = dkb + j * D, *dvj = dvb + j * D;
+          SIMD for (int64_t d = 0; d < dh; d++) {
+            dqi[d] += sij * kj[d];
+            dkj[d] += sij * qi[d];
+            dvj[d] += pij * doi[d];
+          }
+        }
+      }
+    }
+  }
+}
