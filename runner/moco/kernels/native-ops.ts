@@ -123,7 +123,7 @@ function attentionKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[
   const o = internals.makeOutput([...q.shape], 'float32');
   const p = internals.makeOutput([a.batch, a.heads, a.tokens, a.tokens], 'float32');
   const view = (t: tf.TensorInfo) => viewOf(internals, t, ATTENTION_KERNEL);
-  native().attention(view(q), view(k), view(v), view(o), view(p), scratchOf(dh * a.tokens), a.batch, a.tokens, a.heads, dh, a.scale);
+  native().attention(view(q), view(k), view(v), view(o), view(p), scratchOf(native().attentionScratch(a.tokens, dh)), a.batch, a.tokens, a.heads, dh, a.scale);
   return [o, p];
 }
 
@@ -136,7 +136,7 @@ function attentionGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorI
   const outs = [0, 1, 2].map(() => internals.makeOutput([...q.shape], 'float32'));
   const view = (t: tf.TensorInfo) => viewOf(internals, t, ATTENTION_GRAD_KERNEL);
   const [dq, dk, dv] = outs.map(view);
-  native().attentionGrad(view(dy), view(q), view(k), view(v), view(p), dq, dk, dv, scratchOf((dh + 1) * a.tokens), a.batch, a.tokens, a.heads, dh, a.scale);
+  native().attentionGrad(view(dy), view(q), view(k), view(v), view(p), dq, dk, dv, scratchOf(native().attentionScratch(a.tokens, dh)), a.batch, a.tokens, a.heads, dh, a.scale);
   return outs;
 }
 

@@ -165,6 +165,15 @@ test('native LayerNorm, scaled softmax, attention, GELU and dense+bias equal the
     // 3 images of 7 tokens, 2 heads of 8: the native kernel reads heads in place, the composed path transposes.
     ['multiHeadAttention', () => [multiHeadAttention(qa, ka, va, 3, 7, 2)], 1e-5],
     ['multiHeadAttention grads', () => tf.grads((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.sum(tf.mul(multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 3, 7, 2), tf.sin(q))))([qa, ka, va]), 1e-5],
+    // dh a multiple of 16: the vector kernels (dh 16 and 80: one block of 4 vectors and a rest), 19 tokens (padded to 32).
+    ...([[2, 16], [1, 80]] as const).map(([H, dh]): [string, () => tf.Tensor[], number] => [
+      `multiHeadAttention grads, dh ${dh}`,
+      () => {
+        const [q, k, v] = [12, 13, 14].map((seed) => randomTensor([2 * 19, H * dh], seed, 0.5));
+        return tf.grads((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.sum(tf.mul(multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 2, 19, H), tf.sin(q))))([q, k, v]).concat(multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 2, 19, H));
+      },
+      1e-5,
+    ]),
   ];
   for (const [what, f, tol] of cases) {
     const [stock, native] = beforeAndAfter(() => tf.tidy(f));
@@ -189,6 +198,7 @@ test('the native kernels have the right gradients (central differences)', (t) =>
   checkGradients((q, k) => attentionWeights(q as tf.Tensor3D, k as tf.Tensor3D, 0.5), [randomTensor([2, 3, 4], 5), randomTensor([2, 4, 3], 6)]);
   checkGradients((x) => gelu(x), [randomTensor([3, 7], 7)]);
   checkGradients((q, k, v) => multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 2, 3, 2), [randomTensor([6, 4], 11), randomTensor([6, 4], 12), randomTensor([6, 4], 13)]);
+  checkGradients((q, k, v) => multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 1, 3, 1), [randomTensor([3, 16], 14), randomTensor([3, 16], 15), randomTensor([3, 16], 16)]);
   checkGradients((x, w, b) => dense(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D), [randomTensor([3, 4], 8), randomTensor([4, 5], 9), randomTensor([5], 10)]);
 });
 

@@ -200,10 +200,10 @@ NO_FMA void moco_ema(const float *restrict k, const float *restrict q, float *re
  * [batch·tokens, heads·dh] (token-major, head h in columns h·dh … h·dh+dh−1). Per (batch, head):
  *   P = softmax(scale·q·kᵀ) [tokens, tokens] (kept for the gradient, [batch, heads, T, T]),
  *   o = P·v.
- * kᵀ of one head is first copied into `kt` [dh, T] (the caller's scratch, dh·T floats), so every
+ * Generic version (any dh): kᵀ of one head is first copied into `kt` [dh, T] (scratch), so every
  * inner loop runs along a contiguous row: scores along keys, outputs along dh.
  */
-void moco_attention(const float *restrict q, const float *restrict k, const float *restrict v, float *restrict o,
+static void attention_generic(const float *restrict q, const float *restrict k, const float *restrict v, float *restrict o,
                     float *restrict p, float *restrict kt, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale) {
   const int64_t T = tokens, D = heads * dh;
   for (int64_t b = 0; b < batch; b++) {
@@ -247,9 +247,9 @@ void moco_attention(const float *restrict q, const float *restrict k, const floa
 /*
  * Its gradient from do_ [batch·tokens, D] and the kept P: with dP = dO·vᵀ and
  * dS = P∘(dP − rowsum(P∘dP))·scale,  dq = dS·k,  dk = dSᵀ·q,  dv = Pᵀ·dO  (per batch and head).
- * scratch: dh·T + T floats (vᵀ of one head, then one row of dS).
+ * Generic version (any dh); scratch: dh·T + T floats (vᵀ of one head, then one row of dS).
  */
-void moco_attention_grad(const float *restrict do_, const float *restrict q, const float *restrict k, const float *restrict v,
+static void attention_grad_generic(const float *restrict do_, const float *restrict q, const float *restrict k, const float *restrict v,
                          const float *restrict p, float *restrict dq, float *restrict dk, float *restrict dv,
                          float *restrict scratch, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale) {
   const int64_t T = tokens, D = heads * dh;
@@ -291,6 +291,132 @@ void moco_attention_grad(const float *restrict do_, const float *restrict q, con
             dvj[d] += pij * doi[d];
           }
         }
+      }
+    }
+  }
+}
+
+/*
+ * The same two kernels when dh is a multiple of 16, with explicit 16-lane vectors (GCC/Clang
+ * vector extensions: one zmm with AVX-512, two ymm with AVX2, …) whose accumulators stay in
+ * registers across the summed axis, instead of a load-add-store of the partial sums per term.
+ * Keys are padded to TP = T rounded up to 16 in the scratch (zeros beyond T, never copied out).
+ */
+typedef float v16 __attribute__((vector_size(64), aligned(4), may_alias));
+#define LANES 16
+static inline v16 ld(const float *p) { return *(const v16 *)p; }
+static inline void st(float *p, v16 x) { *(v16 *)p = x; }
+static inline v16 bc(float x) { return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+
+/* row[0..TP) = Σ_d a[d]·mt[d·TP + ·] (mt: [dh, TP], padded with zeros) */
+static inline void row_times(const float *a, const float *mt, float *row, int64_t dh, int64_t TP) {
+  for (int64_t jb = 0; jb < TP; jb += LANES) {
+    v16 acc = bc(0.f);
+    for (int64_t d = 0; d < dh; d++) acc += bc(a[d]) * ld(mt + d * TP + jb);
+    st(row + jb, acc);
+  }
+}
+
+/* out[0..dh) = Σ_j w[j·ws]·m[j·D + ·] for j < T (rows of m strided by D); dh ≤ 64·k handled in blocks of 4 vectors */
+static inline void weighted_rows(const float *w, int64_t ws, const float *m, int64_t D, float *out, int64_t T, int64_t dh) {
+  int64_t db = 0;
+  for (; db + 4 * LANES <= dh; db += 4 * LANES) {
+    v16 a0 = bc(0.f), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t j = 0; j < T; j++) {
+      const v16 wj = bc(w[j * ws]);
+      const float *mj = m + j * D + db;
+      a0 += wj * ld(mj);
+      a1 += wj * ld(mj + LANES);
+      a2 += wj * ld(mj + 2 * LANES);
+      a3 += wj * ld(mj + 3 * LANES);
+    }
+    st(out + db, a0);
+    st(out + db + LANES, a1);
+    st(out + db + 2 * LANES, a2);
+    st(out + db + 3 * LANES, a3);
+  }
+  for (; db < dh; db += LANES) {
+    v16 a0 = bc(0.f);
+    for (int64_t j = 0; j < T; j++) a0 += bc(w[j * ws]) * ld(m + j * D + db);
+    st(out + db, a0);
+  }
+}
+
+/* mt [dh, TP] = mᵀ of one head's rows (m: T rows strided by D), zeros for keys T … TP−1 */
+static inline void transpose_head(const float *m, int64_t D, float *mt, int64_t T, int64_t TP, int64_t dh) {
+  for (int64_t d = 0; d < dh; d++) {
+    float *r = mt + d * TP;
+    for (int64_t j = 0; j < T; j++) r[j] = m[j * D + d];
+    for (int64_t j = T; j < TP; j++) r[j] = 0.f;
+  }
+}
+
+static inline int64_t padded(int64_t T) { return (T + LANES - 1) / LANES * LANES; }
+
+/* Scratch floats the attention kernels need for these sizes (the caller allocates them). */
+int64_t moco_attention_scratch(int64_t tokens, int64_t dh) {
+  const int64_t TP = padded(tokens);
+  return dh * TP + tokens * TP + TP;
+}
+
+void moco_attention(const float *restrict q, const float *restrict k, const float *restrict v, float *restrict o,
+                    float *restrict p, float *restrict scratch, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale) {
+  if (dh % LANES != 0) {
+    attention_generic(q, k, v, o, p, scratch, batch, tokens, heads, dh, scale);
+    return;
+  }
+  const int64_t T = tokens, D = heads * dh, TP = padded(T);
+  float *kt = scratch, *s = scratch + dh * TP;
+  for (int64_t b = 0; b < batch; b++) {
+    for (int64_t h = 0; h < heads; h++) {
+      const int64_t at = b * T * D + h * dh;
+      float *pb = p + (b * heads + h) * T * T;
+      transpose_head(k + at, D, kt, T, TP, dh);
+      for (int64_t i = 0; i < T; i++) {
+        row_times(q + at + i * D, kt, s, dh, TP);
+        float mx = s[0];
+        for (int64_t j = 1; j < T; j++) mx = s[j] > mx ? s[j] : mx;
+        float sum = 0.f;
+        float *pi = pb + i * T;
+        SIMD_SUM(sum) for (int64_t j = 0; j < T; j++) {
+          const float e = exp_nonpositive(scale * (s[j] - mx));
+          pi[j] = e;
+          sum += e;
+        }
+        const float inv = 1.f / sum;
+        SIMD for (int64_t j = 0; j < T; j++) pi[j] *= inv;
+        weighted_rows(pi, 1, v + at, D, o + at + i * D, T, dh);
+      }
+    }
+  }
+}
+
+void moco_attention_grad(const float *restrict do_, const float *restrict q, const float *restrict k, const float *restrict v,
+                         const float *restrict p, float *restrict dq, float *restrict dk, float *restrict dv,
+                         float *restrict scratch, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale) {
+  if (dh % LANES != 0) {
+    attention_grad_generic(do_, q, k, v, p, dq, dk, dv, scratch, batch, tokens, heads, dh, scale);
+    return;
+  }
+  const int64_t T = tokens, D = heads * dh, TP = padded(T);
+  float *vt = scratch, *ds = scratch + dh * TP, *row = ds + T * TP; /* ds: [T, TP], dS of one head */
+  for (int64_t b = 0; b < batch; b++) {
+    for (int64_t h = 0; h < heads; h++) {
+      const int64_t at = b * T * D + h * dh;
+      const float *pb = p + (b * heads + h) * T * T;
+      transpose_head(v + at, D, vt, T, TP, dh);
+      for (int64_t i = 0; i < T; i++) {
+        const float *pi = pb + i * T;
+        float *dsi = ds + i * TP;
+        row_times(do_ + at + i * D, vt, row, dh, TP); /* dP row i */
+        float dot = 0.f;
+        SIMD_SUM(dot) for (int64_t j = 0; j < T; j++) dot += pi[j] * row[j];
+        SIMD for (int64_t j = 0; j < T; j++) dsi[j] = pi[j] * (row[j] - dot) * scale;
+        weighted_rows(dsi, 1, k + at, D, dq + at + i * D, T, dh); /* dq_i = Σ_j dS_ij k_j */
+      }
+      for (int64_t j = 0; j < T; j++) {
+        weighted_rows(ds + j, TP, q + at, D, dk + at + j * D, T, dh); /* dk_j = Σ_i dS_ij q_i */
+        weighted_rows(pb + j, T, do_ + at, D, dv + at + j * D, T, dh); /* dv_j = Σ_i P_ij dO_i */
       }
     }
   }
