@@ -18,7 +18,7 @@ import * as tf from '@tensorflow/tfjs';
 import { geluKernelFor, registerGeluKernels } from './gelu.js';
 import { installHeapKernels, onesVector, setHeapKernelsEnabled } from './heap-kernels.js';
 import { loadNativeBlas, type NativeBlas } from './native-blas.js';
-import { installNativeKernels, setNativeKernelsEnabled } from './native-ops.js';
+import { installNativeKernels, nativeFillRows, setNativeKernelsEnabled } from './native-ops.js';
 import { instantiateKernel, wasmBackendInternals, type WasmBackendInternals } from './wasm-module.js';
 
 interface BmmExports {
@@ -147,8 +147,9 @@ export const DENSE_BIAS_KERNEL = 'MocoDenseBias';
 
 /**
  * y [m, n] = x [m, k] · W [k, n] + b [n] on the native BLAS, the bias added by the product itself:
- * y is first filled with the broadcast bias (one rank-1 product, ones [m, 1] · b [1, n]), then
- * x·W is accumulated onto it (beta = 1). Saves tfjs's separate Add pass over y.
+ * y is first filled with the broadcast bias (the native row fill, else one rank-1 product
+ * ones [m, 1] · b [1, n]), then x·W is accumulated onto it (beta = 1). Saves tfjs's separate Add
+ * pass over y.
  */
 function denseBiasKernel(args: KernelArgs): tf.TensorInfo {
   const { x, w, b } = args.inputs as Record<'x' | 'w' | 'b', tf.TensorInfo>;
@@ -159,11 +160,14 @@ function denseBiasKernel(args: KernelArgs): tf.TensorInfo {
   const internals = wasmBackendInternals(args.backend);
   if (typeof internals === 'string') throw new Error(internals);
   const out = internals.makeOutput([m, n], 'float32');
-  const ones = onesVector(internals, args.backend, m);
+  const fill = nativeFillRows();
+  const ones = fill ? 0 : onesVector(internals, args.backend, m);
   const offset = (t: { dataId: object }) => internals.dataIdMap.get(t.dataId)!.memoryOffset;
   const heap = internals.memory.buffer; // after every allocation: a grown heap detaches older views
   const y = new Float32Array(heap, offset(out), m * n);
-  blas.gemm(new Float32Array(heap, ones, m), new Float32Array(heap, offset(b), n), y, m, n, 1, false, false);
+  const bias = new Float32Array(heap, offset(b), n);
+  if (fill) fill(y, bias, m, n);
+  else blas.gemm(new Float32Array(heap, ones, m), bias, y, m, n, 1, false, false);
   blas.gemm(new Float32Array(heap, offset(x), m * k), new Float32Array(heap, offset(w), k * n), y, m, n, k, false, false, 1);
   return out;
 }

@@ -53,6 +53,8 @@ export interface NativeKernels {
   /** One AdamW step; constants already rounded to float32 (heap-kernels.ts). */
   adamw(p: F32, g: F32, m: F32, v: F32, mo: F32, vo: F32, po: F32, n: number, b1: number, c1: number, b2: number, c2: number, bc2: number, eps: number, decay: number, step: number): void;
   ema(k: F32, q: F32, out: F32, n: number, a: number, b: number): void;
+  /** y[r, ·] = b for every row. */
+  fillRows(y: F32, b: F32, rows: number, cols: number): void;
   /** Scratch floats the attention kernels need for these sizes. */
   attentionScratch(tokens: number, dh: number): number;
   /** Multi-head attention on [batch·tokens, heads·dh] q, k, v: o and the softmax P [batch, heads, T, T]. */
@@ -129,11 +131,12 @@ export function loadNativeKernels(): NativeKernels | string {
     const softmaxGrad = fn('void moco_softmax_grad(const float *y, const float *dy, float *dx, int64_t rows, int64_t cols, float scale)');
     const adamw = fn('void moco_adamw(const float *p, const float *g, const float *m, const float *v, float *mo, float *vo, float *po, int64_t n, float b1, float c1, float b2, float c2, float bc2, float eps, float decay, float step)');
     const ema = fn('void moco_ema(const float *k, const float *q, float *out, int64_t n, float a, float b)');
+    const fillRows = fn('void moco_fill_rows(float *y, const float *b, int64_t rows, int64_t cols)');
     const scratchFn = so.func('int64_t moco_attention_scratch(int64_t tokens, int64_t dh)') as unknown as (t: number, d: number) => number | bigint;
     const attentionScratch = (t: number, d: number) => Number(scratchFn(t, d));
     const attention = fn('void moco_attention(const float *q, const float *k, const float *v, float *o, float *p, float *scratch, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale)');
     const attentionGrad = fn('void moco_attention_grad(const float *do_, const float *q, const float *k, const float *v, const float *p, float *dq, float *dk, float *dv, float *scratch, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale)');
-    loaded = { library: lib.file, compiler: compiler.version, built: lib.built, gelu, geluGrad, layerNorm, layerNormGrad, softmax, softmaxGrad, adamw, ema, attentionScratch, attention, attentionGrad };
+    loaded = { library: lib.file, compiler: compiler.version, built: lib.built, gelu, geluGrad, layerNorm, layerNormGrad, softmax, softmaxGrad, adamw, ema, fillRows, attentionScratch, attention, attentionGrad };
     return loaded;
   } catch (err) {
     return (loaded = `cannot load ${lib.file}: ${(err as Error).message.split('\n')[0]}`);

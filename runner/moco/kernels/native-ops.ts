@@ -183,6 +183,11 @@ export function nativeGelu(): Pick<NativeKernels, 'gelu' | 'geluGrad'> | null {
   return enabled && typeof lib !== 'string' ? lib : null;
 }
 
+/** The native row fill (batch-matmul.ts's dense + bias broadcasts the bias with it; a rank-1 BLAS product otherwise). */
+export function nativeFillRows(): NativeKernels['fillRows'] | null {
+  return enabled && typeof lib !== 'string' ? lib.fillRows : null;
+}
+
 /** The native AdamW / moving-average loops when they should run (kernels/heap-kernels.ts falls back to its JS loops). */
 export function nativeUpdates(): Pick<NativeKernels, 'adamw' | 'ema'> | null {
   return enabled && typeof lib !== 'string' ? lib : null;

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend, type BackendInfo } from '../../../runner/moco/backend.js';
 import { fusedDenseActive, nativeProductsActive, setWasmKernelsEnabled } from '../../../runner/moco/kernels/batch-matmul.js';
-import { nativeKernelsActive, nativeUpdates } from '../../../runner/moco/kernels/native-ops.js';
+import { nativeKernelsActive, nativeUpdates, setNativeKernelsEnabled } from '../../../runner/moco/kernels/native-ops.js';
 import { fusedUpdatesActive } from '../../../runner/moco/kernels/heap-kernels.js';
 import { resolveTrainConfig } from '../../../runner/moco/config.js';
 import { buildMocoModel, momentumUpdate, type MocoModel } from '../../../runner/moco/model.js';
@@ -186,6 +186,19 @@ test('native LayerNorm, scaled softmax, attention, GELU and dense+bias equal the
     tf.dispose([...stock, ...native]);
   }
   tf.dispose([x, w, b, s, W, bias, q, kT, qa, ka, va]);
+});
+
+test('dense + bias on BLAS without the native kernels (the bias broadcast by a rank-1 product) equals the composed ops', (t) => {
+  if (skip) return t.skip(skip);
+  const x = randomTensor([37, 29], 1) as tf.Tensor2D, W = randomTensor([29, 17], 5) as tf.Tensor2D, bias = randomTensor([17], 6) as tf.Tensor1D;
+  const [stock, fused] = beforeAndAfter(() => {
+    setNativeKernelsEnabled(false); // BLAS and the fused dense, but no native library: the machine without a compiler
+    return dense(x, W, bias);
+  });
+  assert.ok(fusedDenseActive() && !nativeKernelsActive());
+  assert.ok(maxDiff(stock, fused) < 1e-5);
+  setWasmKernelsEnabled(true);
+  tf.dispose([x, W, bias, stock, fused]);
 });
 
 test('the native kernels have the right gradients (central differences)', (t) => {

@@ -421,3 +421,8 @@ void moco_attention_grad(const float *restrict do_, const float *restrict q, con
     }
   }
 }
+
+/* y[r, ·] = b for every row r < rows (a dense layer's output, before BLAS adds x·W onto it). */
+void moco_fill_rows(float *restrict y, const float *restrict b, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; r++) memcpy(y + r * cols, b, (size_t)cols * sizeof(float));
+}
