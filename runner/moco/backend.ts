@@ -38,10 +38,10 @@ export interface BackendInfo {
   blas: { library: string; config: string; threads: number } | string;
   /**
    * The native elementwise kernels (GELU, LayerNorm, softmax; kernels/native-ops.ts): the library
-   * built for this CPU ({library, compiler, built: 'now' | 'cached'}), or why they do not run and
+   * built for this CPU ({library, compiler, built: 'now' | 'cached', threads}), or why they do not run and
    * the wasm kernels / composed tfjs ops do ('no C compiler …', 'off (MOCO_NATIVE_KERNELS=off)', …).
    */
-  native: { library: string; compiler: string; built: 'now' | 'cached' } | string;
+  native: { library: string; compiler: string; built: 'now' | 'cached'; threads: number } | string;
   /** Every candidate in order, with the reason it was not taken. */
   tried: { candidate: string; ok: boolean; error?: string; note?: string }[];
 }

@@ -16,6 +16,7 @@
  * - MOCO_NATIVE_KERNELS=off: do not build or load them.
  * - MOCO_CC: the compiler (default: cc, then gcc, then clang).
  * - MOCO_NATIVE_CACHE: where the built library is kept.
+ * - MOCO_NATIVE_THREADS: threads of the large kernels (default: MOCO_CORES, else every core).
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -24,6 +25,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { coresForThisProcess } from './native-blas.js';
 
 const SOURCE = fileURLToPath(new URL('./native/moco_native.c', import.meta.url));
 /**
@@ -34,7 +36,7 @@ const SOURCE = fileURLToPath(new URL('./native/moco_native.c', import.meta.url))
  * must not cost the native path (test/unit/moco/native-blas.test.ts fails when a compiler is there
  * and the build does).
  */
-const FLAGS = ['-O3', '-march=native', '-fopenmp-simd', '-fno-math-errno', '-ffp-contract=fast', ...(process.arch === 'x64' ? ['-mprefer-vector-width=512'] : []), '-fPIC', '-shared', '-Wall', '-Wextra'];
+const FLAGS = ['-O3', '-march=native', '-fopenmp-simd', '-fno-math-errno', '-ffp-contract=fast', ...(process.arch === 'x64' ? ['-mprefer-vector-width=512'] : []), '-pthread', '-fPIC', '-shared', '-Wall', '-Wextra'];
 
 type F32 = Float32Array;
 
@@ -44,6 +46,10 @@ export interface NativeKernels {
   /** The compiler's first line of `--version`, and whether this process compiled it or found it built. */
   compiler: string;
   built: 'now' | 'cached';
+  /** Threads the large kernels split their work across (the caller's included). */
+  threads: number;
+  /** Sets that count; returns the count in use. */
+  setThreads(n: number): number;
   gelu(x: F32, y: F32, n: number): void;
   geluGrad(x: F32, dy: F32, dx: F32, n: number): void;
   layerNorm(x: F32, w: F32, b: F32, y: F32, mean: F32, rstd: F32, rows: number, cols: number, eps: number): void;
@@ -55,12 +61,10 @@ export interface NativeKernels {
   ema(k: F32, q: F32, out: F32, n: number, a: number, b: number): void;
   /** y[r, ·] = b for every row. */
   fillRows(y: F32, b: F32, rows: number, cols: number): void;
-  /** Scratch floats the attention kernels need for these sizes. */
-  attentionScratch(tokens: number, dh: number): number;
-  /** Multi-head attention on [batch·tokens, heads·dh] q, k, v: o and the softmax P [batch, heads, T, T]. */
-  attention(q: F32, k: F32, v: F32, o: F32, p: F32, scratch: F32, batch: number, tokens: number, heads: number, dh: number, scale: number): void;
-  /** Its gradient. */
-  attentionGrad(dO: F32, q: F32, k: F32, v: F32, p: F32, dq: F32, dk: F32, dv: F32, scratch: F32, batch: number, tokens: number, heads: number, dh: number, scale: number): void;
+  /** Multi-head attention on [batch·tokens, heads·dh] q, k, v: o and the softmax P [batch, heads, T, T]; 0, or −1 when out of memory. */
+  attention(q: F32, k: F32, v: F32, o: F32, p: F32, batch: number, tokens: number, heads: number, dh: number, scale: number): number;
+  /** Its gradient; 0, or −1 when out of memory. */
+  attentionGrad(dO: F32, q: F32, k: F32, v: F32, p: F32, dq: F32, dk: F32, dv: F32, batch: number, tokens: number, heads: number, dh: number, scale: number): number;
 }
 
 let loaded: NativeKernels | string | undefined;
@@ -68,6 +72,15 @@ let loaded: NativeKernels | string | undefined;
 /** Whether the native kernels are wanted at all (MOCO_NATIVE_KERNELS=off says no). */
 export function nativeKernelsWanted(): boolean {
   return process.env.MOCO_NATIVE_KERNELS !== 'off';
+}
+
+/**
+ * Threads for the large kernels (attention, GELU, LayerNorm forward): MOCO_NATIVE_THREADS, else the
+ * cores this process may use (as BLAS: the two never run at once, the main thread calls both).
+ */
+export function wantedNativeThreads(): number {
+  const env = Number(process.env.MOCO_NATIVE_THREADS);
+  return Number.isInteger(env) && env >= 1 ? env : coresForThisProcess();
 }
 
 /** The first compiler that answers `--version`, with that line. */
@@ -132,11 +145,11 @@ export function loadNativeKernels(): NativeKernels | string {
     const adamw = fn('void moco_adamw(const float *p, const float *g, const float *m, const float *v, float *mo, float *vo, float *po, int64_t n, float b1, float c1, float b2, float c2, float bc2, float eps, float decay, float step)');
     const ema = fn('void moco_ema(const float *k, const float *q, float *out, int64_t n, float a, float b)');
     const fillRows = fn('void moco_fill_rows(float *y, const float *b, int64_t rows, int64_t cols)');
-    const scratchFn = so.func('int64_t moco_attention_scratch(int64_t tokens, int64_t dh)') as unknown as (t: number, d: number) => number | bigint;
-    const attentionScratch = (t: number, d: number) => Number(scratchFn(t, d));
-    const attention = fn('void moco_attention(const float *q, const float *k, const float *v, float *o, float *p, float *scratch, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale)');
-    const attentionGrad = fn('void moco_attention_grad(const float *do_, const float *q, const float *k, const float *v, const float *p, float *dq, float *dk, float *dv, float *scratch, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale)');
-    loaded = { library: lib.file, compiler: compiler.version, built: lib.built, gelu, geluGrad, layerNorm, layerNormGrad, softmax, softmaxGrad, adamw, ema, fillRows, attentionScratch, attention, attentionGrad };
+    const attention = so.func('int moco_attention(const float *q, const float *k, const float *v, float *o, float *p, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale)') as unknown as NativeKernels['attention'];
+    const attentionGrad = so.func('int moco_attention_grad(const float *do_, const float *q, const float *k, const float *v, const float *p, float *dq, float *dk, float *dv, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale)') as unknown as NativeKernels['attentionGrad'];
+    const setThreads = so.func('int moco_set_threads(int n)') as unknown as (n: number) => number;
+    const threads = setThreads(wantedNativeThreads());
+    loaded = { library: lib.file, compiler: compiler.version, built: lib.built, threads, setThreads, gelu, geluGrad, layerNorm, layerNormGrad, softmax, softmaxGrad, adamw, ema, fillRows, attention, attentionGrad };
     return loaded;
   } catch (err) {
     return (loaded = `cannot load ${lib.file}: ${(err as Error).message.split('\n')[0]}`);

@@ -94,13 +94,6 @@ function softmaxGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInf
   return dx;
 }
 
-/** Scratch floats for the attention kernels, outside the heap (koffi passes any typed array), grown on demand. */
-let scratch = new Float32Array(0);
-function scratchOf(n: number): Float32Array {
-  if (scratch.length < n) scratch = new Float32Array(n);
-  return scratch;
-}
-
 interface AttentionAttrs {
   batch: number;
   tokens: number;
@@ -123,7 +116,7 @@ function attentionKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[
   const o = internals.makeOutput([...q.shape], 'float32');
   const p = internals.makeOutput([a.batch, a.heads, a.tokens, a.tokens], 'float32');
   const view = (t: tf.TensorInfo) => viewOf(internals, t, ATTENTION_KERNEL);
-  native().attention(view(q), view(k), view(v), view(o), view(p), scratchOf(native().attentionScratch(a.tokens, dh)), a.batch, a.tokens, a.heads, dh, a.scale);
+  if (native().attention(view(q), view(k), view(v), view(o), view(p), a.batch, a.tokens, a.heads, dh, a.scale) !== 0) throw new Error(`${ATTENTION_KERNEL}: out of memory for its scratch`);
   return [o, p];
 }
 
@@ -136,7 +129,7 @@ function attentionGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorI
   const outs = [0, 1, 2].map(() => internals.makeOutput([...q.shape], 'float32'));
   const view = (t: tf.TensorInfo) => viewOf(internals, t, ATTENTION_GRAD_KERNEL);
   const [dq, dk, dv] = outs.map(view);
-  native().attentionGrad(view(dy), view(q), view(k), view(v), view(p), dq, dk, dv, scratchOf(native().attentionScratch(a.tokens, dh)), a.batch, a.tokens, a.heads, dh, a.scale);
+  if (native().attentionGrad(view(dy), view(q), view(k), view(v), view(p), dq, dk, dv, a.batch, a.tokens, a.heads, dh, a.scale) !== 0) throw new Error(`${ATTENTION_GRAD_KERNEL}: out of memory for its scratch`);
   return outs;
 }
 
@@ -163,9 +156,15 @@ export function installNativeKernels(): NativeKernels | string {
 }
 
 /** The native kernels' library, or why they are not used. */
-export function nativeKernelsStatus(): { library: string; compiler: string; built: 'now' | 'cached' } | string {
+export function nativeKernelsStatus(): { library: string; compiler: string; built: 'now' | 'cached'; threads: number } | string {
   if (typeof lib === 'string') return lib;
-  return { library: lib.library, compiler: lib.compiler, built: lib.built };
+  return { library: lib.library, compiler: lib.compiler, built: lib.built, threads: lib.threads };
+}
+
+/** Sets the native kernels' thread count (tests: the results do not depend on it); returns the count in use. */
+export function setNativeThreads(n: number): number {
+  if (typeof lib === 'string') return 0;
+  return (lib.threads = lib.setThreads(n));
 }
 
 /** Switches the native kernels on or off at run time (benchmarks compare both paths in one process). */

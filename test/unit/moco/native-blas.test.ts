@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend, type BackendInfo } from '../../../runner/moco/backend.js';
 import { fusedDenseActive, nativeProductsActive, setWasmKernelsEnabled } from '../../../runner/moco/kernels/batch-matmul.js';
-import { nativeKernelsActive, nativeUpdates, setNativeKernelsEnabled } from '../../../runner/moco/kernels/native-ops.js';
+import { nativeKernelsActive, nativeUpdates, setNativeKernelsEnabled, setNativeThreads } from '../../../runner/moco/kernels/native-ops.js';
 import { fusedUpdatesActive } from '../../../runner/moco/kernels/heap-kernels.js';
 import { resolveTrainConfig } from '../../../runner/moco/config.js';
 import { buildMocoModel, momentumUpdate, type MocoModel } from '../../../runner/moco/model.js';
@@ -213,6 +213,32 @@ test('the native kernels have the right gradients (central differences)', (t) =>
   checkGradients((q, k, v) => multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 2, 3, 2), [randomTensor([6, 4], 11), randomTensor([6, 4], 12), randomTensor([6, 4], 13)]);
   checkGradients((q, k, v) => multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 1, 3, 1), [randomTensor([3, 16], 14), randomTensor([3, 16], 15), randomTensor([3, 16], 16)]);
   checkGradients((x, w, b) => dense(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D), [randomTensor([3, 4], 8), randomTensor([4, 5], 9), randomTensor([5], 10)]);
+});
+
+test('the native kernels give the same bits on one thread and on several', (t) => {
+  if (skipNative) return t.skip(skipNative);
+  setWasmKernelsEnabled(true);
+  // Large enough to split: GELU and LayerNorm in chunks of 65536 elements, attention by image×head.
+  const x = randomTensor([700, 192], 1) as tf.Tensor2D, w = randomTensor([192], 2) as tf.Tensor1D, b = randomTensor([192], 3) as tf.Tensor1D;
+  const [q, k, v] = [4, 5, 6].map((seed) => randomTensor([16 * 33, 128], seed) as tf.Tensor2D);
+  const run = (threads: number) => {
+    setNativeThreads(threads);
+    return tf.tidy(() => {
+      const [dq, dk, dv] = tf.grads((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.sum(tf.mul(multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 16, 33, 2), tf.sin(q))))([q, k, v]);
+      const geluGrad = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(gelu(x), tf.sin(x))))(x);
+      return [layerNorm(x, w, b), gelu(x), geluGrad, multiHeadAttention(q, k, v, 16, 33, 2), dq, dk, dv].map((t) => Array.from(t.dataSync()));
+    });
+  };
+  const one = run(1);
+  const several = run(3);
+  one.forEach((values, i) => assert.deepEqual(several[i], values, `output ${i}`));
+  // …and the chunks cover every element: the same values as the composed ops.
+  setWasmKernelsEnabled(true, true, true, false);
+  const composed = run(1);
+  setWasmKernelsEnabled(true);
+  setNativeThreads((info.native as { threads: number }).threads);
+  composed.forEach((values, i) => assert.ok(values.every((c, j) => Math.abs(c - one[i][j]) < 1e-4), `output ${i} differs from the composed ops`));
+  tf.dispose([x, w, b, q, k, v]);
 });
 
 test('native AdamW and momentum average equal the composed ops bit for bit', (t) => {

@@ -12,7 +12,10 @@
  * GELU: the same erf (Eigen/TensorFlow's rational approximation for float) and exp (range
  * reduction, degree-6 polynomial) as the wasm kernel gelu.c.
  */
+#include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* -fopenmp-simd makes these hints (no OpenMP runtime): vectorise, and reassociate these sums. */
@@ -30,6 +33,116 @@
 #define NO_FMA_BODY
 #endif
 #define SIMD_SUM(v) PRAGMA(omp simd reduction(+:v))
+
+/*
+ * Threads. The large kernels split their work into chunks (image×head pairs, runs of rows or
+ * elements) that the calling thread and up to moco_set_threads(n) − 1 helpers take in turn. The
+ * caller never waits for a helper that has not started: it takes whatever chunks are left itself
+ * and waits only for chunks a helper has already claimed, so a loaded machine, where a helper may
+ * not be scheduled for a while, costs no more than one thread would. Every output element is
+ * computed by one chunk with the same code, so the results do not depend on the thread count.
+ * The claim counter carries the job's generation: a helper that wakes late cannot take a chunk
+ * of a later job with an earlier job's arguments.
+ */
+typedef void (*chunk_fn)(const void *job, int64_t chunk);
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t wake;
+  int helpers;                  /* started */
+  int wanted;                   /* moco_set_threads − 1 */
+  chunk_fn fn;
+  const void *job;
+  int64_t chunks;
+  uint32_t gen;
+  uint64_t claim;               /* atomic: gen << 32 | next chunk */
+  int64_t done;                 /* atomic: chunks finished */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0};
+
+/* Takes chunks of generation `gen` until none is left; returns how many it ran. */
+static int64_t run_chunks(uint32_t gen, chunk_fn fn, const void *job, int64_t chunks) {
+  int64_t ran = 0;
+  for (;;) {
+    uint64_t c = __atomic_load_n(&pool.claim, __ATOMIC_ACQUIRE);
+    if ((uint32_t)(c >> 32) != gen || (int64_t)(c & 0xffffffffu) >= chunks) return ran;
+    if (!__atomic_compare_exchange_n(&pool.claim, &c, c + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+    fn(job, (int64_t)(c & 0xffffffffu));
+    __atomic_add_fetch(&pool.done, 1, __ATOMIC_ACQ_REL);
+    ran++;
+  }
+}
+
+static void *helper_main(void *unused) {
+  (void)unused;
+  uint32_t seen = 0;
+  for (;;) {
+    pthread_mutex_lock(&pool.mu);
+    while (pool.gen == seen) pthread_cond_wait(&pool.wake, &pool.mu);
+    seen = pool.gen;
+    const chunk_fn fn = pool.fn;
+    const void *job = pool.job;
+    const int64_t chunks = pool.chunks;
+    pthread_mutex_unlock(&pool.mu);
+    run_chunks(seen, fn, job, chunks);
+  }
+  return 0;
+}
+
+/* Threads the large kernels use, the caller's included (1: no helpers). Returns the count in use. */
+int moco_set_threads(int n) {
+  pthread_mutex_lock(&pool.mu);
+  pool.wanted = n > 1 ? n - 1 : 0;
+  while (pool.helpers < pool.wanted) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    const int ok = pthread_create(&t, &attr, helper_main, 0) == 0;
+    pthread_attr_destroy(&attr);
+    if (!ok) {
+      pool.wanted = pool.helpers;
+      break;
+    }
+    pool.helpers++;
+  }
+  const int in_use = pool.wanted + 1;
+  pthread_mutex_unlock(&pool.mu);
+  return in_use;
+}
+
+/* Runs fn(job, c) for every c < chunks, on the caller and the helpers; returns when all are done. */
+static void parallel_for(chunk_fn fn, const void *job, int64_t chunks) {
+  if (pool.wanted == 0 || chunks < 2) {
+    for (int64_t c = 0; c < chunks; c++) fn(job, c);
+    return;
+  }
+  pthread_mutex_lock(&pool.mu);
+  const uint32_t gen = ++pool.gen;
+  pool.fn = fn;
+  pool.job = job;
+  pool.chunks = chunks;
+  __atomic_store_n(&pool.done, 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&pool.claim, (uint64_t)gen << 32, __ATOMIC_RELEASE);
+  pthread_cond_broadcast(&pool.wake);
+  pthread_mutex_unlock(&pool.mu);
+  run_chunks(gen, fn, job, chunks);
+  while (__atomic_load_n(&pool.done, __ATOMIC_ACQUIRE) < chunks) sched_yield();
+}
+
+/* Thread-local scratch, grown on demand (each thread runs its own chunks). */
+static float *scratch_of(int64_t floats) {
+  static __thread float *buf;
+  static __thread int64_t cap;
+  if (cap < floats) {
+    free(buf);
+    buf = malloc((size_t)floats * sizeof(float));
+    cap = buf ? floats : 0;
+  }
+  return buf;
+}
+
+/* Elements per chunk of the elementwise kernels: large enough that a chunk outweighs a claim. */
+#define ELEMENT_CHUNK 65536
+static int64_t chunks_of(int64_t n, int64_t per) { return (n + per - 1) / per; }
 
 static inline float clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
@@ -73,12 +186,12 @@ static inline float exp_nonpositive(float x) {
 static inline float cdf(float x) { return 0.5f * (1.f + erf_approx(x * 0.70710678118654752f)); }
 
 /* y[i] = x[i]·Φ(x[i]) */
-void moco_gelu(const float *restrict x, float *restrict y, int64_t n) {
+static void gelu_range(const float *restrict x, float *restrict y, int64_t n) {
   SIMD for (int64_t i = 0; i < n; i++) y[i] = x[i] * cdf(x[i]);
 }
 
 /* dx[i] = dy[i]·(Φ(x[i]) + x[i]·φ(x[i])) */
-void moco_gelu_grad(const float *restrict x, const float *restrict dy, float *restrict dx, int64_t n) {
+static void gelu_grad_range(const float *restrict x, const float *restrict dy, float *restrict dx, int64_t n) {
   SIMD for (int64_t i = 0; i < n; i++) {
     const float v = x[i];
     const float pdf = 0.398942280401432678f * exp_nonpositive(-0.5f * v * v);
@@ -91,7 +204,7 @@ void moco_gelu_grad(const float *restrict x, const float *restrict dy, float *re
  * with the biased variance (two passes, as the composed ops). Also writes mean and rstd [rows]
  * for the gradient.
  */
-void moco_layernorm(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y,
+static void layernorm_rows(const float *restrict x, const float *restrict w, const float *restrict b, float *restrict y,
                     float *restrict mean, float *restrict rstd, int64_t rows, int64_t cols, float eps) {
   const float inv = 1.f / (float)cols;
   for (int64_t r = 0; r < rows; r++) {
@@ -204,10 +317,11 @@ NO_FMA void moco_ema(const float *restrict k, const float *restrict q, float *re
  * inner loop runs along a contiguous row: scores along keys, outputs along dh.
  */
 static void attention_generic(const float *restrict q, const float *restrict k, const float *restrict v, float *restrict o,
-                    float *restrict p, float *restrict kt, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale) {
+                    float *restrict p, float *restrict kt, int64_t bh0, int64_t bh1, int64_t tokens, int64_t heads, int64_t dh, float scale) {
   const int64_t T = tokens, D = heads * dh;
-  for (int64_t b = 0; b < batch; b++) {
-    for (int64_t h = 0; h < heads; h++) {
+  for (int64_t bh = bh0; bh < bh1; bh++) {
+    {
+      const int64_t b = bh / heads, h = bh % heads;
       const float *qb = q + b * T * D + h * dh, *kb = k + b * T * D + h * dh, *vb = v + b * T * D + h * dh;
       float *ob = o + b * T * D + h * dh;
       float *pb = p + (b * heads + h) * T * T;
@@ -251,11 +365,12 @@ static void attention_generic(const float *restrict q, const float *restrict k, 
  */
 static void attention_grad_generic(const float *restrict do_, const float *restrict q, const float *restrict k, const float *restrict v,
                          const float *restrict p, float *restrict dq, float *restrict dk, float *restrict dv,
-                         float *restrict scratch, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale) {
+                         float *restrict scratch, int64_t bh0, int64_t bh1, int64_t tokens, int64_t heads, int64_t dh, float scale) {
   const int64_t T = tokens, D = heads * dh;
   float *vt = scratch, *ds = scratch + dh * T;
-  for (int64_t b = 0; b < batch; b++) {
-    for (int64_t h = 0; h < heads; h++) {
+  for (int64_t bh = bh0; bh < bh1; bh++) {
+    {
+      const int64_t b = bh / heads, h = bh % heads;
       const int64_t at = b * T * D + h * dh;
       const float *qb = q + at, *kb = k + at, *vb = v + at, *dob = do_ + at;
       float *dqb = dq + at, *dkb = dk + at, *dvb = dv + at;
@@ -353,22 +468,19 @@ static inline void transpose_head(const float *m, int64_t D, float *mt, int64_t 
 
 static inline int64_t padded(int64_t T) { return (T + LANES - 1) / LANES * LANES; }
 
-/* Scratch floats the attention kernels need for these sizes (the caller allocates them). */
-int64_t moco_attention_scratch(int64_t tokens, int64_t dh) {
+/* Scratch floats the attention kernels need for these sizes (either code path). */
+static int64_t attention_scratch(int64_t tokens, int64_t dh) {
   const int64_t TP = padded(tokens);
   return dh * TP + tokens * TP + TP;
 }
 
-void moco_attention(const float *restrict q, const float *restrict k, const float *restrict v, float *restrict o,
-                    float *restrict p, float *restrict scratch, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale) {
-  if (dh % LANES != 0) {
-    attention_generic(q, k, v, o, p, scratch, batch, tokens, heads, dh, scale);
-    return;
-  }
+static void attention_vec(const float *restrict q, const float *restrict k, const float *restrict v, float *restrict o,
+                    float *restrict p, float *restrict scratch, int64_t bh0, int64_t bh1, int64_t tokens, int64_t heads, int64_t dh, float scale) {
   const int64_t T = tokens, D = heads * dh, TP = padded(T);
   float *kt = scratch, *s = scratch + dh * TP;
-  for (int64_t b = 0; b < batch; b++) {
-    for (int64_t h = 0; h < heads; h++) {
+  for (int64_t bh = bh0; bh < bh1; bh++) {
+    {
+      const int64_t b = bh / heads, h = bh % heads;
       const int64_t at = b * T * D + h * dh;
       float *pb = p + (b * heads + h) * T * T;
       transpose_head(k + at, D, kt, T, TP, dh);
@@ -391,17 +503,14 @@ void moco_attention(const float *restrict q, const float *restrict k, const floa
   }
 }
 
-void moco_attention_grad(const float *restrict do_, const float *restrict q, const float *restrict k, const float *restrict v,
+static void attention_grad_vec(const float *restrict do_, const float *restrict q, const float *restrict k, const float *restrict v,
                          const float *restrict p, float *restrict dq, float *restrict dk, float *restrict dv,
-                         float *restrict scratch, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale) {
-  if (dh % LANES != 0) {
-    attention_grad_generic(do_, q, k, v, p, dq, dk, dv, scratch, batch, tokens, heads, dh, scale);
-    return;
-  }
+                         float *restrict scratch, int64_t bh0, int64_t bh1, int64_t tokens, int64_t heads, int64_t dh, float scale) {
   const int64_t T = tokens, D = heads * dh, TP = padded(T);
   float *vt = scratch, *ds = scratch + dh * TP, *row = ds + T * TP; /* ds: [T, TP], dS of one head */
-  for (int64_t b = 0; b < batch; b++) {
-    for (int64_t h = 0; h < heads; h++) {
+  for (int64_t bh = bh0; bh < bh1; bh++) {
+    {
+      const int64_t b = bh / heads, h = bh % heads;
       const int64_t at = b * T * D + h * dh;
       const float *pb = p + (b * heads + h) * T * T;
       transpose_head(v + at, D, vt, T, TP, dh);
@@ -425,4 +534,100 @@ void moco_attention_grad(const float *restrict do_, const float *restrict q, con
 /* y[r, ·] = b for every row r < rows (a dense layer's output, before BLAS adds x·W onto it). */
 void moco_fill_rows(float *restrict y, const float *restrict b, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; r++) memcpy(y + r * cols, b, (size_t)cols * sizeof(float));
+}
+
+/* ---- The exported kernels that split their work across the threads (see parallel_for). ---- */
+
+typedef struct {
+  const float *x, *dy;
+  float *y;
+  int64_t n;
+} elementwise_job;
+
+static void gelu_chunk(const void *j, int64_t c) {
+  const elementwise_job *e = j;
+  const int64_t at = c * ELEMENT_CHUNK, n = e->n - at < ELEMENT_CHUNK ? e->n - at : ELEMENT_CHUNK;
+  gelu_range(e->x + at, e->y + at, n);
+}
+
+static void gelu_grad_chunk(const void *j, int64_t c) {
+  const elementwise_job *e = j;
+  const int64_t at = c * ELEMENT_CHUNK, n = e->n - at < ELEMENT_CHUNK ? e->n - at : ELEMENT_CHUNK;
+  gelu_grad_range(e->x + at, e->dy + at, e->y + at, n);
+}
+
+void moco_gelu(const float *x, float *y, int64_t n) {
+  const elementwise_job e = {x, 0, y, n};
+  parallel_for(gelu_chunk, &e, chunks_of(n, ELEMENT_CHUNK));
+}
+
+void moco_gelu_grad(const float *x, const float *dy, float *dx, int64_t n) {
+  const elementwise_job e = {x, dy, dx, n};
+  parallel_for(gelu_grad_chunk, &e, chunks_of(n, ELEMENT_CHUNK));
+}
+
+typedef struct {
+  const float *x, *w, *b;
+  float *y, *mean, *rstd;
+  int64_t rows, cols, per;
+  float eps;
+} layernorm_job;
+
+static void layernorm_chunk(const void *j, int64_t c) {
+  const layernorm_job *l = j;
+  const int64_t r0 = c * l->per, n = l->rows - r0 < l->per ? l->rows - r0 : l->per;
+  layernorm_rows(l->x + r0 * l->cols, l->w, l->b, l->y + r0 * l->cols, l->mean + r0, l->rstd + r0, n, l->cols, l->eps);
+}
+
+void moco_layernorm(const float *x, const float *w, const float *b, float *y, float *mean, float *rstd, int64_t rows, int64_t cols, float eps) {
+  const int64_t per = ELEMENT_CHUNK / cols > 0 ? ELEMENT_CHUNK / cols : 1;
+  const layernorm_job l = {x, w, b, y, mean, rstd, rows, cols, per, eps};
+  parallel_for(layernorm_chunk, &l, chunks_of(rows, per));
+}
+
+typedef struct {
+  const float *q, *k, *v, *p, *do_;
+  float *o, *pout, *dq, *dk, *dv;
+  int64_t pairs, per, tokens, heads, dh;
+  float scale;
+} attention_job;
+
+static void attention_chunk(const void *j, int64_t c) {
+  const attention_job *a = j;
+  const int64_t bh0 = c * a->per, bh1 = bh0 + a->per < a->pairs ? bh0 + a->per : a->pairs;
+  float *scratch = scratch_of(attention_scratch(a->tokens, a->dh));
+  if (a->dh % LANES == 0) attention_vec(a->q, a->k, a->v, a->o, a->pout, scratch, bh0, bh1, a->tokens, a->heads, a->dh, a->scale);
+  else attention_generic(a->q, a->k, a->v, a->o, a->pout, scratch, bh0, bh1, a->tokens, a->heads, a->dh, a->scale);
+}
+
+static void attention_grad_chunk(const void *j, int64_t c) {
+  const attention_job *a = j;
+  const int64_t bh0 = c * a->per, bh1 = bh0 + a->per < a->pairs ? bh0 + a->per : a->pairs;
+  float *scratch = scratch_of(attention_scratch(a->tokens, a->dh));
+  if (a->dh % LANES == 0) attention_grad_vec(a->do_, a->q, a->k, a->v, a->p, a->dq, a->dk, a->dv, scratch, bh0, bh1, a->tokens, a->heads, a->dh, a->scale);
+  else attention_grad_generic(a->do_, a->q, a->k, a->v, a->p, a->dq, a->dk, a->dv, scratch, bh0, bh1, a->tokens, a->heads, a->dh, a->scale);
+}
+
+/* Image×head pairs per chunk: about ELEMENT_CHUNK/4 multiply-adds' worth of work each. */
+static int64_t pairs_per_chunk(int64_t tokens, int64_t dh) {
+  const int64_t work = 2 * tokens * tokens * dh;
+  return work >= ELEMENT_CHUNK * 4 ? 1 : (ELEMENT_CHUNK * 4) / work;
+}
+
+/* Returns 0, or −1 when the thread-local scratch could not be allocated (nothing computed then). */
+int moco_attention(const float *q, const float *k, const float *v, float *o, float *p, int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale) {
+  if (!scratch_of(attention_scratch(tokens, dh))) return -1;
+  const int64_t pairs = batch * heads, per = pairs_per_chunk(tokens, dh);
+  const attention_job a = {q, k, v, 0, 0, o, p, 0, 0, 0, pairs, per, tokens, heads, dh, scale};
+  parallel_for(attention_chunk, &a, chunks_of(pairs, per));
+  return 0;
+}
+
+int moco_attention_grad(const float *do_, const float *q, const float *k, const float *v, const float *p, float *dq, float *dk, float *dv,
+                        int64_t batch, int64_t tokens, int64_t heads, int64_t dh, float scale) {
+  if (!scratch_of(attention_scratch(tokens, dh))) return -1;
+  const int64_t pairs = batch * heads, per = pairs_per_chunk(tokens, dh);
+  const attention_job a = {q, k, v, p, do_, 0, 0, dq, dk, dv, pairs, per, tokens, heads, dh, scale};
+  parallel_for(attention_grad_chunk, &a, chunks_of(pairs, per));
+  return 0;
 }
