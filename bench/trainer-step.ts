@@ -24,7 +24,8 @@
  * falls on both sides alike: on a shared machine only the ratio of one run means anything. The
  * load average is printed with every figure.
  *
- * Prints, per shape: median ms/step over all rounds, the median CPU time per step of the tfjs
+ * Prints, per shape: median ms/step over all rounds, the fastest step (on a loaded machine, the
+ * nearest to an idle one's), the median CPU time per step of the tfjs
  * process (all its threads: less sensitive to other processes' load than wall time), images/s, images/s per core (per thread the
  * run computes with, at most the cores there are), peak RSS, and time ÷ PyTorch's.
  */
@@ -264,14 +265,14 @@ async function main() {
     const torchMs = torch ? median(torch.times) : isDefault ? REPORTED_TORCH_MS : NaN;
     const rows = merge(tfjsRows.get(name)!);
     console.log(`\n${name}: ${shapeLabel(shape)}; ${rounds} round(s) × ${a.steps} steps, interleaved`);
-    console.log('| run | median ms/step | median CPU ms/step | images/s | images/s per core | peak RSS | wasm heap | last loss | time ÷ PyTorch | load average per round |');
-    console.log('|---|---|---|---|---|---|---|---|---|---|');
+    console.log('| run | median ms/step | fastest step | median CPU ms/step | images/s | images/s per core | peak RSS | wasm heap | last loss | time ÷ PyTorch | load average per round |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|---|');
     for (const r of [...rows, ...(torch ? [torch] : [])]) {
       const ms = median(r.times);
       const ips = (r.batch * 1000) / ms;
       const ratio = Number.isNaN(torchMs) ? '–' : `${(ms / torchMs).toFixed(2)}×`;
       const cpuMs = r.cpuTimes?.length ? median(r.cpuTimes).toFixed(0) : '–';
-      console.log(`| ${r.label} | ${ms.toFixed(0)} | ${cpuMs} | ${ips.toFixed(1)} | ${(ips / r.threads).toFixed(1)} (${r.threads} thr) | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${r.loss.toFixed(4)} | ${ratio} | ${r.load.join(', ')} |`);
+      console.log(`| ${r.label} | ${ms.toFixed(0)} | ${Math.min(...r.times).toFixed(0)} | ${cpuMs} | ${ips.toFixed(1)} | ${(ips / r.threads).toFixed(1)} (${r.threads} thr) | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${r.loss.toFixed(4)} | ${ratio} | ${r.load.join(', ')} |`);
       if (r !== torch) summary.push(`| ${name} | ${r.label} | ${ms.toFixed(0)} | ${torch ? median(torch.times).toFixed(0) : '–'} | **${ratio}** | ${mib(r.peakRss)} / ${torch ? mib(torch.peakRss) : '–'} | ${(ips / r.threads).toFixed(1)} / ${torch ? ((torch.batch * 1000) / median(torch.times) / torch.threads).toFixed(1) : '–'} |`);
     }
     if (!torch) console.log(`PyTorch: ${isDefault ? `the reported ${REPORTED_TORCH_MS} ms (DESIGN.md; not run here: ${torchMissing.get(name)})` : `not run (${torchMissing.get(name)})`}`);
