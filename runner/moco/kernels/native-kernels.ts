@@ -6,7 +6,8 @@
  * (kernels/native-blas.ts). Why: between the products a step is elementwise work, and wasm
  * SIMD128 is 4 lanes without FMA; the compiler vectorises these loops for the cores' own width.
  *
- * The built library is cached under MOCO_NATIVE_CACHE (default: <tmpdir>/momentum-native), named
+ * The built library is cached under MOCO_NATIVE_CACHE (default: <tmpdir>/momentum-native-<uid>, a
+ * folder only this user may write to, checked before anything in it is loaded), named
  * by a hash of the source, the flags, the compiler and the CPU model, so a changed source or a
  * different machine compiles afresh, and concurrent processes write it atomically (temp + rename).
  *
@@ -20,7 +21,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -97,14 +98,20 @@ function findCompiler(): { cc: string; version: string } | string {
 function build(cc: string, version: string): { file: string; built: 'now' | 'cached' } | string {
   const source = readFileSync(SOURCE);
   const key = createHash('sha256').update(source).update(FLAGS.join(' ')).update(version).update(os.cpus()[0]?.model ?? '').update(process.arch).digest('hex').slice(0, 16);
-  const dir = process.env.MOCO_NATIVE_CACHE || join(os.tmpdir(), 'momentum-native');
-  const file = join(dir, `moco_native-${key}.so`);
-  if (existsSync(file)) return { file, built: 'cached' };
+  const dir = process.env.MOCO_NATIVE_CACHE || join(os.tmpdir(), `momentum-native-${process.getuid?.() ?? 'user'}`);
   try {
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (err) {
     return `cannot create ${dir}: ${(err as Error).message}`;
   }
+  // A library found in a shared temporary folder is loaded into this process: only from a folder
+  // that is ours and that nobody else can write to.
+  if (!process.env.MOCO_NATIVE_CACHE) {
+    const st = statSync(dir);
+    if ((process.getuid && st.uid !== process.getuid()) || (st.mode & 0o022) !== 0) return `${dir} is not a private folder of this user (set MOCO_NATIVE_CACHE)`;
+  }
+  const file = join(dir, `moco_native-${key}.so`);
+  if (existsSync(file)) return { file, built: 'cached' };
   const tmp = `${file}.${process.pid}.tmp`;
   const r = spawnSync(cc, [...FLAGS, SOURCE, '-o', tmp], { encoding: 'utf8' });
   if (r.status !== 0) {
