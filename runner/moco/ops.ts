@@ -9,8 +9,9 @@
  * Every gradient body runs inside tf.tidy: customGrad calls it outside any tidy, and without one
  * its temporaries would live until the whole backward pass ends.
  *
- * Where the native kernels are built (kernels/native-ops.ts), LayerNorm, the attention softmax and
- * GELU run as one native pass each way, and a dense layer's bias is added by its BLAS product.
+ * Where the native kernels are built (kernels/native-ops.ts), LayerNorm, multi-head attention (its
+ * softmax inside, no head transposes) and GELU run as one native pass each way, and a dense
+ * layer's bias is added by its BLAS product.
  *
  * Each op has a numerical-gradient test in test/unit/moco/ops.test.ts (native kernels:
  * test/unit/moco/native-blas.test.ts).

@@ -241,6 +241,23 @@ test('the native kernels give the same bits on one thread and on several', (t) =
   tf.dispose([x, w, b, q, k, v]);
 });
 
+test('the native kernels leak no tensors (the kept mean, 1/σ and softmax are released with the step)', (t) => {
+  if (skipNative) return t.skip(skipNative);
+  setWasmKernelsEnabled(true);
+  const x = randomTensor([2 * 5, 32], 1) as tf.Tensor2D, w = randomTensor([32], 2) as tf.Tensor1D, b = randomTensor([32], 3) as tf.Tensor1D;
+  const before = tf.memory().numTensors;
+  tf.tidy(() => {
+    const f = (x: tf.Tensor) => {
+      const h = layerNorm(x as tf.Tensor2D, w, b);
+      return tf.sum(gelu(multiHeadAttention(h, h, h, 2, 5, 2)));
+    };
+    f(x); // forward only (the momentum encoder)
+    tf.grad(f)(x);
+  });
+  assert.equal(tf.memory().numTensors, before);
+  tf.dispose([x, w, b]);
+});
+
 test('native AdamW and momentum average equal the composed ops bit for bit', (t) => {
   if (skipNative) return t.skip(skipNative);
   const params = { w: randomTensor([7, 33], 20), b: randomTensor([33], 21) };
