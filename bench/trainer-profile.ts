@@ -5,7 +5,8 @@
  *
  *   npx tsx bench/trainer-profile.ts                      # benchmark's default shape, wasm, all our kernels
  *   npx tsx bench/trainer-profile.ts --shape small        # the small-image shape (28 px, patch 7, dim 64 …)
- *   npx tsx bench/trainer-profile.ts --depth 2 --kernels off     # stock tfjs kernels only (wasm: ours without BLAS)
+ *   npx tsx bench/trainer-profile.ts --depth 2 --kernels off     # stock tfjs kernels only
+ *   npx tsx bench/trainer-profile.ts --kernels blas               # without the native elementwise kernels (wasm: ours without BLAS)
  */
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
@@ -39,8 +40,8 @@ function kernelKey(k: { name: string; inputShapes: number[][] }): string {
 
 async function main() {
   const info = await selectBackend(a.backend as 'wasm');
-  const k = a.kernels as 'off' | 'bmm' | 'wasm' | 'on';
-  setWasmKernelsEnabled(k !== 'off', k === 'wasm' || k === 'on', k === 'on');
+  const k = a.kernels as 'off' | 'bmm' | 'wasm' | 'blas' | 'on';
+  setWasmKernelsEnabled(k !== 'off', k !== 'off' && k !== 'bmm', k === 'blas' || k === 'on', k === 'on');
   const base = BENCHMARK_SHAPES[a.shape as keyof typeof BENCHMARK_SHAPES];
   if (!base) throw new Error(`unknown --shape ${a.shape}`);
   const shape = { ...base };

@@ -9,20 +9,24 @@
  *
  *   npm run bench:trainer                                  # both shapes, native path, vs PyTorch
  *   npm run bench:trainer -- --shapes small --rounds 3     # one shape, three interleaved rounds
- *   npm run bench:trainer -- --kernels off,wasm,on         # stock / our wasm kernels / + native BLAS
+ *   npm run bench:trainer -- --kernels off,wasm,blas,on    # stock / our wasm kernels / + native BLAS / + native elementwise
  *   npm run bench:trainer -- --img 32 --patch 4 --dim 64 --depth 2 --batch 16   # a custom shape
  *   npm run bench:trainer -- --backends cpu,wasm --dim 64 --depth 2 --heads 2 --batch 16 --hidden 256
  *   npm run bench:trainer -- --wasm-threads 1,2            # wasm pool sizes (default: the backend's choice)
  *   npm run bench:trainer -- --no-torch                    # skip the PyTorch side
  *
  * Kernel settings (`off`: stock tfjs kernels; `bmm`: our wasm batched matMul; `wasm`: + fused
- * GELU; `on`: + the native BLAS where it loads) share one process per shape (they switch at run
- * time). Every measurement is its own process, so peak RSS is per measurement, and the rounds
- * interleave tfjs and PyTorch (tfjs, PyTorch, tfjs, PyTorch …) so that load from other processes
+ * GELU; `blas`: + the native BLAS products where it loads; `on`: + the native elementwise kernels
+ * (LayerNorm, softmax, GELU) and the bias added inside the product) share one process per shape
+ * (they switch at run time; their steps alternate, A B B A …, each setting on its own model).
+ * Every measurement is its own process, so peak RSS is per process (all its settings' models),
+ * and the rounds interleave tfjs and PyTorch (tfjs, PyTorch, tfjs, PyTorch …) so that load from other processes
  * falls on both sides alike: on a shared machine only the ratio of one run means anything. The
  * load average is printed with every figure.
  *
- * Prints, per shape: median ms/step over all rounds, images/s, images/s per core (per thread the
+ * Prints, per shape: median ms/step over all rounds, the fastest step (on a loaded machine, the
+ * nearest to an idle one's), the median CPU time per step of the tfjs
+ * process (all its threads: less sensitive to other processes' load than wall time), images/s, images/s per core (per thread the
  * run computes with, at most the cores there are), peak RSS, and time ÷ PyTorch's.
  */
 import { spawnSync } from 'node:child_process';
@@ -75,6 +79,8 @@ const CORES = availableParallelism();
 interface Row {
   label: string;
   times: number[];
+  /** CPU time (user + system, every thread of the process) per measured step, ms; tfjs only. */
+  cpuTimes?: number[];
   batch: number;
   /** Threads it computes with (cores it can use). */
   threads: number;
@@ -84,7 +90,7 @@ interface Row {
   load: string[];
 }
 
-type KernelSetting = 'off' | 'bmm' | 'wasm' | 'on';
+type KernelSetting = 'off' | 'bmm' | 'wasm' | 'blas' | 'on';
 
 function shapeLabel(s: BenchmarkShape): string {
   return `ViT ${s.img} px / patch ${s.patch}, dim ${s.dim}, depth ${s.depth}, heads ${s.heads}, batch ${s.batch}, heads hidden ${s.hidden} → ${s.out}`;
@@ -106,42 +112,63 @@ function shapesAsked(): [string, BenchmarkShape][] {
 
 // ---------------------------------------------------------------- one measurement (child process)
 
-async function benchTfjs(shape: BenchmarkShape, pref: BackendPreference, kernels: KernelSetting): Promise<Row> {
+/** setWasmKernelsEnabled's switches for a setting. */
+function applyKernels(k: KernelSetting): void {
+  setWasmKernelsEnabled(k !== 'off', k !== 'off' && k !== 'bmm', k === 'blas' || k === 'on', k === 'on');
+}
+
+/**
+ * The settings of one backend in this process, step by step in turn (A B, B A, A B …, each on its
+ * own model from the same seed), so that load from other processes falls on all of them alike.
+ * Peak RSS is the process's, with every setting's model in it.
+ */
+async function benchTfjs(shape: BenchmarkShape, pref: BackendPreference, settings: KernelSetting[]): Promise<Row[]> {
   const info = await selectBackend(pref);
-  setWasmKernelsEnabled(kernels !== 'off', kernels === 'wasm' || kernels === 'on', kernels === 'on');
   const blas = typeof info.blas === 'string' ? null : info.blas;
-  const kernelLabel =
-    info.backend !== 'wasm'
-      ? ''
-      : { off: ', stock kernels', bmm: ', our bmm only', wasm: ', our wasm kernels', on: `, kernels ${info.kernels}${blas ? ` (${blas.threads} BLAS thr)` : ''}` }[kernels];
-  const bench = benchmarkStep({ ...shape, microBatch: a['micro-batch'] ? Number(a['micro-batch']) : undefined });
-  const times: number[] = [];
+  const runs = settings.map((kernels) => {
+    const kernelLabel =
+      info.backend !== 'wasm'
+        ? ''
+        : { off: ', stock kernels', bmm: ', our bmm only', wasm: ', our wasm kernels', blas: `, wasm kernels + BLAS${blas ? ` (${blas.threads} BLAS thr)` : ''}`, on: `, kernels ${info.kernels}${blas ? ` (${blas.threads} BLAS thr)` : ''}` }[kernels];
+    const bench = benchmarkStep({ ...shape, microBatch: a['micro-batch'] ? Number(a['micro-batch']) : undefined });
+    return { kernels, kernelLabel, bench, times: [] as number[], cpuTimes: [] as number[], loss: NaN };
+  });
   let peakRss = process.memoryUsage().rss;
-  let loss = NaN;
   const total = Number(a.warmup) + Number(a.steps);
   for (let i = 0; i < total; i++) {
-    const t0 = performance.now();
-    loss = bench.step(i).loss;
-    const ms = performance.now() - t0;
-    peakRss = Math.max(peakRss, process.memoryUsage().rss);
-    process.stderr.write(`  ${info.backend}${kernelLabel} step ${i}${i < Number(a.warmup) ? ' (warmup)' : ''}: ${ms.toFixed(0)} ms loss ${loss.toFixed(4)} (load ${load()})\n`);
-    if (i >= Number(a.warmup)) times.push(ms);
+    for (const run of i % 2 === 0 ? runs : [...runs].reverse()) {
+      applyKernels(run.kernels);
+      const t0 = performance.now();
+      const cpu0 = process.cpuUsage();
+      run.loss = run.bench.step(i).loss;
+      const ms = performance.now() - t0;
+      const cpu = process.cpuUsage(cpu0);
+      const cpuMs = (cpu.user + cpu.system) / 1000;
+      peakRss = Math.max(peakRss, process.memoryUsage().rss);
+      process.stderr.write(`  ${info.backend}${run.kernelLabel} step ${i}${i < Number(a.warmup) ? ' (warmup)' : ''}: ${ms.toFixed(0)} ms (CPU ${cpuMs.toFixed(0)} ms) loss ${run.loss.toFixed(4)} (load ${load()})\n`);
+      if (i >= Number(a.warmup)) {
+        run.times.push(ms);
+        run.cpuTimes.push(cpuMs);
+      }
+    }
   }
   const heap = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.byteLength ?? null;
-  bench.dispose();
-  disposeParams(bench.model.query);
-  disposeParams(bench.model.momentum);
-  bench.optimizer.dispose();
-  const threads = Math.min(CORES, Math.max(info.threads, blas && kernels === 'on' ? blas.threads : 1));
-  return { label: `tfjs-${info.backend} (${info.threads} wasm thr${kernelLabel})`, times, batch: shape.batch, threads, peakRss, wasmHeap: heap, loss, load: [load()] };
+  return runs.map((run) => {
+    run.bench.dispose();
+    disposeParams(run.bench.model.query);
+    disposeParams(run.bench.model.momentum);
+    run.bench.optimizer.dispose();
+    const threads = Math.min(CORES, Math.max(info.threads, blas && (run.kernels === 'on' || run.kernels === 'blas') ? blas.threads : 1));
+    return { label: `tfjs-${info.backend} (${info.threads} wasm thr${run.kernelLabel})`, times: run.times, cpuTimes: run.cpuTimes, batch: shape.batch, threads, peakRss, wasmHeap: heap, loss: run.loss, load: [load()] };
+  });
 }
 
 async function childMain(): Promise<void> {
   const shape = JSON.parse(a['child-shape']!) as BenchmarkShape;
   const rows: Row[] = [];
   for (const b of a.backends!.split(',')) {
-    const settings = b.trim() === 'wasm' ? a.kernels!.split(',').map((k) => k.trim() as KernelSetting) : (['off'] as const);
-    for (const k of settings) rows.push(await benchTfjs(shape, b.trim() as BackendPreference, k));
+    const settings = b.trim() === 'wasm' ? a.kernels!.split(',').map((k) => k.trim() as KernelSetting) : (['off'] as KernelSetting[]);
+    rows.push(...(await benchTfjs(shape, b.trim() as BackendPreference, settings)));
   }
   writeFileSync(a['rows-json']!, JSON.stringify(rows));
 }
@@ -199,9 +226,10 @@ function merge(rows: Row[]): Row[] {
   const byLabel = new Map<string, Row>();
   for (const r of rows) {
     const m = byLabel.get(r.label);
-    if (!m) byLabel.set(r.label, { ...r, times: [...r.times], load: [...r.load] });
+    if (!m) byLabel.set(r.label, { ...r, times: [...r.times], cpuTimes: r.cpuTimes && [...r.cpuTimes], load: [...r.load] });
     else {
       m.times.push(...r.times);
+      m.cpuTimes?.push(...(r.cpuTimes ?? []));
       m.peakRss = Math.max(m.peakRss, r.peakRss);
       m.load.push(...r.load);
     }
@@ -237,13 +265,14 @@ async function main() {
     const torchMs = torch ? median(torch.times) : isDefault ? REPORTED_TORCH_MS : NaN;
     const rows = merge(tfjsRows.get(name)!);
     console.log(`\n${name}: ${shapeLabel(shape)}; ${rounds} round(s) × ${a.steps} steps, interleaved`);
-    console.log('| run | median ms/step | images/s | images/s per core | peak RSS | wasm heap | last loss | time ÷ PyTorch | load average per round |');
-    console.log('|---|---|---|---|---|---|---|---|---|');
+    console.log('| run | median ms/step | fastest step | median CPU ms/step | images/s | images/s per core | peak RSS | wasm heap | last loss | time ÷ PyTorch | load average per round |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|---|');
     for (const r of [...rows, ...(torch ? [torch] : [])]) {
       const ms = median(r.times);
       const ips = (r.batch * 1000) / ms;
       const ratio = Number.isNaN(torchMs) ? '–' : `${(ms / torchMs).toFixed(2)}×`;
-      console.log(`| ${r.label} | ${ms.toFixed(0)} | ${ips.toFixed(1)} | ${(ips / r.threads).toFixed(1)} (${r.threads} thr) | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${r.loss.toFixed(4)} | ${ratio} | ${r.load.join(', ')} |`);
+      const cpuMs = r.cpuTimes?.length ? median(r.cpuTimes).toFixed(0) : '–';
+      console.log(`| ${r.label} | ${ms.toFixed(0)} | ${Math.min(...r.times).toFixed(0)} | ${cpuMs} | ${ips.toFixed(1)} | ${(ips / r.threads).toFixed(1)} (${r.threads} thr) | ${mib(r.peakRss)} | ${r.wasmHeap === null ? '–' : mib(r.wasmHeap)} | ${r.loss.toFixed(4)} | ${ratio} | ${r.load.join(', ')} |`);
       if (r !== torch) summary.push(`| ${name} | ${r.label} | ${ms.toFixed(0)} | ${torch ? median(torch.times).toFixed(0) : '–'} | **${ratio}** | ${mib(r.peakRss)} / ${torch ? mib(torch.peakRss) : '–'} | ${(ips / r.threads).toFixed(1)} / ${torch ? ((torch.batch * 1000) / median(torch.times) / torch.threads).toFixed(1) : '–'} |`);
     }
     if (!torch) console.log(`PyTorch: ${isDefault ? `the reported ${REPORTED_TORCH_MS} ms (DESIGN.md; not run here: ${torchMissing.get(name)})` : `not run (${torchMissing.get(name)})`}`);

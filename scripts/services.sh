@@ -67,6 +67,13 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 else
   echo "services: native BLAS absent (apt-get install libopenblas0-pthread as root for faster training); the trainer uses its wasm kernels"
 fi
+# The trainer compiles its native elementwise kernels with the C compiler on first use
+# (runner/moco/kernels/native-kernels.ts); without one it keeps its wasm kernels. Reported, not installed.
+if command -v cc >/dev/null || command -v gcc >/dev/null || command -v clang >/dev/null; then
+  echo "services: C compiler present (the trainer builds its native kernels on first use)"
+else
+  echo "services: no C compiler (apt-get install gcc for the trainer's native kernels); the trainer uses its wasm kernels"
+fi
 
 # --- S3 (s3rver) ------------------------------------------------------------------------------
 if [ "${1:-}" != "--no-s3" ]; then

@@ -2,7 +2,8 @@
 # needs), Node 20 (tfjs-node-gpu's prebuilt binaries stop at Node 20), and the full dependency set.
 # `npm ci` downloads libtensorflow for tfjs-node-gpu, so the build needs the network. Where no GPU
 # is visible at run time the runner falls back to tfjs-node's CPU build, then wasm (TFJS_BACKEND),
-# whose matrix products run on OpenBLAS (libopenblas0-pthread).
+# whose matrix products run on OpenBLAS (libopenblas0-pthread) and whose elementwise kernels are
+# compiled on first use with the image's C compiler (g++ brings gcc: runner/moco/kernels/native-kernels.ts).
 #   docker build -f infra/docker/runner.Dockerfile --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t momentum-runner .
 # (GIT_COMMIT becomes MOMENTUM_GIT_COMMIT: the code version every model version's lineage records.)
 FROM nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04

@@ -22,8 +22,8 @@ export async function runPretrainTask(task: PretrainTask, io: TaskIO): Promise<T
   const log = ipcLogger(io);
   const storage = new Storage(storageConfigFrom(config()));
   try {
-    const { backend, device, versions, threads, kernels, blas } = await selectBackend(task.backend);
-    const runtime = { backend, device, versions, threads, kernels, blas, env: deviceEnv() };
+    const { backend, device, versions, threads, kernels, blas, native } = await selectBackend(task.backend);
+    const runtime = { backend, device, versions, threads, kernels, blas, native, env: deviceEnv() };
     const data = yieldingDataset(openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir }));
     const resumeFrom = task.resumeDir ? await readCheckpointDir(task.resumeDir) : undefined;
     const initFrom = !resumeFrom && task.initDir ? await readCheckpointDir(task.initDir, STATE_FILES) : undefined;

@@ -22,8 +22,8 @@ export async function runProbeTask(task: ProbeTask, io: TaskIO): Promise<TaskRes
   const log = ipcLogger(io);
   const storage = new Storage(storageConfigFrom(config()));
   try {
-    const { backend, device, versions, threads, kernels, blas } = await selectBackend(task.backend);
-    const runtime = { backend, device, versions, threads, kernels, blas, env: deviceEnv() };
+    const { backend, device, versions, threads, kernels, blas, native } = await selectBackend(task.backend);
+    const runtime = { backend, device, versions, threads, kernels, blas, native, env: deviceEnv() };
     const files = await readCheckpointDir(task.backboneDir, BACKBONE_FILES);
     const data = {
       train: yieldingDataset(openDatasetSplit(storage, task.manifest, 'train', { cacheDir: task.cacheDir })),

@@ -10,6 +10,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { installWasmKernels, nativeBlasStatus } from './kernels/batch-matmul.js';
 import { loadNativeBlas } from './kernels/native-blas.js';
+import { nativeKernelsStatus } from './kernels/native-ops.js';
 import { activateWasm, wantedWasmThreads } from './kernels/wasm-threads.js';
 
 export type BackendPreference = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
@@ -23,9 +24,11 @@ export interface BackendInfo {
   /** Threads the backend computes with (wasm: its pool; 1 for the js cpu backend). */
   threads: number;
   /**
-   * Our own kernels in use: 'blas+bmm+gelu' (matrix products on the native BLAS, our SIMD batched
-   * matMul for small batched ones, fused GELU), 'bmm+gelu' (no native BLAS), 'stock' (none), or
-   * 'off (reason)' when they could not be installed. MOCO_WASM_KERNELS=off turns them off.
+   * Our own kernels in use: 'blas+native+bmm+gelu' (matrix products on the native BLAS, native
+   * elementwise kernels, our SIMD batched matMul for small batched ones, fused GELU), without
+   * 'blas' when no native BLAS loads, without 'native' when the native kernels do not build,
+   * 'stock' (none), or 'off (reason)' when they could not be installed. MOCO_WASM_KERNELS=off
+   * turns them off.
    */
   kernels: string;
   /**
@@ -33,6 +36,12 @@ export interface BackendInfo {
    * they do not ('no native BLAS: …', 'off (MOCO_BLAS=off)', 'not used by the … backend').
    */
   blas: { library: string; config: string; threads: number } | string;
+  /**
+   * The native elementwise kernels (GELU, LayerNorm, softmax; kernels/native-ops.ts): the library
+   * built for this CPU ({library, compiler, built: 'now' | 'cached', threads}), or why they do not run and
+   * the wasm kernels / composed tfjs ops do ('no C compiler …', 'off (MOCO_NATIVE_KERNELS=off)', …).
+   */
+  native: { library: string; compiler: string; built: 'now' | 'cached'; threads: number } | string;
   /** Every candidate in order, with the reason it was not taken. */
   tried: { candidate: string; ok: boolean; error?: string; note?: string }[];
 }
@@ -157,8 +166,11 @@ export async function selectBackend(pref: BackendPreference = 'auto', deps: Back
       tried.push({ candidate: c.name, ok: true, ...(note ? { note } : {}) });
       const threads = await c.threads();
       const kernels = c.kernels();
-      const blas = c.backend !== 'wasm' ? noBlas(c.backend) : process.env.MOCO_WASM_KERNELS === 'off' ? 'off (MOCO_WASM_KERNELS=off)' : nativeBlasStatus();
-      return { backend: c.backend, device: c.device, versions: { tfjs: tf.version.tfjs, ...versions }, threads, kernels, blas, tried };
+      const ours = (status: () => BackendInfo['blas'] | BackendInfo['native']) =>
+        c.backend !== 'wasm' ? noBlas(c.backend) : process.env.MOCO_WASM_KERNELS === 'off' ? 'off (MOCO_WASM_KERNELS=off)' : status();
+      const blas = ours(nativeBlasStatus) as BackendInfo['blas'];
+      const native = ours(nativeKernelsStatus) as BackendInfo['native'];
+      return { backend: c.backend, device: c.device, versions: { tfjs: tf.version.tfjs, ...versions }, threads, kernels, blas, native, tried };
     } catch (err) {
       tried.push({ candidate: c.name, ok: false, error: (err as Error).message.split('\n')[0] });
     }

@@ -9,11 +9,17 @@
  * Every gradient body runs inside tf.tidy: customGrad calls it outside any tidy, and without one
  * its temporaries would live until the whole backward pass ends.
  *
- * Each op has a numerical-gradient test in test/unit/moco/ops.test.ts.
+ * Where the native kernels are built (kernels/native-ops.ts), LayerNorm, multi-head attention (its
+ * softmax inside, no head transposes) and GELU run as one native pass each way, and a dense
+ * layer's bias is added by its BLAS product.
+ *
+ * Each op has a numerical-gradient test in test/unit/moco/ops.test.ts (native kernels:
+ * test/unit/moco/native-blas.test.ts).
  */
 import * as tf from '@tensorflow/tfjs';
-import { nativeProductsActive, wasmGeluActive, wasmKernelsActive } from './kernels/batch-matmul.js';
+import { denseBiasFused, fusedDenseActive, nativeProductsActive, wasmGeluActive, wasmKernelsActive } from './kernels/batch-matmul.js';
 import { geluFused, geluGradFused } from './kernels/gelu.js';
+import { attentionFused, attentionGradFused, layerNormFused, layerNormGradFused, nativeKernelsActive, softmaxFused, softmaxGradFused } from './kernels/native-ops.js';
 
 const T2: [number, number] = [1, 0];
 
@@ -51,8 +57,9 @@ const denseNoBias = customGrad((x: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFun
 
 const denseBias = customGrad((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x, w]);
+  const [x2, w2, b1] = [x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D];
   return {
-    value: tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b),
+    value: fusedDenseActive() ? denseBiasFused(x2, w2, b1) : tf.add(tf.matMul(x2, w2), b1),
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
       tf.tidy(() => {
         const [xs, ws] = saved as tf.Tensor2D[];
@@ -80,6 +87,77 @@ export const bmm = customGrad((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc
       }),
   };
 }) as unknown as (a: tf.Tensor3D, b: tf.Tensor3D) => tf.Tensor3D;
+
+/**
+ * Multi-head self-attention of q, k, v [B·T, D] (the projections' outputs, H heads of D/H):
+ * per image and head, softmax(q·kᵀ/√dh)·v, back in the same [B·T, D] layout. On the native
+ * kernels one pass each way works on that layout directly; otherwise heads are split with rank-4
+ * transposes and the products run batched.
+ */
+export function multiHeadAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, B: number, T: number, H: number): tf.Tensor2D {
+  const D = q.shape[1];
+  const dh = D / H;
+  const scale = 1 / Math.sqrt(dh);
+  if (nativeKernelsActive()) return attentionNative(q, k, v, { batch: B, tokens: T, heads: H, scale });
+  const heads = (t: tf.Tensor2D, perm: number[], shape: [number, number, number]) => tf.reshape(tf.transpose(tf.reshape(t, [B, T, H, dh]), perm), shape) as tf.Tensor3D;
+  const attn = attentionWeights(heads(q, [0, 2, 1, 3], [B * H, T, dh]), heads(k, [0, 2, 3, 1], [B * H, dh, T]), scale);
+  const o = bmm(attn, heads(v, [0, 2, 1, 3], [B * H, T, dh]));
+  return tf.reshape(tf.transpose(tf.reshape(o, [B, H, T, dh]), [0, 2, 1, 3]), [B * T, D]);
+}
+
+type AttentionAttrs = { batch: number; tokens: number; heads: number; scale: number };
+const attentionNativeCache = new Map<string, (q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D) => tf.Tensor2D>();
+
+/** The native attention pair under customGrad (kernels/native-ops.ts), one per shape; P is kept for the gradient. */
+function attentionNative(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, attrs: AttentionAttrs): tf.Tensor2D {
+  const key = JSON.stringify(attrs);
+  let f = attentionNativeCache.get(key);
+  if (!f) {
+    f = customGrad((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, save: tf.GradSaveFunc) => {
+      const [o, p] = attentionFused(q, k, v, attrs);
+      save([q, k, v, p]);
+      return {
+        value: o,
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          const [qs, ks, vs, ps] = saved;
+          return attentionGradFused(dy, qs, ks, vs, ps, attrs);
+        },
+      };
+    }) as unknown as (q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D) => tf.Tensor2D;
+    attentionNativeCache.set(key, f);
+  }
+  return f(q, k, v);
+}
+
+/**
+ * The attention weights softmax(q·kᵀ·scale) for q [n, t, d] and kᵀ [n, d, t] (scale > 0). On the
+ * native kernels the scale is applied inside one softmax pass (and its gradient); otherwise q is
+ * scaled first and tfjs's softmax runs.
+ */
+export function attentionWeights(q: tf.Tensor3D, kT: tf.Tensor3D, scale: number): tf.Tensor3D {
+  if (nativeKernelsActive()) return scaledSoftmaxFor(scale)(bmm(q, kT));
+  return tf.softmax(bmm(tf.mul(q, scale) as tf.Tensor3D, kT));
+}
+
+const scaledSoftmaxCache = new Map<number, (x: tf.Tensor3D) => tf.Tensor3D>();
+function scaledSoftmaxFor(scale: number): (x: tf.Tensor3D) => tf.Tensor3D {
+  let f = scaledSoftmaxCache.get(scale);
+  if (!f) {
+    f = customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
+      const y = softmaxFused(x, scale);
+      save([y]);
+      // dx = scale·y·(dy − Σ dy·y) along the last axis
+      return { value: y, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => softmaxGradFused(saved[0], dy, scale) };
+    }) as unknown as (x: tf.Tensor3D) => tf.Tensor3D;
+    scaledSoftmaxCache.set(scale, f);
+  }
+  return f;
+}
+
+/** softmax(x·scale) along the last axis (exposed for its gradient test; the native kernel when active). */
+export function scaledSoftmax(x: tf.Tensor3D, scale: number): tf.Tensor3D {
+  return nativeKernelsActive() ? scaledSoftmaxFor(scale)(x) : tf.softmax(tf.mul(x, scale) as tf.Tensor3D);
+}
 
 /**
  * Standardise x [n, c] along `axis` (1: every row, LayerNorm; 0: every column, BatchNorm in
@@ -119,7 +197,29 @@ function cached(cache: Map<number, (x: tf.Tensor2D) => tf.Tensor2D>, axis: 0 | 1
 
 /** LayerNorm over the last axis of x [n, c] with weight/bias [c]. */
 export function layerNorm(x: tf.Tensor2D, weight: tf.Tensor1D, bias: tf.Tensor1D, eps = 1e-6): tf.Tensor2D {
+  if (nativeKernelsActive()) return layerNormNativeFor(eps)(x, weight, bias);
   return tf.add(tf.mul(cached(standardizeRows, 1, eps)(x), weight), bias);
+}
+
+/** The whole LayerNorm, affine included, as one native kernel each way (kernels/native-ops.ts). */
+const layerNormNative = new Map<number, (x: tf.Tensor2D, w: tf.Tensor1D, b: tf.Tensor1D) => tf.Tensor2D>();
+function layerNormNativeFor(eps: number) {
+  let f = layerNormNative.get(eps);
+  if (!f) {
+    f = customGrad((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+      const [y, mean, rstd] = layerNormFused(x, w, b, eps);
+      save([x, w, mean, rstd]);
+      return {
+        value: y,
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          const [xs, ws, m, r] = saved;
+          return layerNormGradFused(dy, xs, ws, m, r);
+        },
+      };
+    }) as unknown as (x: tf.Tensor2D, w: tf.Tensor1D, b: tf.Tensor1D) => tf.Tensor2D;
+    layerNormNative.set(eps, f);
+  }
+  return f;
 }
 
 /** The statistics-only part of LayerNorm (exposed for its gradient test). */

@@ -157,6 +157,26 @@ export function globalNorm(grads: Params, names?: string[]): number {
   return value;
 }
 
+/**
+ * The global L2 norms of several groups of gradients (each a list of names; empty groups give 0),
+ * with every tensor's sum of squares computed once and one read-back for all: the same float32
+ * operations per group as `globalNorm`, so the same values.
+ */
+export function globalNorms<K extends string>(grads: Params, groups: Record<K, string[]>): Record<K, number> {
+  const keys = Object.keys(groups) as K[];
+  const lists = keys.map((k) => groups[k].filter((n) => grads[n]));
+  const used = [...new Set(lists.flat())];
+  const values = used.length === 0 ? new Float32Array(0) : tf.tidy(() => {
+    const sq = new Map(used.map((n) => [n, tf.sum(tf.square(grads[n]))]));
+    const norms = lists.filter((l) => l.length > 0).map((l) => tf.sqrt(tf.addN(l.map((n) => sq.get(n)!))));
+    return tf.stack(norms);
+  });
+  const read = values instanceof tf.Tensor ? values.dataSync() : values;
+  if (values instanceof tf.Tensor) values.dispose();
+  let next = 0;
+  return Object.fromEntries(keys.map((k, i) => [k, lists[i].length ? read[next++] : 0])) as Record<K, number>;
+}
+
 /** torch.nn.utils.clip_grad_norm_: scale every gradient by max/(norm + 1e-6) when norm > max. */
 export function clipByGlobalNorm(grads: Params, maxNorm: number, norm: number): Params {
   const scale = maxNorm / (norm + 1e-6);

@@ -21,7 +21,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { contrastiveHits, contrastivePart, prepareKeys } from './loss.js';
 import { keyForward, momentumUpdate, queryForward, trainableNames, type MocoModel } from './model.js';
-import { clipByGlobalNorm, globalNorm, type Optimizer } from './optim.js';
+import { clipByGlobalNorm, globalNorms, type Optimizer } from './optim.js';
 import type { Params } from './params.js';
 
 export class TrainingDivergedError extends Error {
@@ -133,20 +133,20 @@ export function applyGradients(model: MocoModel, optimizer: Optimizer, g: Params
     throw new TrainingDivergedError(o.step, loss);
   }
   const names = Object.keys(g);
-  const normOf = (prefix: string) => {
-    const matching = prefix ? names.filter((n) => n.startsWith(prefix)) : [];
-    return matching.length ? globalNorm(g, matching) : null;
-  };
   const layers = layerPrefixes(model);
-  const gradNorm = globalNorm(g);
+  const under = (prefix: string) => (prefix ? names.filter((n) => n.startsWith(prefix)) : []);
+  const groups = { all: names, patch: under(layers.patch), first: under(layers.first), last: under(layers.last), projector: under('projector.'), predictor: under('predictor.') };
+  const norms = globalNorms(g, groups);
+  const orNull = (k: keyof typeof groups) => (groups[k].length ? norms[k] : null);
+  const gradNorm = norms.all;
   const result: StepResult = {
     loss,
     gradNorm,
-    gradNormPatchProjection: normOf(layers.patch),
-    gradNormFirstBlock: normOf(layers.first) ?? 0,
-    gradNormLastBlock: normOf(layers.last) ?? 0,
-    gradNormProjector: normOf('projector.') ?? 0,
-    gradNormPredictor: normOf('predictor.'),
+    gradNormPatchProjection: orNull('patch'),
+    gradNormFirstBlock: norms.first,
+    gradNormLastBlock: norms.last,
+    gradNormProjector: norms.projector,
+    gradNormPredictor: orNull('predictor'),
   };
   if (c.optim.clipGradNorm !== null) g = clipByGlobalNorm(g, c.optim.clipGradNorm, gradNorm);
 

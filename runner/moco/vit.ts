@@ -6,13 +6,13 @@
  * Layout choices for speed on wasm (DESIGN.md section 4), none visible outside this file and the
  * export mapping: q, k and v are three projections (the fused qkv would need a split in the hot
  * path; the export concatenates them back to timm's `attn.qkv`); linear weights are stored
- * [in, out]; activations stay 2-D [batch·tokens, dim] between blocks; heads are split with rank-4
- * transposes; the class token is prepended by padding the input patches with a zero row, and
+ * [in, out]; activations stay 2-D [batch·tokens, dim] between blocks (ops.ts's attention splits
+ * heads itself); the class token is prepended by padding the input patches with a zero row, and
  * pooled by a masked sum, so no slice/concat/gather runs per step.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ModelConfig } from './config.js';
-import { bmm, dense, gelu, layerNorm } from './ops.js';
+import { dense, gelu, layerNorm, multiHeadAttention } from './ops.js';
 import type { ParamSet, Params } from './params.js';
 import type { Prng } from './rng.js';
 
@@ -116,20 +116,14 @@ export function patchify(x: tf.Tensor4D, c: ModelConfig): tf.Tensor2D {
 /** One pre-norm transformer block on x [B·T, D]. */
 function block(p: Params, i: number, x: tf.Tensor2D, B: number, T: number, c: ModelConfig): tf.Tensor2D {
   const b = `blocks.${i}.`;
-  const D = c.dim;
-  const H = c.heads;
-  const dh = D / H;
   const w = (n: string) => p[b + n] as tf.Tensor2D;
   const v1 = (n: string) => p[b + n] as tf.Tensor1D;
 
   const h = layerNorm(x, v1('norm1.weight'), v1('norm1.bias'), LN_EPS);
-  const heads4 = (t: tf.Tensor2D) => tf.reshape(t, [B, T, H, dh]);
-  // [B, T, H, dh] → [B·H, T, dh]; the attention scale is folded into q.
-  const q = tf.reshape(tf.transpose(heads4(dense(h, w('attn.q.weight'), v1('attn.q.bias'))), [0, 2, 1, 3]), [B * H, T, dh]);
-  const kT = tf.reshape(tf.transpose(heads4(dense(h, w('attn.k.weight'), v1('attn.k.bias'))), [0, 2, 3, 1]), [B * H, dh, T]);
-  const v = tf.reshape(tf.transpose(heads4(dense(h, w('attn.v.weight'), v1('attn.v.bias'))), [0, 2, 1, 3]), [B * H, T, dh]);
-  const attn = tf.softmax(bmm(tf.mul(q, 1 / Math.sqrt(dh)) as tf.Tensor3D, kT as tf.Tensor3D)) as tf.Tensor3D;
-  const o = tf.reshape(tf.transpose(tf.reshape(bmm(attn, v as tf.Tensor3D), [B, H, T, dh]), [0, 2, 1, 3]), [B * T, D]) as tf.Tensor2D;
+  const q = dense(h, w('attn.q.weight'), v1('attn.q.bias'));
+  const k = dense(h, w('attn.k.weight'), v1('attn.k.bias'));
+  const v = dense(h, w('attn.v.weight'), v1('attn.v.bias'));
+  const o = multiHeadAttention(q, k, v, B, T, c.heads); // per head: softmax(q·kᵀ/√dh)·v
   const x1 = tf.add(x, dense(o, w('attn.proj.weight'), v1('attn.proj.bias'))) as tf.Tensor2D;
 
   const h2 = layerNorm(x1, v1('norm2.weight'), v1('norm2.bias'), LN_EPS);

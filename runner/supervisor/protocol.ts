@@ -64,10 +64,12 @@ export interface RuntimeInfo {
   versions?: Record<string, string>;
   /** Threads the backend computes with. */
   threads?: number;
-  /** Our kernels in use ('blas+bmm+gelu', 'bmm+gelu', 'stock', 'off (why)'). */
+  /** Our kernels in use ('blas+native+bmm+gelu', 'bmm+gelu', 'stock', 'off (why)'). */
   kernels?: string;
   /** The native BLAS the products run on ({library, config, threads}), or why none. */
   blas?: unknown;
+  /** The native elementwise kernels' library ({library, compiler, built}), or why they did not run. */
+  native?: unknown;
   /** The device environment the child process saw (CUDA_VISIBLE_DEVICES, TF_FORCE_GPU_ALLOW_GROWTH, MOCO_CORES). */
   env?: Record<string, string | null>;
 }

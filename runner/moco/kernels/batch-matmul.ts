@@ -16,8 +16,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { geluKernelFor, registerGeluKernels } from './gelu.js';
-import { installHeapKernels, setHeapKernelsEnabled } from './heap-kernels.js';
+import { installHeapKernels, onesVector, setHeapKernelsEnabled } from './heap-kernels.js';
 import { loadNativeBlas, type NativeBlas } from './native-blas.js';
+import { installNativeKernels, nativeFillRows, setNativeKernelsEnabled } from './native-ops.js';
 import { instantiateKernel, wasmBackendInternals, type WasmBackendInternals } from './wasm-module.js';
 
 interface BmmExports {
@@ -29,9 +30,10 @@ type KernelArgs = Parameters<tf.KernelFunc>[0];
 let enabled = true;
 let geluEnabled = true;
 let blasOn = true;
+let fusedOn = true;
 /** The native BLAS (loaded when our kernels are installed), or why it is not used. */
 let blas: NativeBlas | string = 'not loaded (our wasm kernels are not installed)';
-let installed: { status: string } | null = null;
+let installed: { status: string; ok: boolean } | null = null;
 const instances = new WeakMap<object, BmmExports | string>();
 
 /** Our kernel for this backend instance, or why it cannot run there. */
@@ -141,12 +143,48 @@ function nativeProducts(lib: NativeBlas, memory: WebAssembly.Memory, a: number, 
   }
 }
 
+export const DENSE_BIAS_KERNEL = 'MocoDenseBias';
+
+/**
+ * y [m, n] = x [m, k] · W [k, n] + b [n] on the native BLAS, the bias added by the product itself:
+ * y is first filled with the broadcast bias (the native row fill, else one rank-1 product
+ * ones [m, 1] · b [1, n]), then x·W is accumulated onto it (beta = 1). Saves tfjs's separate Add
+ * pass over y.
+ */
+function denseBiasKernel(args: KernelArgs): tf.TensorInfo {
+  const { x, w, b } = args.inputs as Record<'x' | 'w' | 'b', tf.TensorInfo>;
+  if (typeof blas === 'string') throw new Error(`${DENSE_BIAS_KERNEL}: no native BLAS (${blas})`);
+  const [m, k] = x.shape, n = w.shape[1];
+  if (x.shape.length !== 2 || w.shape.length !== 2 || w.shape[0] !== k || b.shape.length !== 1 || b.shape[0] !== n) throw new Error(`${DENSE_BIAS_KERNEL}: shapes ${x.shape}, ${w.shape}, ${b.shape}`);
+  if ([x, w, b].some((t) => t.dtype !== 'float32')) throw new Error(`${DENSE_BIAS_KERNEL}: float32 only`);
+  const internals = wasmBackendInternals(args.backend);
+  if (typeof internals === 'string') throw new Error(internals);
+  const out = internals.makeOutput([m, n], 'float32');
+  const fill = nativeFillRows();
+  const ones = fill ? 0 : onesVector(internals, args.backend, m);
+  const offset = (t: { dataId: object }) => internals.dataIdMap.get(t.dataId)!.memoryOffset;
+  const heap = internals.memory.buffer; // after every allocation: a grown heap detaches older views
+  const y = new Float32Array(heap, offset(out), m * n);
+  const bias = new Float32Array(heap, offset(b), n);
+  if (fill) fill(y, bias, m, n);
+  else blas.gemm(new Float32Array(heap, ones, m), bias, y, m, n, 1, false, false);
+  blas.gemm(new Float32Array(heap, offset(x), m * k), new Float32Array(heap, offset(w), k * n), y, m, n, k, false, false, 1);
+  return out;
+}
+
+/** x·W + b on the native BLAS in one kernel (ops.ts's dense, when `fusedDenseActive()`). */
+export function denseBiasFused(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
+  return tf.engine().runKernel(DENSE_BIAS_KERNEL, { x, w, b }, {}) as tf.Tensor2D;
+}
+
 /**
  * Registers our kernels for the wasm backend (once per process) when the active backend is wasm
  * and its internals are as expected: BatchMatMul (wrapping the stock one; products go to the native
- * BLAS when it loads, see kernels/native-blas.ts) and the fused GELU kernels. Returns what was done
- * ('blas+bmm+gelu', 'bmm+gelu' or the reason it was not); `nativeBlasStatus()` says why BLAS is
- * or is not in use.
+ * BLAS when it loads, see kernels/native-blas.ts), x·W + b on BLAS, the fused GELU kernels, and the
+ * native elementwise kernels when they build (kernels/native-ops.ts). Returns what was done
+ * ('blas+native+bmm+gelu', 'blas+bmm+gelu', 'native+bmm+gelu', 'bmm+gelu' or the reason it was
+ * not); `nativeBlasStatus()` and `nativeKernelsStatus()` say why BLAS and the native kernels are
+ * or are not in use.
  */
 export function installWasmKernels(): string {
   if (installed) return installed.status;
@@ -164,7 +202,7 @@ export function installWasmKernels(): string {
   if (typeof k === 'string' || !stock) {
     const why = typeof k === 'string' ? k : 'no stock BatchMatMul kernel for wasm';
     blas = `off (our wasm kernels could not be installed: ${why})`;
-    installed = { status: `off (${why})` };
+    installed = { status: `off (${why})`, ok: false };
     console.warn(`moco: stock tfjs wasm kernels only: ${why}`);
     return installed.status;
   }
@@ -173,7 +211,10 @@ export function installWasmKernels(): string {
   tf.registerKernel({ ...stock, kernelFunc: makeKernelFunc(stock) });
   registerGeluKernels();
   installHeapKernels(typeof blas === 'string' ? null : blas);
-  installed = { status: typeof blas === 'string' ? 'bmm+gelu' : 'blas+bmm+gelu' };
+  if (typeof blas !== 'string') tf.registerKernel({ kernelName: DENSE_BIAS_KERNEL, backendName: 'wasm', kernelFunc: denseBiasKernel as unknown as tf.KernelFunc });
+  const native = installNativeKernels();
+  const parts = [typeof blas === 'string' ? '' : 'blas', typeof native === 'string' ? '' : 'native', 'bmm', 'gelu'];
+  installed = { status: parts.filter(Boolean).join('+'), ok: true };
   return installed.status;
 }
 
@@ -186,17 +227,20 @@ export function nativeBlasStatus(): { library: string; config: string; threads: 
 /**
  * Switches our kernels on or off at run time (benchmarks: both paths in one process); `gelu`
  * (default: same as `on`) lets a benchmark measure the fused GELU on its own, `native` (default:
- * same as `on`) the native BLAS products.
+ * same as `on`) the native BLAS products, `fused` (default: same as `native`) the native
+ * elementwise kernels and the bias added by the product.
  */
-export function setWasmKernelsEnabled(on: boolean, gelu = on, native = on): void {
+export function setWasmKernelsEnabled(on: boolean, gelu = on, native = on, fused = native): void {
   enabled = on;
   setHeapKernelsEnabled(on);
   geluEnabled = on && gelu;
   blasOn = native;
+  fusedOn = on && fused;
+  setNativeKernelsEnabled(fusedOn);
 }
 
 function installedOnWasm(): boolean {
-  return (installed?.status === 'bmm+gelu' || installed?.status === 'blas+bmm+gelu') && tf.getBackend() === 'wasm';
+  return installed?.ok === true && tf.getBackend() === 'wasm';
 }
 
 /** True when our kernels run on the current backend (ops may emit transposed products, fused GELU). */
@@ -210,6 +254,11 @@ export function wasmKernelsActive(): boolean {
  */
 export function nativeProductsActive(): boolean {
   return blasOn && typeof blas !== 'string' && installedOnWasm();
+}
+
+/** True when ops.ts's dense should add its bias inside the BLAS product (`denseBiasFused`). */
+export function fusedDenseActive(): boolean {
+  return fusedOn && nativeProductsActive();
 }
 
 /** True when ops.ts's gelu should run on our fused kernel. */

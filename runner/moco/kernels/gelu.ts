@@ -2,8 +2,11 @@
  * Fused exact GELU and GELU gradient kernels for the tfjs wasm backend (kernels/gelu.c), under
  * our own kernel names: ops.ts's gelu calls them through tf.engine().runKernel when our wasm
  * kernels are active (its customGrad supplies the gradient), and composes tfjs ops otherwise.
+ * Where the native kernels are built (kernels/native-ops.ts), the same two kernels run the native
+ * loops of kernels/native/moco_native.c instead (same approximations, the cores' vector width).
  */
 import * as tf from '@tensorflow/tfjs';
+import { nativeGelu } from './native-ops.js';
 import { instantiateKernel, wasmBackendInternals, type WasmBackendInternals } from './wasm-module.js';
 
 export const GELU_KERNEL = 'MocoGelu';
@@ -30,6 +33,9 @@ export function geluKernelFor(backend: object): { internals: WasmBackendInternal
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 
+/** n floats of the heap at a byte offset (for the native kernels; taken after the output is allocated). */
+const heapView = (internals: WasmBackendInternals, offset: number, n: number) => new Float32Array(internals.memory.buffer, offset, n);
+
 function float32(t: tf.TensorInfo, what: string): void {
   if (t.dtype !== 'float32') throw new Error(`${what}: float32 only, got ${t.dtype}`);
 }
@@ -46,7 +52,10 @@ export function registerGeluKernels(): void {
       const { internals, gelu } = geluKernelFor(backend);
       const out = internals.makeOutput([...x.shape], 'float32');
       const at = (t: { dataId: object }) => internals.dataIdMap.get(t.dataId)!.memoryOffset;
-      gelu.gelu(at(x), at(out), tf.util.sizeFromShape(x.shape));
+      const n = tf.util.sizeFromShape(x.shape);
+      const native = nativeGelu();
+      if (native) native.gelu(heapView(internals, at(x), n), heapView(internals, at(out), n), n);
+      else gelu.gelu(at(x), at(out), n);
       return out;
     },
   });
@@ -61,7 +70,10 @@ export function registerGeluKernels(): void {
       const { internals, gelu } = geluKernelFor(backend);
       const out = internals.makeOutput([...x.shape], 'float32');
       const at = (t: { dataId: object }) => internals.dataIdMap.get(t.dataId)!.memoryOffset;
-      gelu.gelu_grad(at(x), at(dy), at(out), tf.util.sizeFromShape(x.shape));
+      const n = tf.util.sizeFromShape(x.shape);
+      const native = nativeGelu();
+      if (native) native.geluGrad(heapView(internals, at(x), n), heapView(internals, at(dy), n), heapView(internals, at(out), n), n);
+      else gelu.gelu_grad(at(x), at(dy), at(out), n);
       return out;
     },
   });

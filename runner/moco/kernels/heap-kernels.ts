@@ -12,13 +12,15 @@
  *   transposes the whole input to reduce along its innermost axis.
  * - MocoAdamW and MocoEma: the AdamW update (≈ 12 tfjs kernels per tensor) and the momentum
  *   encoder's moving average (3 per tensor) as one loop each, in float32 like the composed ops
- *   (optim.ts and model.ts call them when `fusedUpdatesActive()`).
+ *   (optim.ts and model.ts call them when `fusedUpdatesActive()`); the loop is native code
+ *   (kernels/native-ops.ts) where that is built, the same float32 operations either way.
  *
  * The wrapped kernels keep the stock kernel for everything else, and all of it switches with
  * `setHeapKernelsEnabled` (benchmarks compare both paths in one process).
  */
 import * as tf from '@tensorflow/tfjs';
 import type { NativeBlas } from './native-blas.js';
+import { nativeUpdates } from './native-ops.js';
 import { wasmBackendInternals, type WasmBackendInternals } from './wasm-module.js';
 
 export const ADAMW_KERNEL = 'MocoAdamW';
@@ -29,10 +31,13 @@ type KernelArgs = Parameters<tf.KernelFunc>[0];
 let enabled = true;
 let installedFor: { blas: NativeBlas | null } | null = null;
 
-/** A buffer of ones kept in the heap of each backend (the vector of the column sums), grown on demand. */
+/**
+ * A buffer of ones kept in the heap of each backend (the vector of the column sums; the broadcast
+ * of a bias in batch-matmul.ts), grown on demand. Returns its byte offset.
+ */
 const ones = new WeakMap<object, { ptr: number; length: number }>();
 
-function onesVector(internals: WasmBackendInternals, backend: object, length: number): number {
+export function onesVector(internals: WasmBackendInternals, backend: object, length: number): number {
   let o = ones.get(backend);
   if (!o || o.length < length) {
     if (o) internals.wasm._free(o.ptr);
@@ -113,6 +118,11 @@ function adamwKernel(args: KernelArgs): tf.TensorInfo[] {
   const f = Math.fround;
   const c1 = f(1 - beta1), c2 = f(1 - beta2), decay = f(1 - lr * weightDecay), step = f(lr / bc1);
   const b1 = f(beta1), b2 = f(beta2), bc2 = f(bc2Sqrt), e = f(eps);
+  const native = nativeUpdates(); // the same loop vectorised (kernels/native/moco_native.c), same bits
+  if (native) {
+    native.adamw(pv, gv, mv, vv, mo, vo, po, pv.length, b1, c1, b2, c2, bc2, e, decay, step);
+    return outs;
+  }
   for (let i = 0; i < pv.length; i++) {
     const gi = gv[i];
     const mi = f(f(mv[i] * b1) + f(gi * c1));
@@ -135,6 +145,11 @@ function emaKernel(args: KernelArgs): tf.TensorInfo {
   const [kv, qv, ov] = [k, q, out].map((t) => f32(internals, t));
   const f = Math.fround;
   const a = f(momentum), b = f(1 - momentum);
+  const native = nativeUpdates();
+  if (native) {
+    native.ema(kv, qv, ov, kv.length, a, b);
+    return out;
+  }
   for (let i = 0; i < kv.length; i++) ov[i] = f(kv[i] * a) + f(qv[i] * b);
   return out;
 }

@@ -40,8 +40,11 @@ export interface NativeBlas {
   config: string;
   /** Threads OpenBLAS computes with. */
   threads: number;
-  /** C[m, n] = op(A)·op(B), row-major, on views of one buffer (A [m,k] or [k,m] when transposed; B likewise). */
-  gemm(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
+  /**
+   * C[m, n] = op(A)·op(B) + beta·C, row-major, on views of one buffer (A [m,k] or [k,m] when
+   * transposed; B likewise); beta 0 unless given.
+   */
+  gemm(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean, beta?: number): void;
 }
 
 let loaded: NativeBlas | string | undefined;
@@ -115,8 +118,8 @@ export function loadNativeBlas(): NativeBlas | string {
         library: file,
         config,
         threads,
-        gemm: (a, b, c, m, n, k, transA, transB) =>
-          sgemm(ROW_MAJOR, transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, m, n, k, 1, a, transA ? m : k, b, transB ? k : n, 0, c, n),
+        gemm: (a, b, c, m, n, k, transA, transB, beta = 0) =>
+          sgemm(ROW_MAJOR, transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, m, n, k, 1, a, transA ? m : k, b, transB ? k : n, beta, c, n),
       };
       return loaded;
     } catch (err) {

@@ -1,30 +1,51 @@
 /**
- * The wasm backend's matrix products on the native BLAS (kernels/native-blas.ts): equal to the
- * stock kernels' products, right gradients, and MoCo losses equal to the stock path's to 4
- * decimals over several steps. Skipped, saying why, where no OpenBLAS can be loaded (the fallback
- * itself is tested in wasm-kernels.test.ts).
+ * The wasm backend's matrix products on the native BLAS (kernels/native-blas.ts) and the native
+ * elementwise kernels (kernels/native-ops.ts: LayerNorm, scaled softmax, GELU, the bias inside the
+ * product): equal to the stock kernels' results, right gradients (numerical checks), and MoCo
+ * losses equal to the stock path's to 4 decimals over several steps. Skipped, saying why, where
+ * no OpenBLAS can be loaded or no native kernels built (the fallback itself is tested in
+ * wasm-kernels.test.ts).
  */
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend, type BackendInfo } from '../../../runner/moco/backend.js';
-import { nativeProductsActive, setWasmKernelsEnabled } from '../../../runner/moco/kernels/batch-matmul.js';
+import { fusedDenseActive, nativeProductsActive, setWasmKernelsEnabled } from '../../../runner/moco/kernels/batch-matmul.js';
+import { nativeKernelsActive, nativeUpdates, setNativeKernelsEnabled, setNativeThreads } from '../../../runner/moco/kernels/native-ops.js';
+import { fusedUpdatesActive } from '../../../runner/moco/kernels/heap-kernels.js';
 import { resolveTrainConfig } from '../../../runner/moco/config.js';
-import { buildMocoModel } from '../../../runner/moco/model.js';
+import { buildMocoModel, momentumUpdate, type MocoModel } from '../../../runner/moco/model.js';
 import { createOptimizer } from '../../../runner/moco/optim.js';
 import { disposeParams } from '../../../runner/moco/params.js';
 import { Prng } from '../../../runner/moco/rng.js';
 import { mocoStep } from '../../../runner/moco/step.js';
-import { bmm, dense } from '../../../runner/moco/ops.js';
+import { attentionWeights, bmm, dense, gelu, layerNorm, multiHeadAttention, scaledSoftmax } from '../../../runner/moco/ops.js';
 import { checkGradients, randomTensor } from './gradcheck.js';
 
 let info: BackendInfo;
 let skip: string | false = false;
+let skipNative: string | false = false;
 
 before(async () => {
   info = await selectBackend('wasm');
   if (typeof info.blas === 'string') skip = `no native BLAS here: ${info.blas}`;
+  // Skipped only where nothing could build them; a compiler that fails on our source is a failure.
+  if (typeof info.native === 'string') {
+    if (!/^(no C compiler|koffi cannot load|off )/.test(info.native)) assert.fail(`the native kernels did not build: ${info.native}`);
+    skipNative = `no native kernels here: ${info.native}`;
+  }
 });
+
+/** The largest absolute difference of two tensors. */
+const maxDiff = (p: tf.Tensor, q: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(p, q))).dataSync()[0]);
+
+/** f with our wasm kernels and BLAS but not the native elementwise kernels ('blas'), and with everything ('on'). */
+function beforeAndAfter<T>(f: () => T): [T, T] {
+  setWasmKernelsEnabled(true, true, true, false);
+  const before = f();
+  setWasmKernelsEnabled(true);
+  return [before, f()];
+}
 
 /** The stock wasm kernel's product and the native one, for the same inputs. */
 function bothPaths(a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean): [tf.Tensor, tf.Tensor] {
@@ -36,7 +57,7 @@ function bothPaths(a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean): [tf.Te
 
 test('the backend reports the native path: kernels, library, threads; one wasm thread beside it', (t) => {
   if (skip) return t.skip(skip);
-  assert.equal(info.kernels, 'blas+bmm+gelu');
+  assert.equal(info.kernels, typeof info.native === 'string' ? 'blas+bmm+gelu' : 'blas+native+bmm+gelu');
   const blas = info.blas as { library: string; config: string; threads: number };
   assert.match(blas.library, /openblas/);
   assert.ok(blas.threads >= 1);
@@ -115,6 +136,150 @@ test('dense and bmm have the right gradients on the native products', (t) => {
   tf.dispose([a, b2, weights, ...stock, ...native]);
 });
 
+test('the backend reports the native kernels: the library built for this CPU and the compiler', (t) => {
+  if (skipNative) return t.skip(skipNative);
+  const native = info.native as { library: string; compiler: string; built: string };
+  assert.match(native.library, /moco_native-[0-9a-f]{16}\.so$/);
+  assert.ok(native.compiler.length > 0);
+  assert.ok(['now', 'cached'].includes(native.built));
+});
+
+test('native LayerNorm, scaled softmax, attention, GELU and dense+bias equal the composed ops, forward and gradients', (t) => {
+  if (skip) return t.skip(skip);
+  if (skipNative) return t.skip(skipNative);
+  // Odd sizes: vector tails in every loop.
+  const x = randomTensor([37, 29], 1, 2) as tf.Tensor2D, w = randomTensor([29], 2) as tf.Tensor1D, b = randomTensor([29], 3) as tf.Tensor1D;
+  const s = randomTensor([3, 11, 13], 4, 3) as tf.Tensor3D;
+  const W = randomTensor([29, 17], 5) as tf.Tensor2D, bias = randomTensor([17], 6) as tf.Tensor1D;
+  const q = randomTensor([4, 9, 8], 7) as tf.Tensor3D, kT = randomTensor([4, 8, 9], 8) as tf.Tensor3D;
+  const [qa, ka, va] = [9, 10, 11].map((seed) => randomTensor([21, 16], seed, 2) as tf.Tensor2D);
+  const cases: [string, () => tf.Tensor[], number][] = [
+    ['layerNorm', () => [layerNorm(x, w, b, 1e-6)], 1e-5],
+    ['layerNorm grads', () => tf.grads((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(layerNorm(x as tf.Tensor2D, w as tf.Tensor1D, b as tf.Tensor1D), tf.sin(x))))([x, w, b]), 1e-4],
+    ['scaledSoftmax', () => [scaledSoftmax(s, 0.37)], 1e-6],
+    ['scaledSoftmax grad', () => [tf.grad((s: tf.Tensor) => tf.sum(tf.mul(scaledSoftmax(s as tf.Tensor3D, 0.37), tf.cos(s))))(s)], 1e-5],
+    ['attentionWeights grads', () => tf.grads((q: tf.Tensor, k: tf.Tensor) => tf.sum(tf.mul(attentionWeights(q as tf.Tensor3D, k as tf.Tensor3D, 0.35), tf.range(0, 4 * 9 * 9).reshape([4, 9, 9]).sin())))([q, kT]), 1e-5],
+    ['gelu', () => [gelu(x)], 1e-6],
+    ['gelu grad', () => [tf.grad((x: tf.Tensor) => tf.sum(tf.mul(gelu(x), tf.sin(x))))(x)], 1e-5],
+    ['dense + bias', () => [dense(x, W, bias)], 1e-5],
+    // 3 images of 7 tokens, 2 heads of 8: the native kernel reads heads in place, the composed path transposes.
+    ['multiHeadAttention', () => [multiHeadAttention(qa, ka, va, 3, 7, 2)], 1e-5],
+    ['multiHeadAttention grads', () => tf.grads((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.sum(tf.mul(multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 3, 7, 2), tf.sin(q))))([qa, ka, va]), 1e-5],
+    // dh a multiple of 16: the vector kernels (dh 16 and 80: one block of 4 vectors and a rest), 19 tokens (padded to 32).
+    ...([[2, 16], [1, 80]] as const).map(([H, dh]): [string, () => tf.Tensor[], number] => [
+      `multiHeadAttention grads, dh ${dh}`,
+      () => {
+        const [q, k, v] = [12, 13, 14].map((seed) => randomTensor([2 * 19, H * dh], seed, 0.5));
+        return tf.grads((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.sum(tf.mul(multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 2, 19, H), tf.sin(q))))([q, k, v]).concat(multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 2, 19, H));
+      },
+      1e-5,
+    ]),
+  ];
+  for (const [what, f, tol] of cases) {
+    const [stock, native] = beforeAndAfter(() => tf.tidy(f));
+    assert.ok(nativeKernelsActive() && fusedDenseActive());
+    stock.forEach((g, i) => {
+      assert.deepEqual(native[i].shape, g.shape, what);
+      const err = maxDiff(g, native[i]);
+      assert.ok(err < tol, `${what} [${i}]: max difference ${err}`);
+    });
+    tf.dispose([...stock, ...native]);
+  }
+  tf.dispose([x, w, b, s, W, bias, q, kT, qa, ka, va]);
+});
+
+test('dense + bias on BLAS without the native kernels (the bias broadcast by a rank-1 product) equals the composed ops', (t) => {
+  if (skip) return t.skip(skip);
+  const x = randomTensor([37, 29], 1) as tf.Tensor2D, W = randomTensor([29, 17], 5) as tf.Tensor2D, bias = randomTensor([17], 6) as tf.Tensor1D;
+  const [stock, fused] = beforeAndAfter(() => {
+    setNativeKernelsEnabled(false); // BLAS and the fused dense, but no native library: the machine without a compiler
+    return dense(x, W, bias);
+  });
+  assert.ok(fusedDenseActive() && !nativeKernelsActive());
+  assert.ok(maxDiff(stock, fused) < 1e-5);
+  setWasmKernelsEnabled(true);
+  tf.dispose([x, W, bias, stock, fused]);
+});
+
+test('the native kernels have the right gradients (central differences)', (t) => {
+  if (skip) return t.skip(skip);
+  if (skipNative) return t.skip(skipNative);
+  setWasmKernelsEnabled(true);
+  assert.ok(nativeKernelsActive());
+  checkGradients((x, w, b) => layerNorm(x as tf.Tensor2D, w as tf.Tensor1D, b as tf.Tensor1D, 1e-6), [randomTensor([5, 7], 1), randomTensor([7], 2), randomTensor([7], 3)]);
+  checkGradients((s) => scaledSoftmax(s as tf.Tensor3D, 0.5), [randomTensor([2, 3, 5], 4)]);
+  checkGradients((q, k) => attentionWeights(q as tf.Tensor3D, k as tf.Tensor3D, 0.5), [randomTensor([2, 3, 4], 5), randomTensor([2, 4, 3], 6)]);
+  checkGradients((x) => gelu(x), [randomTensor([3, 7], 7)]);
+  checkGradients((q, k, v) => multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 2, 3, 2), [randomTensor([6, 4], 11), randomTensor([6, 4], 12), randomTensor([6, 4], 13)]);
+  checkGradients((q, k, v) => multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 1, 3, 1), [randomTensor([3, 16], 14), randomTensor([3, 16], 15), randomTensor([3, 16], 16)]);
+  checkGradients((x, w, b) => dense(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D), [randomTensor([3, 4], 8), randomTensor([4, 5], 9), randomTensor([5], 10)]);
+});
+
+test('the native kernels give the same bits on one thread and on several', (t) => {
+  if (skipNative) return t.skip(skipNative);
+  setWasmKernelsEnabled(true);
+  // Large enough to split: GELU and LayerNorm in chunks of 65536 elements, attention by image×head.
+  const x = randomTensor([700, 192], 1) as tf.Tensor2D, w = randomTensor([192], 2) as tf.Tensor1D, b = randomTensor([192], 3) as tf.Tensor1D;
+  const [q, k, v] = [4, 5, 6].map((seed) => randomTensor([16 * 33, 128], seed) as tf.Tensor2D);
+  const run = (threads: number) => {
+    setNativeThreads(threads);
+    return tf.tidy(() => {
+      const [dq, dk, dv] = tf.grads((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.sum(tf.mul(multiHeadAttention(q as tf.Tensor2D, k as tf.Tensor2D, v as tf.Tensor2D, 16, 33, 2), tf.sin(q))))([q, k, v]);
+      const geluGrad = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(gelu(x), tf.sin(x))))(x);
+      return [layerNorm(x, w, b), gelu(x), geluGrad, multiHeadAttention(q, k, v, 16, 33, 2), dq, dk, dv].map((t) => Array.from(t.dataSync()));
+    });
+  };
+  const one = run(1);
+  const several = run(3);
+  one.forEach((values, i) => assert.deepEqual(several[i], values, `output ${i}`));
+  // …and the chunks cover every element: the same values as the composed ops.
+  setWasmKernelsEnabled(true, true, true, false);
+  const composed = run(1);
+  setWasmKernelsEnabled(true);
+  setNativeThreads((info.native as { threads: number }).threads);
+  composed.forEach((values, i) => assert.ok(values.every((c, j) => Math.abs(c - one[i][j]) < 1e-4), `output ${i} differs from the composed ops`));
+  tf.dispose([x, w, b, q, k, v]);
+});
+
+test('the native kernels leak no tensors (the kept mean, 1/σ and softmax are released with the step)', (t) => {
+  if (skipNative) return t.skip(skipNative);
+  setWasmKernelsEnabled(true);
+  const x = randomTensor([2 * 5, 32], 1) as tf.Tensor2D, w = randomTensor([32], 2) as tf.Tensor1D, b = randomTensor([32], 3) as tf.Tensor1D;
+  const before = tf.memory().numTensors;
+  tf.tidy(() => {
+    const f = (x: tf.Tensor) => {
+      const h = layerNorm(x as tf.Tensor2D, w, b);
+      return tf.sum(gelu(multiHeadAttention(h, h, h, 2, 5, 2)));
+    };
+    f(x); // forward only (the momentum encoder)
+    tf.grad(f)(x);
+  });
+  assert.equal(tf.memory().numTensors, before);
+  tf.dispose([x, w, b]);
+});
+
+test('native AdamW and momentum average equal the composed ops bit for bit', (t) => {
+  if (skipNative) return t.skip(skipNative);
+  const params = { w: randomTensor([7, 33], 20), b: randomTensor([33], 21) };
+  const grads = [0, 1, 2].map((s) => ({ w: randomTensor([7, 33], 30 + s), b: randomTensor([33], 40 + s) }));
+  const run = (native: boolean) => {
+    setWasmKernelsEnabled(native);
+    assert.equal(fusedUpdatesActive() && nativeUpdates() !== null, native);
+    const opt = createOptimizer({ ...resolveTrainConfig({ optim: { batch: 8 } }, { height: 8, width: 8, size: 8 }).optim, weightDecay: 0.1 });
+    let p: Record<string, tf.Tensor> = { w: tf.clone(params.w), b: tf.clone(params.b) };
+    for (const g of grads) p = opt.apply(p, g, 1e-2);
+    const slots = Object.fromEntries(Object.entries(opt.slots()).map(([k, t]) => [k, Array.from(t.dataSync())]));
+    const model = { momentum: { w: tf.clone(params.w) }, query: { w: p.w } } as unknown as MocoModel;
+    momentumUpdate(model, 0.99);
+    const out = { w: Array.from(p.w.dataSync()), b: Array.from(p.b.dataSync()), ema: Array.from(model.momentum.w.dataSync()), slots };
+    tf.dispose([p.w, p.b, model.momentum.w]);
+    opt.dispose();
+    return out;
+  };
+  assert.deepEqual(run(true), run(false));
+  tf.dispose([params.w, params.b, ...grads.flatMap((g) => [g.w, g.b])]);
+});
+
 test('MoCo losses on the native path equal the stock kernels\' to 4 decimals over several steps', (t) => {
   if (skip) return t.skip(skip);
   const config = resolveTrainConfig(
@@ -143,6 +308,7 @@ test('MoCo losses on the native path equal the stock kernels\' to 4 decimals ove
   const stock = losses(false);
   const native = losses(true);
   assert.ok(nativeProductsActive());
+  if (!skipNative) assert.ok(nativeKernelsActive() && fusedDenseActive(), 'the native elementwise kernels ran too');
   assert.deepEqual(native.map((l) => l.toFixed(4)), stock.map((l) => l.toFixed(4)), `native ${native} vs stock ${stock}`);
   assert.ok(stock[3] !== stock[0], 'the parameters moved between steps');
 });

@@ -5,6 +5,7 @@ import { selectBackend } from '../../../runner/moco/backend.js';
 import { setWasmKernelsEnabled, wasmKernelsActive } from '../../../runner/moco/kernels/batch-matmul.js';
 import { wasmBackendInternals } from '../../../runner/moco/kernels/wasm-module.js';
 import { fusedUpdatesActive } from '../../../runner/moco/kernels/heap-kernels.js';
+import { nativeKernelsActive } from '../../../runner/moco/kernels/native-ops.js';
 import { resolveTrainConfig } from '../../../runner/moco/config.js';
 import { momentumUpdate, type MocoModel } from '../../../runner/moco/model.js';
 import { createOptimizer } from '../../../runner/moco/optim.js';
@@ -18,10 +19,15 @@ process.env.MOCO_WASM_THREADS = '2';
 // without OpenBLAS), and the backend must say why BLAS is not used.
 const MISSING_BLAS = '/nonexistent/libopenblas.so.0';
 process.env.MOCO_BLAS_LIBRARY = MISSING_BLAS;
+// No C compiler: the native elementwise kernels cannot be built, and the wasm GELU and the composed
+// LayerNorm/softmax must stand in (a machine without gcc).
+process.env.MOCO_CC = '/nonexistent/cc';
 
 before(async () => {
   const info = await selectBackend('wasm');
   assert.equal(info.kernels, 'bmm+gelu');
+  assert.match(info.native as string, /^no C compiler \(tried \/nonexistent\/cc/);
+  assert.equal(nativeKernelsActive(), false, 'LayerNorm and softmax stay composed');
   assert.equal(typeof info.blas, 'string');
   assert.match(info.blas as string, /^no native BLAS: /);
   assert.ok((info.blas as string).includes(MISSING_BLAS), info.blas as string);
