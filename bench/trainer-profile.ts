@@ -8,27 +8,26 @@
  *   npx tsx bench/trainer-profile.ts --depth 2 --kernels off     # stock tfjs kernels only
  *   npx tsx bench/trainer-profile.ts --kernels blas               # without the native elementwise kernels (wasm: ours without BLAS)
  */
-import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
+import { parseCommandLineOrExit } from '../common/commandLine.js';
 import { selectBackend } from '../runner/moco/backend.js';
 import { setWasmKernelsEnabled } from '../runner/moco/kernels/batch-matmul.js';
 import { BENCHMARK_SHAPES, benchmarkStep } from './benchmarkStep.js';
 
-const { values: a } = parseArgs({
-  options: {
-    backend: { type: 'string', default: 'wasm' },
-    shape: { type: 'string', default: 'default' },
-    img: { type: 'string' },
-    patch: { type: 'string' },
-    dim: { type: 'string' },
-    depth: { type: 'string' },
-    heads: { type: 'string' },
-    batch: { type: 'string' },
-    hidden: { type: 'string' },
-    out: { type: 'string' },
-    top: { type: 'string', default: '25' },
-    kernels: { type: 'string', default: 'on' },
-  },
+const USAGE = `npx tsx bench/trainer-profile.ts [--shape default|small] [--img N --patch N --dim N --depth N --heads N --batch N --hidden N --out N] [--backend wasm] [--kernels off|wasm|blas|on] [--top 25]`;
+const { values: a } = parseCommandLineOrExit(USAGE, {
+  backend: { type: 'string', default: 'wasm' },
+  shape: { type: 'string', default: 'default' },
+  img: { type: 'string' },
+  patch: { type: 'string' },
+  dim: { type: 'string' },
+  depth: { type: 'string' },
+  heads: { type: 'string' },
+  batch: { type: 'string' },
+  hidden: { type: 'string' },
+  out: { type: 'string' },
+  top: { type: 'string', default: '25' },
+  kernels: { type: 'string', default: 'on' },
 });
 const n = (k: keyof typeof a) => Number(a[k]);
 

@@ -34,38 +34,37 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
+import { parseCommandLineOrExit } from '../common/commandLine.js';
 import { selectBackend, type BackendPreference } from '../runner/moco/backend.js';
 import { setWasmKernelsEnabled } from '../runner/moco/kernels/batch-matmul.js';
 import { disposeParams } from '../runner/moco/params.js';
 import { BENCHMARK_SHAPES, benchmarkStep, type BenchmarkShape } from './benchmarkStep.js';
 
 const SHAPE_KEYS = ['img', 'patch', 'dim', 'depth', 'heads', 'batch', 'hidden', 'out'] as const;
-const { values: a } = parseArgs({
-  options: {
-    shapes: { type: 'string', default: 'default,small' },
-    img: { type: 'string' },
-    patch: { type: 'string' },
-    dim: { type: 'string' },
-    depth: { type: 'string' },
-    heads: { type: 'string' },
-    batch: { type: 'string' },
-    hidden: { type: 'string' },
-    out: { type: 'string' },
-    backends: { type: 'string', default: 'wasm' },
-    'micro-batch': { type: 'string' },
-    steps: { type: 'string', default: '3' },
-    warmup: { type: 'string', default: '1' },
-    rounds: { type: 'string', default: '2' },
-    threads: { type: 'string', default: String(availableParallelism()) },
-    kernels: { type: 'string', default: 'on' },
-    'wasm-threads': { type: 'string', default: '' },
-    // Internal: run one measurement in this process and write its rows here.
-    'child-shape': { type: 'string' },
-    'rows-json': { type: 'string' },
-    'no-torch': { type: 'boolean', default: false },
-  },
+const USAGE = `npm run bench:trainer -- [--shapes default,small] [--img N --patch N --dim N --depth N --heads N --batch N --hidden N --out N] [--backends wasm] [--kernels off,wasm,blas,on] [--wasm-threads 1,2] [--threads N] [--rounds 2] [--steps 3] [--warmup 1] [--micro-batch N] [--no-torch]   (examples: the header of bench/trainer-step.ts, BENCHMARKS.md)`;
+const { values: a } = parseCommandLineOrExit(USAGE, {
+  shapes: { type: 'string', default: 'default,small' },
+  img: { type: 'string' },
+  patch: { type: 'string' },
+  dim: { type: 'string' },
+  depth: { type: 'string' },
+  heads: { type: 'string' },
+  batch: { type: 'string' },
+  hidden: { type: 'string' },
+  out: { type: 'string' },
+  backends: { type: 'string', default: 'wasm' },
+  'micro-batch': { type: 'string' },
+  steps: { type: 'string', default: '3' },
+  warmup: { type: 'string', default: '1' },
+  rounds: { type: 'string', default: '2' },
+  threads: { type: 'string', default: String(availableParallelism()) },
+  kernels: { type: 'string', default: 'on' },
+  'wasm-threads': { type: 'string', default: '' },
+  // Internal: run one measurement in this process and write its rows here.
+  'child-shape': { type: 'string' },
+  'rows-json': { type: 'string' },
+  'no-torch': { type: 'boolean', default: false },
 });
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BASELINE = join(ROOT, '..', 'shared', 'baselines', 'pytorch_moco_step.py');

@@ -26,3 +26,17 @@ export function parseCommandLine<O extends Options, P extends boolean = false>(
   }
   return parsed as unknown as ReturnType<typeof parseArgs<{ options: O; allowPositionals: P; strict: true }>>;
 }
+
+/**
+ * {@link parseCommandLine} for a script that parses its options at the top level, outside runMain:
+ * a mistake is the same one line on stderr (exit 1), not an uncaught exception's stack.
+ */
+export function parseCommandLineOrExit<O extends Options, P extends boolean = false>(usage: string, options: O, opts: { allowPositionals?: P; args?: string[] } = {}) {
+  try {
+    return parseCommandLine(usage, options, opts);
+  } catch (err) {
+    if (!(err instanceof UserFacingError)) throw err;
+    process.stderr.write(`momentum: ${err.message}\n`);
+    process.exit(1);
+  }
+}

@@ -29,6 +29,8 @@ const ENTRY_POINTS: Record<string, string[]> = {
   'bench:api-pair': ['bench/api-pair.ts'],
   'bench:datasets': ['bench/datasets.ts'],
   'bench:bombs': ['bench/bombs.ts'],
+  'bench:trainer': ['bench/trainer-step.ts'],
+  'trainer-profile': ['bench/trainer-profile.ts'],
   migrate: ['scripts/migrate.ts'],
   doctor: ['scripts/doctor.ts'],
 };
