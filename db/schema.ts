@@ -30,6 +30,18 @@ export const tenants = pgTable('tenants', {
   createdAt: createdAt(),
 });
 
+/**
+ * What a tenant stores (checkpoint versions + ingested dataset uploads), kept current by triggers on
+ * checkpoints, jobs, dataset_versions and datasets (migration 0013) in the transaction of each change:
+ * the storage limit of every submission reads this one row instead of summing (db/quotas.ts).
+ */
+export const tenantUsage = pgTable('tenant_usage', {
+  tenantId: uuid('tenant_id')
+    .primaryKey()
+    .references(() => tenants.id, { onDelete: 'cascade' }),
+  storedBytes: bigint('stored_bytes', { mode: 'number' }).notNull().default(0),
+});
+
 /** API keys: the secret is shown once; only its sha256 is stored. `prefix` identifies a key in lists. */
 export const apiKeys = pgTable(
   'api_keys',
