@@ -35,15 +35,18 @@ export class KeyCache {
     private readonly logger: Logger,
   ) {}
 
-  /** Whether looking this key up costs nothing: a fresh cache entry, or a lookup already in flight. */
-  isFree(secret: string): boolean {
-    const hash = hashApiKey(secret);
+  /** Whether looking up the key of this hash ({@link hashApiKey}) costs nothing: a fresh cache entry, or a lookup already in flight. */
+  isFree(hash: string): boolean {
     const hit = this.entries.get(hash);
     return (hit !== undefined && hit.expires > Date.now()) || this.inFlight.has(hash);
   }
 
-  async lookup(secret: string): Promise<KeyPrincipal | undefined> {
-    const hash = hashApiKey(secret);
+  lookup(secret: string): Promise<KeyPrincipal | undefined> {
+    return this.lookupHash(hashApiKey(secret));
+  }
+
+  /** {@link lookup} by the key's hash: a request that checked {@link isFree} first hashes the key once. */
+  async lookupHash(hash: string): Promise<KeyPrincipal | undefined> {
     const hit = this.entries.get(hash);
     if (hit && hit.expires > Date.now()) return hit.principal;
     const pending = this.inFlight.get(hash);
@@ -103,10 +106,10 @@ export function authenticate(cache: KeyCache, guard: AuthGuard): MiddlewareHandl
     if (!header) throw fail('missing Authorization header; send "Authorization: Bearer <api key>"');
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) throw fail('Authorization must be "Bearer <api key>"');
-    const secret = match[1]!;
+    const hash = hashApiKey(match[1]!);
     // Only a key that would cost a Postgres query is judged by the guard first.
-    if (!cache.isFree(secret)) guard.admitLookup(address);
-    const principal = await cache.lookup(secret);
+    if (!cache.isFree(hash)) guard.admitLookup(address);
+    const principal = await cache.lookupHash(hash);
     if (!principal) throw fail('invalid API key');
     if (principal.revoked) throw fail('API key revoked');
     c.set('principal', principal);
