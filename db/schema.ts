@@ -141,7 +141,8 @@ export const jobs = pgTable(
   (t) => [
     uniqueIndex('jobs_tenant_idempotency_uq').on(t.tenantId, t.idempotencyKey),
     index('jobs_tenant_created_idx').on(t.tenantId, t.createdAt, t.id),
-    index('jobs_state_idx').on(t.state),
+    /** Jobs past 'queued' and not finished, by state and age, for the reconciler (migration 0013: a new job writes no entry here). */
+    index('jobs_running_idx').on(t.state, t.updatedAt).where(sql`${t.state} in ('requeued','running','canceling')`),
     /** The tenant's active jobs, counted against TENANT_MAX_ACTIVE_JOBS at submission (migration 0012). */
     index('jobs_tenant_active_idx').on(t.tenantId).where(sql`${t.state} in ('queued','requeued','running','canceling')`),
     check('jobs_type_ck', sql`${t.type} in ('pretrain','probe','ingest')`),

@@ -86,3 +86,12 @@ SELECT t.id,
 	coalesce((SELECT sum(c.bytes) FROM checkpoints c JOIN jobs j ON j.id = c.job_id WHERE j.tenant_id = t.id), 0)
 	+ coalesce((SELECT sum(dataset_version_stored_bytes(v.manifest)) FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id WHERE d.tenant_id = t.id), 0)
 FROM tenants t;
+--> statement-breakpoint
+-- One index less written per submission: `jobs_state_idx` held every job under its state, so each
+-- new job added an entry under 'queued' (a hot page: every key equal). The two queries that look
+-- jobs up by state across tenants (api/reconciler.ts) ask for active states only: queued or
+-- requeued jobs are found through jobs_tenant_active_idx (migration 0012; its predicate covers
+-- them), running or canceling ones through this smaller index, which a job enters when it leaves 'queued'.
+DROP INDEX "jobs_state_idx";
+--> statement-breakpoint
+CREATE INDEX "jobs_running_idx" ON "jobs" USING btree ("state", "updated_at") WHERE "jobs"."state" in ('requeued','running','canceling');
