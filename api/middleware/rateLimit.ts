@@ -121,26 +121,58 @@ export class SharedWindowCounter {
   }
 }
 
-export function rateLimit(opts: { redis: Redis; prefix: string; perMinute: number; logger: Logger; timeoutMs?: number }): MiddlewareHandler<AppEnv> {
-  const counter = new SharedWindowCounter(opts.redis, opts.prefix, opts.logger, opts.timeoutMs);
-  const limit = String(opts.perMinute);
-  return async (c, next) => {
-    const { keyId } = c.get('principal');
+/** Where a key stands after one more request: the RateLimit-* headers, and whether it is over. */
+export interface RateLimitState {
+  limit: string;
+  remaining: string;
+  reset: string;
+  /** The 429 to answer when over the limit. */
+  exceeded: ApiError | undefined;
+}
+
+/**
+ * The per-key limit of this process: one counter shared by the middleware below and the fast read
+ * route (api/fastJobRead.ts), so that a key's requests count once whichever path serves them.
+ */
+export class RateLimiter {
+  private readonly counter: SharedWindowCounter;
+  private readonly limit: string;
+
+  constructor(private readonly opts: { redis: Redis; prefix: string; perMinute: number; logger: Logger; timeoutMs?: number }) {
+    this.counter = new SharedWindowCounter(opts.redis, opts.prefix, opts.logger, opts.timeoutMs);
+    this.limit = String(opts.perMinute);
+  }
+
+  /** Counts one request of `keyId` (a promise only when Redis must be asked first). */
+  hit(keyId: string): RateLimitState | Promise<RateLimitState> {
     const now = Date.now();
     const window = Math.floor(now / WINDOW_MS);
-    const counted = counter.hit(keyId, window);
-    const count = typeof counted === 'number' ? counted : await counted;
-    const remaining = Math.max(0, opts.perMinute - count);
+    const counted = this.counter.hit(keyId, window);
+    return typeof counted === 'number' ? this.state(counted, window, now) : counted.then((count) => this.state(count, window, now));
+  }
+
+  private state(count: number, window: number, now: number): RateLimitState {
+    const perMinute = this.opts.perMinute;
     const reset = Math.ceil(((window + 1) * WINDOW_MS - now) / 1000);
+    const exceeded =
+      count > perMinute
+        ? new ApiError(429, 'rate_limited', `rate limit of ${perMinute} requests per minute exceeded for this API key; retry in ${reset} s`, [], {
+            'Retry-After': String(reset),
+          })
+        : undefined;
+    return { limit: this.limit, remaining: String(Math.max(0, perMinute - count)), reset: String(reset), exceeded };
+  }
+}
+
+export function rateLimit(limiter: RateLimiter): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const counted = limiter.hit(c.get('principal').keyId);
+    const state = counted instanceof Promise ? await counted : counted;
     // On Node's response directly: a Hono c.header() here would cost every request a Headers object (api/nodeHttp.ts).
-    setResponseHeader(c, 'RateLimit-Limit', limit);
-    setResponseHeader(c, 'RateLimit-Remaining', String(remaining));
-    setResponseHeader(c, 'RateLimit-Reset', String(reset));
-    if (count > opts.perMinute) {
-      throw new ApiError(429, 'rate_limited', `rate limit of ${opts.perMinute} requests per minute exceeded for this API key; retry in ${reset} s`, [], {
-        'Retry-After': String(reset),
-      });
-    }
+    setResponseHeader(c, 'RateLimit-Limit', state.limit);
+    setResponseHeader(c, 'RateLimit-Remaining', state.remaining);
+    setResponseHeader(c, 'RateLimit-Reset', state.reset);
+    if (state.exceeded) throw state.exceeded;
     await next();
   };
 }
