@@ -3,6 +3,7 @@
  * prefix, clock) and starts nothing in the background: a test builds one per run, the server one
  * per process. Order of middleware: metrics → body limit → auth (an uncached key passes the auth
  * guard's limits before its Postgres lookup) → per-key rate limit → route (scope, schema).
+ * `fastPath` serves the job read before all of it, with the same pieces (api/fastJobRead.ts).
  */
 import { KeyCache, authenticate } from './auth/middleware.js';
 import { AuthGuard } from './auth/guard.js';
@@ -12,7 +13,8 @@ import { errorBody, errorHandler } from './errors.js';
 import { docsRoutes } from './docsRoutes.js';
 import { createMetrics } from './metrics.js';
 import { bodyLimit } from './middleware/bodyLimit.js';
-import { rateLimit } from './middleware/rateLimit.js';
+import { RateLimiter, rateLimit } from './middleware/rateLimit.js';
+import { fastJobRead } from './fastJobRead.js';
 import { router } from './openapi.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
 import { datasetRoutes } from './routes/datasets.js';
@@ -44,6 +46,8 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
     trustProxy: deps.config.API_TRUST_PROXY,
   });
 
+  const limiter = new RateLimiter({ redis: deps.redis, prefix: deps.config.QUEUE_PREFIX, perMinute: deps.config.API_RATE_LIMIT_PER_MINUTE, logger: deps.logger, timeoutMs: deps.config.REDIS_REQUEST_TIMEOUT_MS });
+
   app.onError(errorHandler(deps.logger));
   app.notFound((c) => c.json(errorBody('not_found', `no route ${c.req.method} ${c.req.path}`), 404));
   app.use('*', metrics.middleware);
@@ -53,7 +57,7 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
   const v1 = router();
   v1.use('*', bodyLimit(deps.config.API_MAX_BODY_BYTES));
   v1.use('*', authenticate(keyCache, authGuard));
-  v1.use('*', rateLimit({ redis: deps.redis, prefix: deps.config.QUEUE_PREFIX, perMinute: deps.config.API_RATE_LIMIT_PER_MINUTE, logger: deps.logger, timeoutMs: deps.config.REDIS_REQUEST_TIMEOUT_MS }));
+  v1.use('*', rateLimit(limiter));
   v1.route('/', jobRoutes(deps));
   v1.route('/', jobActivityRoutes(deps, liveStreams));
   v1.route('/', checkpointRoutes(deps));
@@ -82,7 +86,9 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
   app.route('/dashboard', dashboardRoutes());
   app.get('/', (c) => c.redirect('/dashboard'));
 
-  return { app, metrics: metrics.registry, keyCache, liveStreams };
+  // GET /v1/jobs/{id} on Node's objects, with the same key cache, limiter and histogram (api/httpServer.ts puts it in front).
+  const fastPath = fastJobRead({ sql: deps.sql, logger: deps.logger, keyCache, limiter, observe: metrics.observe });
+  return { app, metrics: metrics.registry, keyCache, liveStreams, fastPath };
 }
 
 export type MomentumApp = ReturnType<typeof createApp>['app'];

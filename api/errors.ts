@@ -78,35 +78,46 @@ export function validationHook(
   return c.json(errorBody('validation_failed', message, details), 400);
 }
 
-/** app.onError: known errors keep their status; anything else is logged and answered 500 without internals. */
+/** The status, headers and JSON body an error is answered with (shared by app.onError and api/fastJobRead.ts). */
+export interface ErrorAnswer {
+  status: ContentfulStatusCode;
+  headers: Record<string, string>;
+  body: ReturnType<typeof errorBody>;
+}
+
+/** Known errors keep their status; anything else is logged and answered 500 without internals. */
+export function errorAnswer(err: Error, logger: Logger, request: { method: string; path: string }): ErrorAnswer {
+  const answer = (status: ContentfulStatusCode, body: ErrorAnswer['body'], headers: Record<string, string> = {}) => ({ status, headers, body });
+  if (err instanceof ApiError) return answer(err.status, errorBody(err.code, err.message, err.details), err.headers);
+  if (err instanceof HTTPException) {
+    const status = err.status;
+    if (status === 413) return answer(413, errorBody('payload_too_large', 'request body too large'));
+    if (status === 415) {
+      return answer(
+        415,
+        errorBody('unsupported_media_type', 'send the body as application/json', [{ path: 'content-type', message: 'must be application/json', in: 'header' }]),
+      );
+    }
+    if (status === 400 && /json/i.test(err.message)) {
+      return answer(400, errorBody('malformed_json', 'request body is not valid JSON', [{ path: '', message: err.message, in: 'body' }]));
+    }
+    if (status < 500) return answer(status as ContentfulStatusCode, errorBody(httpCode(status), err.message));
+  }
+  if (isBackendUnavailable(err)) {
+    // Postgres restarting, failing over or unreachable: nothing was applied; the client retries.
+    logger.warn({ err: err.message, code: (err as { code?: string }).code, path: request.path }, 'a backend is unavailable');
+    return answer(503, errorBody('unavailable', 'a backend service is briefly unavailable; the request was not applied, retry it'), { 'Retry-After': '2' });
+  }
+  logger.error({ err, method: request.method, path: request.path }, 'unhandled error');
+  return answer(500, errorBody('internal', 'internal error; the request was not applied or is safe to retry'));
+}
+
+/** app.onError: see {@link errorAnswer}. */
 export function errorHandler(logger: Logger) {
   return (err: Error, c: Context) => {
-    if (err instanceof ApiError) {
-      for (const [k, v] of Object.entries(err.headers)) c.header(k, v);
-      return c.json(errorBody(err.code, err.message, err.details), err.status);
-    }
-    if (err instanceof HTTPException) {
-      const status = err.status;
-      if (status === 413) return c.json(errorBody('payload_too_large', 'request body too large'), 413);
-      if (status === 415) {
-        return c.json(
-          errorBody('unsupported_media_type', 'send the body as application/json', [{ path: 'content-type', message: 'must be application/json', in: 'header' }]),
-          415,
-        );
-      }
-      if (status === 400 && /json/i.test(err.message)) {
-        return c.json(errorBody('malformed_json', 'request body is not valid JSON', [{ path: '', message: err.message, in: 'body' }]), 400);
-      }
-      if (status < 500) return c.json(errorBody(httpCode(status), err.message), status as ContentfulStatusCode);
-    }
-    if (isBackendUnavailable(err)) {
-      // Postgres restarting, failing over or unreachable: nothing was applied; the client retries.
-      logger.warn({ err: err.message, code: (err as { code?: string }).code, path: c.req.path }, 'a backend is unavailable');
-      c.header('Retry-After', '2');
-      return c.json(errorBody('unavailable', 'a backend service is briefly unavailable; the request was not applied, retry it'), 503);
-    }
-    logger.error({ err, method: c.req.method, path: c.req.path }, 'unhandled error');
-    return c.json(errorBody('internal', 'internal error; the request was not applied or is safe to retry'), 500);
+    const { status, headers, body } = errorAnswer(err, logger, { method: c.req.method, path: c.req.path });
+    for (const [k, v] of Object.entries(headers)) c.header(k, v);
+    return c.json(body, status);
   };
 }
 

@@ -49,15 +49,29 @@ export function createMetrics(opts: { sql: Sql; queues: Queues; defaultMetrics?:
     },
   });
 
-  /** Times every request under its route template (`/v1/jobs/:id`), never the raw path (cardinality). */
+  // One histogram child per (method, route, status), found by one string key: prom-client's own
+  // label lookup (startTimer's end(labels)) hashes and validates the label object on every request.
+  const children = new Map<string, { observe(seconds: number): void }>();
+  /** Records one request that took `seconds` under its route template (`/v1/jobs/:id`), never the raw path (cardinality). */
+  const observe = (method: string, route: string, status: number, seconds: number) => {
+    const key = `${method} ${status} ${route}`;
+    let child = children.get(key);
+    if (!child) {
+      child = httpDuration.labels(method, route, String(status));
+      children.set(key, child);
+    }
+    child.observe(seconds);
+  };
+
+  /** Times every request under its route template (the children map is bounded by the app's routes and statuses). */
   const middleware: MiddlewareHandler = async (c, next) => {
-    const end = httpDuration.startTimer();
+    const start = performance.now();
     try {
       await next();
     } finally {
-      end({ method: c.req.method, route: c.req.routePath || 'unmatched', status: String(c.res.status) });
+      observe(c.req.method, c.req.routePath || 'unmatched', c.res.status, (performance.now() - start) / 1000);
     }
   };
 
-  return { registry, middleware };
+  return { registry, middleware, observe };
 }

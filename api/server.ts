@@ -5,7 +5,6 @@
  * API_ROLES) runs only some of them, e.g. a worker-only replica. SIGTERM/SIGINT: stop accepting,
  * end live event streams, finish what is in flight, close connections, exit 0 (exit 1 past 20 s).
  */
-import { serve } from '@hono/node-server';
 import { config as loadConfig, DEV_WEBHOOK_SIGNING_KEY, refuseDevSigningKey } from '../common/config.js';
 import { parseCommandLine } from '../common/commandLine.js';
 import { runMain, UserFacingError } from '../common/errors.js';
@@ -13,6 +12,7 @@ import { createLogger } from '../common/logger.js';
 import { checkDependencies } from '../common/startup.js';
 import { runMigrations } from '../db/migrate.js';
 import { createApp } from './app.js';
+import { serveApi } from './httpServer.js';
 import type { LiveStreams } from './liveStreams.js';
 import { connect, ROLES, startBackground, type Role } from './runtime.js';
 
@@ -44,13 +44,12 @@ runMain(async () => {
   const draining = new AbortController();
   runtime.deps.draining = draining.signal;
   const background = startBackground(runtime.deps, roles);
-  let server: ReturnType<typeof serve> | undefined;
+  let server: ReturnType<typeof serveApi> | undefined;
   let liveStreams: LiveStreams | undefined;
   if (roles.has('http')) {
     const created = createApp(runtime.deps, { defaultMetrics: true });
-    const { app } = created;
     liveStreams = created.liveStreams;
-    server = serve({ fetch: app.fetch, port: config.API_PORT, hostname: config.API_HOST }, (info) =>
+    server = serveApi(created, { port: config.API_PORT, hostname: config.API_HOST }, (info) =>
       logger.info({ roles: [...roles] }, `listening on http://${info.address}:${info.port}`),
     );
   } else {

@@ -94,17 +94,19 @@ export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult>
         select v.id, d.name || '@' || v.version as ref
         from dataset_versions v join datasets d on d.id = v.dataset_id
         where d.tenant_id = ${job.tenantId} and d.name = ${job.dataset.name} and v.state = 'ready'
-          and (${job.dataset.version === 'latest' ? null : job.dataset.version}::int is null
-               or v.version = ${job.dataset.version === 'latest' ? null : job.dataset.version}::int)
+          ${job.dataset.version === 'latest' ? sql`` : sql`and v.version = ${job.dataset.version}::int`}
         order by v.version desc limit 1`
       : sql`select ${job.dataset.versionId}::uuid as id, ${job.dataset.ref}::text as ref`;
   const enqueue = { jobId: job.id, tenantId: job.tenantId, type: job.type };
-  // A null limit skips its subquery: Postgres evaluates an uncorrelated subquery only when a CASE branch reaches it.
+  // A null limit leaves its measure out of the statement's text (a statement of its own, prepared
+  // apart). Not a CASE on a parameter: Postgres then plans each execution anew, because the plan of
+  // the values at hand (the branch folded away) always looks cheaper than the generic one.
+  const activeJobs = job.maxActiveJobs === null ? sql`null::int` : activeJobsSql(sql, job.tenantId);
+  const storedBytes = job.maxStoredBytes === null ? sql`null::bigint` : storedBytesSql(sql, job.tenantId);
   const [row] = await sql<{ job: Record<string, any> | null; dataset_found: boolean; active_jobs: number | null; stored_bytes: string | null }[]>`
     with dv as (${dv}),
     usage as (
-      select case when ${job.maxActiveJobs}::int is null then null else ${activeJobsSql(sql, job.tenantId)} end as active_jobs,
-             case when ${job.maxStoredBytes}::bigint is null then null else ${storedBytesSql(sql, job.tenantId)} end as stored_bytes
+      select ${activeJobs} as active_jobs, ${storedBytes} as stored_bytes
     ),
     j as (
       insert into jobs (id, tenant_id, type, state, spec, idempotency_key, request_hash, parent_job_id, dataset_version_id)

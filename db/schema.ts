@@ -30,6 +30,18 @@ export const tenants = pgTable('tenants', {
   createdAt: createdAt(),
 });
 
+/**
+ * What a tenant stores (checkpoint versions + ingested dataset uploads), kept current by triggers on
+ * checkpoints, jobs, dataset_versions and datasets (migration 0013) in the transaction of each change:
+ * the storage limit of every submission reads this one row instead of summing (db/quotas.ts).
+ */
+export const tenantUsage = pgTable('tenant_usage', {
+  tenantId: uuid('tenant_id')
+    .primaryKey()
+    .references(() => tenants.id, { onDelete: 'cascade' }),
+  storedBytes: bigint('stored_bytes', { mode: 'number' }).notNull().default(0),
+});
+
 /** API keys: the secret is shown once; only its sha256 is stored. `prefix` identifies a key in lists. */
 export const apiKeys = pgTable(
   'api_keys',
@@ -129,7 +141,8 @@ export const jobs = pgTable(
   (t) => [
     uniqueIndex('jobs_tenant_idempotency_uq').on(t.tenantId, t.idempotencyKey),
     index('jobs_tenant_created_idx').on(t.tenantId, t.createdAt, t.id),
-    index('jobs_state_idx').on(t.state),
+    /** Jobs past 'queued' and not finished, by state and age, for the reconciler (migration 0013: a new job writes no entry here). */
+    index('jobs_running_idx').on(t.state, t.updatedAt).where(sql`${t.state} in ('requeued','running','canceling')`),
     /** The tenant's active jobs, counted against TENANT_MAX_ACTIVE_JOBS at submission (migration 0012). */
     index('jobs_tenant_active_idx').on(t.tenantId).where(sql`${t.state} in ('queued','requeued','running','canceling')`),
     check('jobs_type_ck', sql`${t.type} in ('pretrain','probe','ingest')`),

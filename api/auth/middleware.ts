@@ -35,15 +35,24 @@ export class KeyCache {
     private readonly logger: Logger,
   ) {}
 
-  /** Whether looking this key up costs nothing: a fresh cache entry, or a lookup already in flight. */
-  isFree(secret: string): boolean {
-    const hash = hashApiKey(secret);
+  /** Whether looking up the key of this hash ({@link hashApiKey}) costs nothing: a fresh cache entry, or a lookup already in flight. */
+  isFree(hash: string): boolean {
     const hit = this.entries.get(hash);
     return (hit !== undefined && hit.expires > Date.now()) || this.inFlight.has(hash);
   }
 
-  async lookup(secret: string): Promise<KeyPrincipal | undefined> {
-    const hash = hashApiKey(secret);
+  /** A valid key's principal when a fresh cache entry holds it (no lookup, no promise); otherwise undefined. */
+  cachedValid(hash: string): KeyPrincipal | undefined {
+    const hit = this.entries.get(hash);
+    return hit !== undefined && hit.expires > Date.now() && hit.principal && !hit.principal.revoked ? hit.principal : undefined;
+  }
+
+  lookup(secret: string): Promise<KeyPrincipal | undefined> {
+    return this.lookupHash(hashApiKey(secret));
+  }
+
+  /** {@link lookup} by the key's hash: a request that checked {@link isFree} first hashes the key once. */
+  async lookupHash(hash: string): Promise<KeyPrincipal | undefined> {
     const hit = this.entries.get(hash);
     if (hit && hit.expires > Date.now()) return hit.principal;
     const pending = this.inFlight.get(hash);
@@ -91,6 +100,11 @@ const unauthorized = (message: string) =>
     'WWW-Authenticate': 'Bearer realm="momentum"',
   });
 
+/** The key of an `Authorization: Bearer <key>` header, or undefined when the header has another form. */
+export function bearerKey(header: string): string | undefined {
+  return /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1];
+}
+
 export function authenticate(cache: KeyCache, guard: AuthGuard): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const address = guard.clientAddress(c);
@@ -101,12 +115,12 @@ export function authenticate(cache: KeyCache, guard: AuthGuard): MiddlewareHandl
     // From Node's parsed headers when served by Node (api/nodeHttp.ts); Node keeps the first of duplicate Authorization headers.
     const header = requestHeader(c, 'authorization');
     if (!header) throw fail('missing Authorization header; send "Authorization: Bearer <api key>"');
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (!match) throw fail('Authorization must be "Bearer <api key>"');
-    const secret = match[1]!;
+    const key = bearerKey(header);
+    if (!key) throw fail('Authorization must be "Bearer <api key>"');
+    const hash = hashApiKey(key);
     // Only a key that would cost a Postgres query is judged by the guard first.
-    if (!cache.isFree(secret)) guard.admitLookup(address);
-    const principal = await cache.lookup(secret);
+    if (!cache.isFree(hash)) guard.admitLookup(address);
+    const principal = await cache.lookupHash(hash);
     if (!principal) throw fail('invalid API key');
     if (principal.revoked) throw fail('API key revoked');
     c.set('principal', principal);

@@ -31,3 +31,17 @@ test('tiny limits: 1 always counts, 2 skips only from an estimate of 0', () => {
   assert.equal(c.maySkipCount('t', 2, 0), true, 'estimate 0 < 2 - 1');
   assert.equal(c.maySkipCount('t', 2, 0), false);
 });
+
+test('an expired estimate: one submission counts, those arriving while its count is out keep the estimate', () => {
+  const c = new ActiveJobCounts(1000);
+  c.counted('t', 10, true, 0); // estimate 11
+  assert.equal(c.maySkipCount('t', 100, 1000), false, 'expired: this one counts');
+  assert.deepEqual([1001, 1002, 1500].map((now) => c.maySkipCount('t', 100, now)), [true, true, true], 'its count is out: the estimate still serves');
+  c.counted('t', 14, true, 1600); // the count saw the three skipped ones too: 14, then itself
+  assert.equal(c.maySkipCount('t', 100, 1700), true);
+  assert.equal(c.maySkipCount('t', 100, 2600), false, 'expired again: the next one counts');
+  assert.equal(c.maySkipCount('t', 100, 3600), false, 'a count that never reported back frees the turn after ttlMs');
+  c.counted('t', 94, true, 3700); // estimate 95: within a tenth of the limit
+  assert.equal(c.maySkipCount('t', 100, 3800), false);
+  assert.equal(c.maySkipCount('t', 100, 3801), false, 'near the limit every submission counts, count out or not');
+});

@@ -106,6 +106,27 @@ describe('outbox dispatcher', () => {
     for (const id of ids) assert.ok(await h.deps.queues.train.getJob(id), id);
   });
 
+  test('a pass whose commit was lost (it commits asynchronously) is dispatched again without a second queue job or delivery', async () => {
+    const webhook = { url: 'http://127.0.0.1:9/hook', events: ['job.queued'] };
+    const job = await submit(pretrain('fmnist', { webhook }));
+    while ((await dispatcher.dispatchOnce()) > 0);
+    const first = await h.deps.queues.train.getJob(job.id);
+    assert.ok(first);
+    const trainCounts = await h.deps.queues.train.getJobCounts();
+    const webhookCounts = await h.deps.queues.webhooks.getJobCounts();
+    // What a crash right after the pass's asynchronous commit can leave: its marks, and the delivery row, lost.
+    await h.database.sql`delete from webhook_deliveries where job_id = ${job.id}`;
+    const lost = await h.database.sql`update outbox set dispatched_at = null where payload->>'jobId' = ${job.id} returning id`;
+    assert.equal(lost.length, 2, 'enqueue and job.queued');
+    while ((await dispatcher.dispatchOnce()) > 0);
+    assert.deepEqual(await h.deps.queues.train.getJobCounts(), trainCounts, 'no second train job');
+    assert.equal((await h.deps.queues.train.getJob(job.id))!.timestamp, first!.timestamp, 'the same BullMQ job');
+    assert.deepEqual(await h.deps.queues.webhooks.getJobCounts(), webhookCounts, 'no second delivery job');
+    const deliveries = await h.database.sql`select id from webhook_deliveries where job_id = ${job.id}`;
+    assert.equal(deliveries.length, 1, 'one delivery row, under the id derived from the outbox row');
+    assert.ok(await h.deps.queues.webhooks.getJob(deliveries[0]!.id as string));
+  });
+
   test('a row whose jobId is not a UUID does not stop the pass: it and the rows beside it are dispatched', async () => {
     const [odd] = (await h.database.sql`
       insert into outbox (topic, payload) values ('job.event', ${JSON.stringify({ jobId: '------------------------------------', event: 'job.queued', at: new Date().toISOString() })}::jsonb)

@@ -21,6 +21,8 @@ export interface Harness {
   deps: AppDeps;
   app: ReturnType<typeof createApp>['app'];
   keyCache: ReturnType<typeof createApp>['keyCache'];
+  /** The app's GET /v1/jobs/{id} front (api/fastJobRead.ts), which only a real server (api/httpServer.ts) puts before the app. */
+  fastPath: ReturnType<typeof createApp>['fastPath'];
   database: TestDatabase;
   bucket: TestStorage;
   tenantA: string;
@@ -60,7 +62,7 @@ export async function createHarness(overrides: Partial<Config> = {}, depOverride
     ssePollMs: 50,
     ...depOverrides,
   };
-  const { app, keyCache } = createApp(deps);
+  const { app, keyCache, fastPath } = createApp(deps);
   const a = await ensureTenant(database.db, 'tenant-a');
   const b = await ensureTenant(database.db, 'tenant-b');
   const mk = async (tenantId: string, scopes: string[]) => {
@@ -79,6 +81,7 @@ export async function createHarness(overrides: Partial<Config> = {}, depOverride
     deps,
     app,
     keyCache,
+    fastPath,
     database,
     bucket,
     tenantA: a.id,
