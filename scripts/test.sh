@@ -41,9 +41,10 @@ coverage=()
 # The trainer lane: files that train models or run runner processes. Everything else: service lane.
 trainer_lane() {
   case "$1" in
+    # Runner tests that train nothing (start-up errors, fencing, the child's environment, …).
     test/integration/runner/childEnv.test.ts | test/integration/runner/infra.test.ts | \
       test/integration/runner/mapping.test.ts | test/integration/runner/fencing.test.ts | \
-      test/integration/runner/cancelWatch.test.ts) return 1 ;;
+      test/integration/runner/cancelWatch.test.ts | test/integration/runner/startup.test.ts) return 1 ;;
     test/integration/runner/* | test/unit/moco/* | test/faults/* | test/integration/pytorch-export.test.ts) return 0 ;;
     *) return 1 ;;
   esac
