@@ -21,13 +21,14 @@ cd "$(dirname "$0")/.."
 bash scripts/services.sh
 bash scripts/chromium.sh   # the browser tests' Chromium, from Debian when missing
 if [ $# -eq 0 ]; then
-  echo "== typecheck and lint"
+  echo "== typecheck and lint"; checks_started=$SECONDS
   npx tsc -p . & typecheck=$!
   lint_status=0; npx eslint --max-warnings 0 . || lint_status=$?
   typecheck_status=0; wait "$typecheck" || typecheck_status=$?
   [ "$typecheck_status" -eq 0 ] || echo "== typecheck failed" >&2
   [ "$lint_status" -eq 0 ] || echo "== lint failed" >&2
   [ "$typecheck_status" -eq 0 ] && [ "$lint_status" -eq 0 ] || exit 1
+  echo "== typecheck and lint passed in $(( SECONDS - checks_started )) s"
   mapfile -t files < <(find test -name '*.test.ts' | sort)
 else
   files=("$@")
@@ -55,6 +56,7 @@ for f in "${files[@]}"; do
 done
 echo "== tests (${#files[@]} files: ${#trainer[@]} in the trainer lane, ${#service[@]} in the service lane;" \
   "at most ${file_timeout_ms} ms a file, ${suite_timeout_s} s in all)"
+tests_started=$SECONDS
 summaries=$(mktemp -d)
 trap 'rm -rf "$summaries"' EXIT
 # run_lane NAME FILE...: the lane's files one at a time under the suite's watchdog; its lines are
@@ -86,4 +88,5 @@ set -e
 summary_files=()
 for lane in "${lanes[@]}"; do summary_files+=("$summaries/$lane.json"); done
 node scripts/test-summary.mjs "${summary_files[@]}" || status=${status/#0/1}
+echo "== tests took $(( SECONDS - tests_started )) s"
 exit "$status"
