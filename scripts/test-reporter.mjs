@@ -5,7 +5,7 @@
  * held to the 80 % aim that falls below it, including files no test loaded at all (Node 20's
  * coverage only knows files that were loaded, so those are found on disk and counted as 0 %).
  */
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
 import { Readable } from 'node:stream';
@@ -18,7 +18,7 @@ const AIM_PERCENT = 80;
 const SPLIT = new Set(['runner']);
 const NOT_SOURCE = /^(test|node_modules|var|bench|scripts|baselines|reference|infra)\//;
 
-/** @typedef {{ path: string, totalLineCount: number, coveredLineCount: number }} FileCoverage */
+/** @typedef {{ path: string, totalLineCount: number, coveredLineCount: number, lines?: { line: number, count: number }[] }} FileCoverage */
 /** @typedef {{ lines: number, covered: number }} Tally */
 
 /** @param {Tally} t */
@@ -85,63 +85,112 @@ export function summarize(files, root = process.cwd()) {
 }
 
 /**
- * Wall time per test file. Files run one at a time (--test-concurrency=1) and Node 20 reports no
- * event per file, so a file's time is from the previous file's last event to its own last one:
- * its process start-up, imports and tests. Printed as the slowest few, to show where the suite's
- * minutes go.
+ * Wall time per test file, printed as the slowest few to show where the suite's minutes go. Node
+ * reports each file's end as a `test:complete` event named after the file itself, with the
+ * duration of its process (start-up, imports, tests); that holds when files run side by side too.
  */
 export class FileClock {
   /** @type {Map<string, number>} */
   seconds = new Map();
-  /** @type {string | undefined} */
-  current;
-  /** When the current file began: the previous file's last event. */
-  startedAt;
-  lastEventAt;
 
-  constructor(now = Date.now()) {
-    this.startedAt = now;
-    this.lastEventAt = now;
-  }
-
-  /** @param {{ type: string, data: any }} event @param {number} now */
-  observe(event, now = Date.now()) {
-    const file = event.data?.file;
-    if (!file || !event.type.startsWith('test:')) return;
-    if (file !== this.current) {
-      this.current = file;
-      this.startedAt = this.lastEventAt;
+  /** @param {{ type: string, data: any }} event */
+  observe(event) {
+    const { file, name, details } = event.data ?? {};
+    if (event.type === 'test:complete' && file && name === file && typeof details?.duration_ms === 'number') {
+      this.seconds.set(file, details.duration_ms / 1000);
     }
-    this.lastEventAt = now;
-    this.seconds.set(file, (now - this.startedAt) / 1000);
   }
 
   /** @param {number} n */
   slowest(n, root = process.cwd()) {
-    const rows = [...this.seconds].sort(([, a], [, b]) => b - a).slice(0, n);
-    const total = [...this.seconds.values()].reduce((a, b) => a + b, 0);
-    return [
-      `== slowest test files (wall seconds; ${this.seconds.size} files, ${total.toFixed(0)} s in all)`,
-      ...rows.map(([file, sec]) => `  ${sec.toFixed(1).padStart(6)}  ${path.relative(root, file)}`),
-      '',
-    ].join('\n');
+    return slowestFiles(this.seconds, n, root);
   }
 }
 
-/** @param {AsyncIterable<{ type: string, data: any }>} source */
+/** @param {Map<string, number>} seconds @param {number} n */
+export function slowestFiles(seconds, n, root = process.cwd()) {
+  const rows = [...seconds].sort(([, a], [, b]) => b - a).slice(0, n);
+  const total = [...seconds.values()].reduce((a, b) => a + b, 0);
+  return [
+    `== slowest test files (wall seconds; ${seconds.size} files, ${total.toFixed(0)} s in all)`,
+    ...rows.map(([file, sec]) => `  ${sec.toFixed(1).padStart(6)}  ${path.relative(root, file)}`),
+    '',
+  ].join('\n');
+}
+
+/** The run's closing counts (`tests 412`, `pass 410`, …), as Node's root diagnostics state them. */
+export class Counts {
+  static NAMES = ['tests', 'pass', 'fail', 'cancelled', 'skipped', 'todo'];
+  /** @type {Record<string, number>} */
+  values = {};
+
+  /** @param {{ type: string, data: any }} event */
+  observe(event) {
+    if (event.type !== 'test:diagnostic' || event.data?.nesting !== 0 || event.data?.file) return;
+    const m = /^(\w+) (\d+)$/.exec(String(event.data.message));
+    if (m && Counts.NAMES.includes(m[1])) this.values[m[1]] = Number(m[2]);
+  }
+}
+
+/**
+ * Coverage of several runs (the lanes of scripts/test.sh) as one: a line is covered when any run
+ * covered it. Only the project's own source is kept, with its lines, so a lane's file stays small.
+ * @param {FileCoverage[]} files
+ * @returns {{ path: string, lines: { line: number, count: number }[] }[]}
+ */
+export function ownSourceCoverage(files, root = process.cwd()) {
+  return files
+    .filter((f) => {
+      const rel = path.relative(root, f.path).split(path.sep).join('/');
+      return !rel.startsWith('..') && !NOT_SOURCE.test(rel);
+    })
+    .map((f) => ({ path: f.path, lines: (f.lines ?? []).map(({ line, count }) => ({ line, count })) }));
+}
+
+/** @param {{ path: string, lines: { line: number, count: number }[] }[][]} runs @returns {FileCoverage[]} */
+export function mergeCoverage(runs) {
+  /** @type {Map<string, Map<number, number>>} */
+  const byPath = new Map();
+  for (const files of runs) {
+    for (const f of files) {
+      const lines = byPath.get(f.path) ?? new Map();
+      for (const { line, count } of f.lines) lines.set(line, (lines.get(line) ?? 0) + count);
+      byPath.set(f.path, lines);
+    }
+  }
+  return [...byPath].map(([p, lines]) => ({
+    path: p,
+    totalLineCount: lines.size,
+    coveredLineCount: [...lines.values()].filter((c) => c > 0).length,
+  }));
+}
+
+/**
+ * With TEST_LANE_SUMMARY set (scripts/test.sh runs files in two lanes), the counts, file times and
+ * coverage go to that JSON file instead, for scripts/test-summary.mjs to print once for both lanes.
+ * @param {AsyncIterable<{ type: string, data: any }>} source
+ */
 export default async function* reporter(source) {
-  /** @type {string | undefined} */
-  let summary;
+  /** @type {FileCoverage[] | undefined} */
+  let coverage;
   const clock = new FileClock();
+  const counts = new Counts();
   async function* withoutCoverage() {
     for await (const event of source) {
       clock.observe(event);
-      if (event.type === 'test:coverage') summary = summarize(event.data.summary.files);
+      counts.observe(event);
+      if (event.type === 'test:coverage') coverage = event.data.summary.files;
       else yield event;
     }
   }
   const spec = Readable.from(withoutCoverage()).pipe(new Spec());
   for await (const chunk of spec) yield String(chunk);
+  const laneSummary = process.env.TEST_LANE_SUMMARY;
+  if (laneSummary) {
+    const lane = { counts: counts.values, seconds: [...clock.seconds], coverage: coverage ? ownSourceCoverage(coverage) : null };
+    writeFileSync(laneSummary, JSON.stringify(lane));
+    return;
+  }
   yield '\n' + clock.slowest(12);
-  if (summary) yield summary;
+  if (coverage) yield summarize(coverage);
 }

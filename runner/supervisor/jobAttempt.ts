@@ -63,13 +63,22 @@ export async function processDelivery(
     log.info({ state: row.state }, 'job already finished; dropping the delivery');
     return { state: 'skipped', reason: `already ${row.state}` };
   }
+  // The two early exits are fenced by the attempt this delivery read, like every other move: an
+  // attempt that started since then owns the job (and sees the cancel itself), not this delivery.
   if (row.state === 'canceling' || row.cancelRequested) {
-    await transitionJob(db, jobId, { from: ['queued', 'requeued', 'running', 'canceling'], to: 'canceled', reason: 'canceled before it ran' });
-    return { state: 'canceled', reason: 'canceled before it ran' };
+    const reason = 'canceled before it ran';
+    if (!(await transitionJob(db, jobId, { from: ['queued', 'requeued', 'running', 'canceling'], to: 'canceled', reason, attempt: row.attempt }))) {
+      log.info('job changed hands before it could be canceled; dropping the delivery');
+      return { state: 'skipped', reason: 'state changed' };
+    }
+    return { state: 'canceled', reason };
   }
   if (row.attempt - row.attemptBase >= config.RUNNER_MAX_ATTEMPTS) {
     const reason = `gave up after ${row.attempt - row.attemptBase} attempts (RUNNER_MAX_ATTEMPTS=${config.RUNNER_MAX_ATTEMPTS}); last failure: ${await lastFailureReason(services, row)}`;
-    await transitionJob(db, jobId, { from: ['queued', 'requeued', 'running'], to: 'failed', reason, patch: { error: reason } });
+    if (!(await transitionJob(db, jobId, { from: ['queued', 'requeued', 'running'], to: 'failed', reason, patch: { error: reason }, attempt: row.attempt }))) {
+      log.info('job changed hands before it could be failed; dropping the delivery');
+      return { state: 'skipped', reason: 'state changed' };
+    }
     throw new UnrecoverableError(reason);
   }
 

@@ -59,7 +59,9 @@ describe('outbox under a Redis that refuses writes', () => {
   });
 
   test('a failing row backs off, is never abandoned, and goes out once Redis takes writes', async () => {
-    const dispatcher = new OutboxDispatcher({ sql: h.database.sql, queues, logger });
+    // A first backoff of 30–60 s: its next try is far enough ahead that however slow this machine,
+    // the second pass below comes before it (order, not speed: the default 250–500 ms did not).
+    const dispatcher = new OutboxDispatcher({ sql: h.database.sql, queues, logger, rowBackoffBaseMs: 60_000, rowBackoffCapMs: 60_000 });
     const jobId = await submit();
     assert.equal(redisCli('config', 'set', 'maxmemory', '1'), 'OK');
     try {
@@ -68,7 +70,7 @@ describe('outbox under a Redis that refuses writes', () => {
       assert.equal(failed.dispatched_at, null);
       assert.equal(failed.attempts, 1);
       assert.match(failed.last_error ?? '', /OOM/);
-      assert.ok(failed.due_in_ms! > 100, `the row waits before its next try (due in ${failed.due_in_ms} ms)`);
+      assert.ok(failed.due_in_ms! > 20_000 && failed.due_in_ms! <= 60_000, `the row waits its backoff before its next try (due in ${failed.due_in_ms} ms)`);
       assert.equal(await dispatcher.dispatchOnce(), 0, 'not claimed again before its backoff passed');
     } finally {
       assert.equal(redisCli('config', 'set', 'maxmemory', '0'), 'OK');

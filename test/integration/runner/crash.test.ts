@@ -2,7 +2,8 @@
  * SIGKILL mid-run: the runner dies without a word, its queue lock lapses, a second runner takes the
  * job, resumes from the newest registered checkpoint, and ends exactly where an uninterrupted run
  * ends: same step count, and on the cpu backend the same parameters, bit for bit. The steps trained
- * twice (after the checkpoint) are not duplicated in the metrics.
+ * twice (after the checkpoint) are not duplicated in the metrics. The uninterrupted run trains in
+ * this process while the runners train theirs (the cpu backend uses one core), not after them.
  */
 import { test, after, before } from 'node:test';
 // First: the harness loads the API, whose zod-openapi extension must precede any contracts schema.
@@ -31,10 +32,21 @@ test('after a SIGKILL another runner resumes from the newest checkpoint and matc
   const first = h.startRunner();
   await h.uploadSyntheticDataset('shapes-crash');
   // Long enough that a progress flush (once a second) lands between checkpoints whatever the
-  // machine's speed: with 12 steps a fast machine finished before the test could kill it.
+  // machine's speed: with 12 steps a fast machine finished before the test could kill it. No kNN
+  // monitor (tinyPretrain's default): it does not touch the parameters, and it cost most of the time.
   const STEPS = 48;
   const spec = tinyPretrain('shapes-crash', { optim: { batch: 8 }, maxSteps: STEPS, checkpointEvery: 8, resources: { backend: 'cpu' } });
   const job = await h.submit(spec);
+
+  // The same run without interruption, in this process, on the same data and config, meanwhile.
+  const [version] = await sql`select dv.manifest from jobs j join dataset_versions dv on dv.id = j.dataset_version_id where j.id = ${job.id}`;
+  const manifest = version.manifest as DatasetManifest;
+  await tf.setBackend('cpu');
+  const config = buildTrainConfig(pretrainSpec.parse(spec), manifest);
+  let finalFiles: Record<string, Uint8Array> | undefined;
+  const data = openDatasetSplit(h.bucket.storage, manifest, 'train', { cacheDir: join(h.config.DATA_DIR, 'reference-cache') });
+  const uninterrupted = train(config, { train: data }, { onCheckpoint: (c) => void (c.reason === 'final' && (finalFiles = c.files)) });
+  uninterrupted.catch(() => {}); // awaited below; a failure must not go unhandled meanwhile
 
   // Kill it once a checkpoint is registered and it has trained past it (steps to be redone).
   const killedAfter = await eventually(async () => {
@@ -66,14 +78,7 @@ test('after a SIGKILL another runner resumes from the newest checkpoint and matc
   const [metrics] = await sql`select count(*)::int as n, count(distinct step)::int as steps, min(step)::int as lo, max(step)::int as hi from metrics where job_id = ${job.id} and name = 'loss'`;
   assert.deepEqual({ ...metrics }, { n: STEPS, steps: STEPS, lo: 1, hi: STEPS });
 
-  // The same run without interruption, in this process, on the same data and config.
-  const [version] = await sql`select dv.manifest from jobs j join dataset_versions dv on dv.id = j.dataset_version_id where j.id = ${job.id}`;
-  const manifest = version.manifest as DatasetManifest;
-  await tf.setBackend('cpu');
-  const config = buildTrainConfig(pretrainSpec.parse(spec), manifest);
-  let finalFiles: Record<string, Uint8Array> | undefined;
-  const data = openDatasetSplit(h.bucket.storage, manifest, 'train', { cacheDir: join(h.config.DATA_DIR, 'reference-cache') });
-  const reference = await train(config, { train: data }, { onCheckpoint: (c) => void (c.reason === 'final' && (finalFiles = c.files)) });
+  const reference = await uninterrupted;
   assert.equal(reference.steps, STEPS);
   const [latest] = await sql`select c.step, c.files from checkpoints c join checkpoint_aliases a on a.checkpoint_id = c.id where a.job_id = ${job.id} and a.alias = 'latest'`;
   assert.equal(latest.step, STEPS);

@@ -15,6 +15,9 @@ import { Storage } from '../../../common/storage.js';
 import { recordEvaluation, setProgress, SupersededError, upsertMetrics } from '../../../db/runs.js';
 import { transitionJob } from '../../../db/jobs.js';
 import { createLogger } from '../../../common/logger.js';
+import type { Db } from '../../../db/client.js';
+import { processDelivery } from '../../../runner/supervisor/jobAttempt.js';
+import type { RunnerServices } from '../../../runner/supervisor/context.js';
 
 const log = createLogger('silent');
 let h: Harness;
@@ -179,5 +182,67 @@ describe('finishing is fenced: a stale attempt cannot end a job another attempt 
       // Finished: not even a late failure of the stale attempt changes it.
       assert.equal(await transitionJob(h.database.db, job.id, { from: ['running', 'canceling', 'succeeded'], to: 'failed', attempt: 1 }), null);
     }
+  });
+});
+
+describe("a delivery's early exits are fenced by the attempt it read", () => {
+  /**
+   * The runner's database, except that its first transaction waits for `between` to run first: an
+   * attempt taking over exactly between the delivery's read of the job and its write.
+   */
+  const dbTakenOverBeforeWrite = (between: () => Promise<unknown>): Db => {
+    let pending: (() => Promise<unknown>) | null = between;
+    return new Proxy(h.database.db, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target);
+        if (prop !== 'transaction') return typeof value === 'function' ? value.bind(target) : value;
+        return async (...args: Parameters<Db['transaction']>) => {
+          const run = pending;
+          pending = null;
+          if (run) await run();
+          return target.transaction(...args);
+        };
+      },
+    });
+  };
+  const deliver = (jobId: string, db: Db) => {
+    const services = { config: { ...h.config, RUNNER_MAX_ATTEMPTS: 1 }, db, sql: h.database.sql, storage: h.bucket.storage, log, runnerId: 'test' } as unknown as RunnerServices;
+    return processDelivery(services, { data: { jobId } } as never, 'token', {} as never);
+  };
+  const states = async (id: string) => (await h.database.sql`select to_state, attempt from job_events where job_id = ${id} and kind = 'state' order by id`).map((e) => `${e.to_state}@${e.attempt}`);
+
+  test('canceled before it ran: not when another attempt started since the read (that attempt sees the cancel)', async () => {
+    const job = await newRunningJob();
+    await h.database.sql`update jobs set cancel_requested = true where id = ${job.id}`;
+    const result = await deliver(job.id, dbTakenOverBeforeWrite(() => takeOver(job.id)));
+    assert.deepEqual(result, { state: 'skipped', reason: 'state changed' });
+    const [row] = await h.database.sql`select state, attempt from jobs where id = ${job.id}`;
+    assert.deepEqual({ ...row }, { state: 'running', attempt: 2 }, 'attempt 2 still owns the job');
+    assert.deepEqual(await states(job.id), ['queued@0', 'running@1', 'running@2'], 'no canceled event');
+
+    // Without a takeover the same delivery cancels it.
+    const quiet = await newRunningJob();
+    await h.database.sql`update jobs set cancel_requested = true where id = ${quiet.id}`;
+    assert.deepEqual(await deliver(quiet.id, h.database.db), { state: 'canceled', reason: 'canceled before it ran' });
+  });
+
+  test('gave up after max attempts: not when another attempt started since the read', async () => {
+    // Attempt 1 of at most 1 lost its runner; before the delivery fails the job, a requeue gave it
+    // a new attempt budget and attempt 2 started.
+    const job = await newRunningJob();
+    const requeuedAndStarted = async () => {
+      assert.ok(await transitionJob(h.database.db, job.id, { from: ['running'], to: 'requeued', reason: 'preempted', patch: { attemptBase: 1 }, attempt: 1 }));
+      assert.ok(await transitionJob(h.database.db, job.id, { from: ['requeued'], to: 'running', reason: 'attempt 2', patch: { attempt: 2 }, attempt: 1 }));
+    };
+    const result = await deliver(job.id, dbTakenOverBeforeWrite(requeuedAndStarted));
+    assert.deepEqual(result, { state: 'skipped', reason: 'state changed' });
+    const [row] = await h.database.sql`select state, attempt, error from jobs where id = ${job.id}`;
+    assert.deepEqual({ ...row }, { state: 'running', attempt: 2, error: null }, 'attempt 2 still owns the job');
+    assert.deepEqual(await states(job.id), ['queued@0', 'running@1', 'requeued@1', 'running@2'], 'no failed event');
+
+    // Without a takeover the same delivery gives up: the job fails, the queue is told not to retry.
+    const quiet = await newRunningJob();
+    await assert.rejects(deliver(quiet.id, h.database.db), (err: Error) => err.name === 'UnrecoverableError' && /gave up after 1 attempts/.test(err.message));
+    assert.equal((await h.database.sql`select state from jobs where id = ${quiet.id}`)[0]!.state, 'failed');
   });
 });

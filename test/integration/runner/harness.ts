@@ -203,7 +203,11 @@ export async function createRunnerHarness(overrides: Partial<Config> = {}, opts:
   };
 }
 
-/** A pretrain spec small enough for a shared 2-core machine: a 2-block ViT of width 32 on 16×16 images. */
+/**
+ * A pretrain spec small enough for a shared 2-core machine: a 2-block ViT of width 32 on 16×16 images.
+ * No kNN monitor unless a test asks for one (`monitor`): here one evaluation costs more than several
+ * steps, and a short run would evaluate at every step.
+ */
 export function tinyPretrain(dataset: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     type: 'pretrain',
@@ -214,6 +218,7 @@ export function tinyPretrain(dataset: string, extra: Record<string, unknown> = {
     epochs: 4,
     checkpointEvery: 8,
     keepCheckpoints: 3,
+    monitor: { knn: false },
     ...extra,
   };
 }
