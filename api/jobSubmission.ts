@@ -15,6 +15,7 @@ import { refuseWebhookTarget } from './webhooks/targets.js';
 import { datasetRefError } from './datasetReadiness.js';
 import { activeJobCounts, activeJobLimitError, refuseSpecThatCannotFit, storageLimitBytes, storageLimitError } from './quotas.js';
 import { webhookWants } from '../contracts/outbox.js';
+import { jobJson } from './serialize.js';
 
 export interface SubmitOptions {
   tenantId: string;
@@ -25,7 +26,13 @@ export interface SubmitOptions {
 }
 
 export interface Submitted {
-  job: JobRow;
+  jobId: string;
+  /**
+   * The job as the API answers it (api/serialize.ts jobJson), as JSON text. A new job's comes from
+   * Postgres with the insert (JOB_API_JSON), so the hot path neither parses the row nor writes it
+   * out again; test/integration/api/jobJson.test.ts holds both renderings equal.
+   */
+  json: string;
   /** True when an earlier request with the same Idempotency-Key created this job. */
   replayed: boolean;
 }
@@ -81,10 +88,10 @@ export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOption
           { path: 'idempotency-key', message: 'already used with another body', in: 'header' },
         ]);
       }
-      return { job: result.job, replayed: true };
+      return { jobId: result.job.id, json: JSON.stringify(jobJson(result.job)), replayed: true };
     case 'created':
       deps.onOutboxWritten?.();
-      return { job: result.job, replayed: false };
+      return { jobId: result.jobId, json: result.apiJson, replayed: false };
   }
 }
 
