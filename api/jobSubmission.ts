@@ -48,9 +48,10 @@ export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOption
   // checked by the insert itself (one round-trip for the whole submission, see api/quotas.ts).
   if (spec.type === 'pretrain') refuseSpecThatCannotFit(deps, spec);
   const resolved = spec.type === 'pretrain' ? await preparePretrain(deps, opts.tenantId, spec) : await prepareProbe(deps, opts.tenantId, spec);
-  const requestHash = opts.idempotencyKey
-    ? createHash('sha256').update(opts.operation).update('\0').update(JSON.stringify(spec)).digest('hex')
-    : null;
+  // The spec as submitted, written once: the idempotency hash reads it, and so does the insert when
+  // resolving changed nothing (a pretrain job without initFrom, the common case).
+  const submittedJson = opts.idempotencyKey || resolved.spec === spec ? JSON.stringify(spec) : undefined;
+  const requestHash = opts.idempotencyKey ? createHash('sha256').update(opts.operation).update('\0').update(submittedJson!).digest('hex') : null;
   const maxActiveJobs = deps.config.TENANT_MAX_ACTIVE_JOBS;
   const counts = activeJobCounts(deps);
   const skipCount = counts.maySkipCount(opts.tenantId, maxActiveJobs);
@@ -60,7 +61,7 @@ export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOption
       id: randomUUID(),
       tenantId: opts.tenantId,
       type: spec.type,
-      spec: resolved.spec,
+      specJson: resolved.spec === spec ? submittedJson! : JSON.stringify(resolved.spec),
       dataset: resolved.dataset,
       idempotencyKey: opts.idempotencyKey ?? null,
       requestHash,
@@ -107,15 +108,16 @@ function datasetProblem(deps: AppDeps, tenantId: string, ref: string) {
 }
 
 interface Prepared {
-  spec: Record<string, unknown>;
+  /** The spec to store: the submitted object itself when nothing in it needed resolving. */
+  spec: JobSpec;
   dataset: JobDatasetInput;
 }
 
 async function preparePretrain(deps: AppDeps, tenantId: string, spec: PretrainSpec): Promise<Prepared> {
-  const out: PretrainSpec = { ...spec };
+  let out: PretrainSpec = spec;
   if (spec.initFrom) {
     // Pin the version: `latest` at submission, not whatever is latest when the run starts.
-    out.initFrom = (await resolveWeights(deps, tenantId, spec.initFrom, 'initFrom', ['succeeded', 'running', 'failed', 'canceled'])).pinned;
+    out = { ...spec, initFrom: (await resolveWeights(deps, tenantId, spec.initFrom, 'initFrom', ['succeeded', 'running', 'failed', 'canceled'])).pinned };
   }
   const ref = parseDatasetRef(spec.dataset);
   return { spec: out, dataset: { kind: 'ref', name: ref.name, version: ref.version } };

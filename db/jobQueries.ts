@@ -21,7 +21,8 @@ export interface NewJob {
   id: string;
   tenantId: string;
   type: JobType;
-  spec: Record<string, unknown>;
+  /** The spec as JSON text (the submission may have written it already, for its idempotency hash). */
+  specJson: string;
   dataset: JobDatasetInput;
   idempotencyKey: string | null;
   requestHash: string | null;
@@ -131,7 +132,7 @@ export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult>
     j as (
       insert into jobs (id, tenant_id, type, state, spec, idempotency_key, request_hash, parent_job_id, dataset_version_id)
       select ${job.id}, ${job.tenantId}, ${job.type}, 'queued',
-             jsonb_set(${JSON.stringify(job.spec)}::jsonb, '{dataset}', to_jsonb(dv.ref)),
+             jsonb_set(${job.specJson}::jsonb, '{dataset}', to_jsonb(dv.ref)),
              ${job.idempotencyKey}, ${job.requestHash}, ${job.parentJobId}, dv.id
       from dv, usage
       where (usage.active_jobs is null or usage.active_jobs < ${job.maxActiveJobs}::int)
