@@ -15,6 +15,7 @@ import { refuseWebhookTarget } from './webhooks/targets.js';
 import { datasetRefError } from './datasetReadiness.js';
 import { activeJobCounts, activeJobLimitError, refuseSpecThatCannotFit, storageLimitBytes, storageLimitError } from './quotas.js';
 import { webhookWants } from '../contracts/outbox.js';
+import { jobJson } from './serialize.js';
 
 export interface SubmitOptions {
   tenantId: string;
@@ -25,7 +26,13 @@ export interface SubmitOptions {
 }
 
 export interface Submitted {
-  job: JobRow;
+  jobId: string;
+  /**
+   * The job as the API answers it (api/serialize.ts jobJson), as JSON text. A new job's comes from
+   * Postgres with the insert (JOB_API_JSON), so the hot path neither parses the row nor writes it
+   * out again; test/integration/api/jobJson.test.ts holds both renderings equal.
+   */
+  json: string;
   /** True when an earlier request with the same Idempotency-Key created this job. */
   replayed: boolean;
 }
@@ -41,9 +48,10 @@ export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOption
   // checked by the insert itself (one round-trip for the whole submission, see api/quotas.ts).
   if (spec.type === 'pretrain') refuseSpecThatCannotFit(deps, spec);
   const resolved = spec.type === 'pretrain' ? await preparePretrain(deps, opts.tenantId, spec) : await prepareProbe(deps, opts.tenantId, spec);
-  const requestHash = opts.idempotencyKey
-    ? createHash('sha256').update(opts.operation).update('\0').update(JSON.stringify(spec)).digest('hex')
-    : null;
+  // The spec as submitted, written once: the idempotency hash reads it, and so does the insert when
+  // resolving changed nothing (a pretrain job without initFrom, the common case).
+  const submittedJson = opts.idempotencyKey || resolved.spec === spec ? JSON.stringify(spec) : undefined;
+  const requestHash = opts.idempotencyKey ? createHash('sha256').update(opts.operation).update('\0').update(submittedJson!).digest('hex') : null;
   const maxActiveJobs = deps.config.TENANT_MAX_ACTIVE_JOBS;
   const counts = activeJobCounts(deps);
   const skipCount = counts.maySkipCount(opts.tenantId, maxActiveJobs);
@@ -53,7 +61,7 @@ export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOption
       id: randomUUID(),
       tenantId: opts.tenantId,
       type: spec.type,
-      spec: resolved.spec,
+      specJson: resolved.spec === spec ? submittedJson! : JSON.stringify(resolved.spec),
       dataset: resolved.dataset,
       idempotencyKey: opts.idempotencyKey ?? null,
       requestHash,
@@ -81,10 +89,10 @@ export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOption
           { path: 'idempotency-key', message: 'already used with another body', in: 'header' },
         ]);
       }
-      return { job: result.job, replayed: true };
+      return { jobId: result.job.id, json: JSON.stringify(jobJson(result.job)), replayed: true };
     case 'created':
       deps.onOutboxWritten?.();
-      return { job: result.job, replayed: false };
+      return { jobId: result.jobId, json: result.apiJson, replayed: false };
   }
 }
 
@@ -100,15 +108,16 @@ function datasetProblem(deps: AppDeps, tenantId: string, ref: string) {
 }
 
 interface Prepared {
-  spec: Record<string, unknown>;
+  /** The spec to store: the submitted object itself when nothing in it needed resolving. */
+  spec: JobSpec;
   dataset: JobDatasetInput;
 }
 
 async function preparePretrain(deps: AppDeps, tenantId: string, spec: PretrainSpec): Promise<Prepared> {
-  const out: PretrainSpec = { ...spec };
+  let out: PretrainSpec = spec;
   if (spec.initFrom) {
     // Pin the version: `latest` at submission, not whatever is latest when the run starts.
-    out.initFrom = (await resolveWeights(deps, tenantId, spec.initFrom, 'initFrom', ['succeeded', 'running', 'failed', 'canceled'])).pinned;
+    out = { ...spec, initFrom: (await resolveWeights(deps, tenantId, spec.initFrom, 'initFrom', ['succeeded', 'running', 'failed', 'canceled'])).pinned };
   }
   const ref = parseDatasetRef(spec.dataset);
   return { spec: out, dataset: { kind: 'ref', name: ref.name, version: ref.version } };

@@ -21,7 +21,8 @@ export interface NewJob {
   id: string;
   tenantId: string;
   type: JobType;
-  spec: Record<string, unknown>;
+  /** The spec as JSON text (the submission may have written it already, for its idempotency hash). */
+  specJson: string;
   dataset: JobDatasetInput;
   idempotencyKey: string | null;
   requestHash: string | null;
@@ -43,7 +44,8 @@ export interface TenantUsage {
 }
 
 export type InsertJobResult =
-  | { outcome: 'created'; job: JobRow; usage: TenantUsage }
+  /** `apiJson`: the new job as the API answers it (JOB_API_JSON), built by Postgres as text. */
+  | { outcome: 'created'; jobId: string; apiJson: string; usage: TenantUsage }
   /** The Idempotency-Key was used before: the earlier job (compare its requestHash). */
   | { outcome: 'existing'; job: JobRow; usage: TenantUsage }
   | { outcome: 'dataset_not_found'; usage: TenantUsage }
@@ -81,6 +83,25 @@ export function jobFromJson(r: Record<string, any>): JobRow {
   };
 }
 
+/** An ISO 8601 UTC timestamp to the millisecond, as Date.toISOString() writes it (both truncate microseconds). */
+const isoSql = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+/**
+ * The API's JSON of a job (api/serialize.ts jobJson), built by Postgres as text: the hot read path
+ * then neither parses the row's JSON (the spec with its defaults is most of it) nor writes it again.
+ * test/integration/api/jobJson.test.ts holds the two renderings equal.
+ */
+const JOB_API_JSON = `json_build_object(
+    'id', j.id, 'type', j.type, 'state', j.state, 'spec', j.spec,
+    'dataset', case when jsonb_typeof(j.spec->'dataset') = 'string' then j.spec->>'dataset' end,
+    'datasetVersionId', j.dataset_version_id,
+    'labels', coalesce(nullif(j.spec->'labels', 'null'::jsonb), '{}'::jsonb),
+    'attempt', j.attempt, 'cancelRequested', j.cancel_requested, 'parentJobId', j.parent_job_id,
+    'progress', j.progress, 'runtime', j.runtime, 'result', j.result, 'error', j.error,
+    'createdAt', ${isoSql('j.created_at')}, 'updatedAt', ${isoSql('j.updated_at')},
+    'startedAt', ${isoSql('j.started_at')}, 'finishedAt', ${isoSql('j.finished_at')}
+  )::text`;
+
 /**
  * Inserts the job, its first event and its outbox rows in one statement, after resolving its dataset
  * and checking the tenant's limits in that statement's snapshot. When nothing was inserted the
@@ -103,7 +124,7 @@ export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult>
   // the values at hand (the branch folded away) always looks cheaper than the generic one.
   const activeJobs = job.maxActiveJobs === null ? sql`null::int` : activeJobsSql(sql, job.tenantId);
   const storedBytes = job.maxStoredBytes === null ? sql`null::bigint` : storedBytesSql(sql, job.tenantId);
-  const [row] = await sql<{ job: Record<string, any> | null; dataset_found: boolean; active_jobs: number | null; stored_bytes: string | null }[]>`
+  const [row] = await sql<{ job_json: string | null; dataset_found: boolean; active_jobs: number | null; stored_bytes: string | null }[]>`
     with dv as (${dv}),
     usage as (
       select ${activeJobs} as active_jobs, ${storedBytes} as stored_bytes
@@ -111,7 +132,7 @@ export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult>
     j as (
       insert into jobs (id, tenant_id, type, state, spec, idempotency_key, request_hash, parent_job_id, dataset_version_id)
       select ${job.id}, ${job.tenantId}, ${job.type}, 'queued',
-             jsonb_set(${JSON.stringify(job.spec)}::jsonb, '{dataset}', to_jsonb(dv.ref)),
+             jsonb_set(${job.specJson}::jsonb, '{dataset}', to_jsonb(dv.ref)),
              ${job.idempotencyKey}, ${job.requestHash}, ${job.parentJobId}, dv.id
       from dv, usage
       where (usage.active_jobs is null or usage.active_jobs < ${job.maxActiveJobs}::int)
@@ -130,11 +151,12 @@ export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult>
       select ${OUTBOX_TOPICS.event}, jsonb_build_object('jobId', id, 'event', 'job.queued', 'at', now(), 'data', jsonb_build_object('reason', 'submitted', 'attempt', 0))
       from j where ${job.announceQueued}::boolean
     )
-    select (select row_to_json(j) from j) as job, exists (select 1 from dv) as dataset_found,
+    select (select ${sql.unsafe(JOB_API_JSON)} from j) as job_json, exists (select 1 from dv) as dataset_found,
            usage.active_jobs, usage.stored_bytes::text as stored_bytes
     from usage`;
   const usage: TenantUsage = { activeJobs: row!.active_jobs, storedBytes: row!.stored_bytes === null ? null : Number(row!.stored_bytes) };
-  if (row!.job) return { outcome: 'created', job: jobFromJson(row!.job), usage };
+  // The answer as text: the route sends it as it is (no parse into a row, no re-serialisation).
+  if (row!.job_json !== null) return { outcome: 'created', jobId: job.id, apiJson: row!.job_json, usage };
   // Nothing inserted. An Idempotency-Key seen before wins over everything else.
   if (job.idempotencyKey !== null) {
     const existing = await findJobByIdempotencyKey(sql, job.tenantId, job.idempotencyKey);
@@ -153,24 +175,6 @@ export async function findJobByIdempotencyKey(sql: Sql, tenantId: string, key: s
   return row && jobFromJson(row.job);
 }
 
-/** An ISO 8601 UTC timestamp to the millisecond, as Date.toISOString() writes it (both truncate microseconds). */
-const isoSql = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
-
-/**
- * The API's JSON of a job (api/serialize.ts jobJson), built by Postgres as text: the hot read path
- * then neither parses the row's JSON (the spec with its defaults is most of it) nor writes it again.
- * test/integration/api/jobJson.test.ts holds the two renderings equal.
- */
-const JOB_API_JSON = `json_build_object(
-    'id', j.id, 'type', j.type, 'state', j.state, 'spec', j.spec,
-    'dataset', case when jsonb_typeof(j.spec->'dataset') = 'string' then j.spec->>'dataset' end,
-    'datasetVersionId', j.dataset_version_id,
-    'labels', coalesce(nullif(j.spec->'labels', 'null'::jsonb), '{}'::jsonb),
-    'attempt', j.attempt, 'cancelRequested', j.cancel_requested, 'parentJobId', j.parent_job_id,
-    'progress', j.progress, 'runtime', j.runtime, 'result', j.result, 'error', j.error,
-    'createdAt', ${isoSql('j.created_at')}, 'updatedAt', ${isoSql('j.updated_at')},
-    'startedAt', ${isoSql('j.started_at')}, 'finishedAt', ${isoSql('j.finished_at')}
-  )::text`;
 
 /** One job of the tenant as the API's JSON text (GET /v1/jobs/{id}), or undefined. */
 export async function getTenantJobApiJson(sql: Sql, tenantId: string, jobId: string): Promise<string | undefined> {

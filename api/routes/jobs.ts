@@ -1,5 +1,6 @@
 /** Jobs: submit (idempotent), list with filters and cursor, get, cancel, retry, retrain. */
 import { createRoute, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import { jobSpec, datasetRef, CHECKPOINT_REF_MESSAGE, CHECKPOINT_REF_PATTERN, pretrainSpec, type WeightsSource } from '../../contracts/jobSpec.js';
 import { isModelRef } from '../../contracts/models.js';
 import { withRedisDeadline } from '../../common/redis.js';
@@ -10,9 +11,9 @@ import { queueForJobType } from '../../contracts/queues.js';
 import { transitionJob } from '../../db/jobs.js';
 import { getTenantJob, getTenantJobApiJson, listTenantJobs, tenantJobExists, type JobRow } from '../../db/jobQueries.js';
 import { requireScope } from '../auth/middleware.js';
-import type { AppDeps } from '../deps.js';
+import type { AppDeps, AppEnv } from '../deps.js';
 import { ApiError, conflict, invalid, notFound } from '../errors.js';
-import { submitJob } from '../jobSubmission.js';
+import { submitJob, type Submitted } from '../jobSubmission.js';
 import { commonErrors, conflictError, idempotencyKeyHeader, json, jsonBody, JobIdParam, Json, notFoundError, router, security, unprocessableError } from '../openapi.js';
 import { jobJson } from '../serialize.js';
 import { setResponseHeader } from '../nodeHttp.js';
@@ -183,14 +184,12 @@ export function jobRoutes(deps: AppDeps) {
 
   app.openapi(submitRoute, async (c) => {
     const { tenantId } = c.get('principal');
-    const { job, replayed } = await submitJob(deps, c.req.valid('json'), {
+    const submitted = await submitJob(deps, c.req.valid('json'), {
       tenantId,
       idempotencyKey: c.req.valid('header')['idempotency-key'],
       operation: 'submit',
     });
-    if (replayed) setResponseHeader(c, 'Idempotent-Replayed', 'true');
-    setResponseHeader(c, 'Location', `/v1/jobs/${job.id}`);
-    return c.json(jobJson(job), 201);
+    return submittedResponse(c, submitted);
   });
 
   app.openapi(listRoute, async (c) => {
@@ -250,13 +249,18 @@ export function jobRoutes(deps: AppDeps) {
     const earlier = await loadJob(deps, tenantId, c.req.valid('param').id);
     const body = c.req.valid('json');
     const initFrom = body.initFrom ? (isModelRef(body.initFrom) ? { model: body.initFrom } : { job: earlier.id, checkpoint: body.initFrom }) : undefined;
-    const { job, replayed } = await retrainJob(deps, tenantId, earlier, { ...body, initFrom }, c.req.valid('header')['idempotency-key']);
-    if (replayed) setResponseHeader(c, 'Idempotent-Replayed', 'true');
-    setResponseHeader(c, 'Location', `/v1/jobs/${job.id}`);
-    return c.json(jobJson(job), 201);
+    return submittedResponse(c, await retrainJob(deps, tenantId, earlier, { ...body, initFrom }, c.req.valid('header')['idempotency-key']));
   });
 
   return app;
+}
+
+/** 201 with the submitted job's JSON text as it is (see Submitted.json), its Location and whether it was a replay. */
+export function submittedResponse(c: Context<AppEnv>, { jobId, json, replayed }: Submitted): never {
+  if (replayed) setResponseHeader(c, 'Idempotent-Replayed', 'true');
+  setResponseHeader(c, 'Location', `/v1/jobs/${jobId}`);
+  // `as never`: the route's typed 201 is the Job schema, which this text is (jobJson.test.ts).
+  return c.body(json, 201, { 'Content-Type': 'application/json' }) as never;
 }
 
 export interface RetrainOptions {

@@ -31,9 +31,8 @@ import { requireScope } from '../auth/middleware.js';
 import type { AppDeps } from '../deps.js';
 import { ApiError, conflict, notFound, unresolvable } from '../errors.js';
 import { commonErrors, conflictError, idempotencyKeyHeader, json, jsonBody, Json, notFoundError, router, security, unprocessableError } from '../openapi.js';
-import { jobJson } from '../serialize.js';
 import { checkTtl, presignCheckpointFile } from './checkpoints.js';
-import { JobSchema, retrainJob } from './jobs.js';
+import { JobSchema, retrainJob, submittedResponse } from './jobs.js';
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
 
@@ -453,10 +452,7 @@ export function modelRoutes(deps: AppDeps) {
     const earlier = await getTenantJob(deps.sql, tenantId, version.jobId);
     if (!earlier) throw notFound('job', version.jobId);
     const body = c.req.valid('json');
-    const { job, replayed } = await retrainJob(deps, tenantId, earlier, { ...body, initFrom: { model: `${model.name}@${version.version}` } }, c.req.valid('header')['idempotency-key']);
-    if (replayed) c.header('Idempotent-Replayed', 'true');
-    c.header('Location', `/v1/jobs/${job.id}`);
-    return c.json(jobJson(job), 201);
+    return submittedResponse(c, await retrainJob(deps, tenantId, earlier, { ...body, initFrom: { model: `${model.name}@${version.version}` } }, c.req.valid('header')['idempotency-key']));
   });
 
   app.openapi(putAliasRoute, async (c) => {

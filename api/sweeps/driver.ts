@@ -70,8 +70,8 @@ export async function advanceSweep(deps: AppDeps, sweepId: string): Promise<void
 /** Submits one job of a run; a refusal (dataset gone, say) is kept as the run's error, not thrown. */
 async function submitFor(deps: AppDeps, sweep: SweepRow, index: number, kind: 'pretrain' | 'probe', spec: PretrainSpec | ProbeSpec): Promise<boolean> {
   try {
-    const { job } = await submitJob(deps, spec, { tenantId: sweep.tenantId, idempotencyKey: sweepJobKey(sweep.id, index, kind), operation: `sweep:${sweep.id}` });
-    await setRunJob(deps.sql, sweep.id, index, kind, job.id);
+    const { jobId } = await submitJob(deps, spec, { tenantId: sweep.tenantId, idempotencyKey: sweepJobKey(sweep.id, index, kind), operation: `sweep:${sweep.id}` });
+    await setRunJob(deps.sql, sweep.id, index, kind, jobId);
     return true;
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;

@@ -52,3 +52,22 @@ test('the JSON Postgres builds equals the JSON the API writes, for jobs in every
   }
   assert.equal(await getTenantJobApiJson(sql, h.tenantB, ids.fresh), undefined, 'another tenant sees nothing');
 });
+
+test('a submission answers the JSON the API writes for the stored job, first time and on a replay', async () => {
+  // POST /v1/jobs sends the job as Postgres built it with the insert (Submitted.json); a replay
+  // (same Idempotency-Key) sends the earlier job rendered in JS. Both must match jobJson.
+  const headers = { 'idempotency-key': 'json-replay-1' };
+  const body = pretrain('fmnist', { labels: { 'team/x': 'ü "quoted"' } });
+  const first = await h.request('POST', '/v1/jobs', { body, headers });
+  assert.equal(first.status, 201, await first.clone().text());
+  assert.equal(first.headers.get('content-type'), 'application/json');
+  const created = (await first.json()) as { id: string };
+  assert.equal(first.headers.get('location'), `/v1/jobs/${created.id}`);
+  const fromJs = JSON.parse(JSON.stringify(jobJson((await getTenantJob(h.database.sql, h.tenantA, created.id))!)));
+  assert.deepEqual(created, fromJs, 'first answer');
+  const replay = await h.request('POST', '/v1/jobs', { body, headers });
+  assert.equal(replay.status, 201);
+  assert.equal(replay.headers.get('idempotent-replayed'), 'true');
+  assert.equal(replay.headers.get('content-type'), 'application/json');
+  assert.deepEqual(await replay.json(), fromJs, 'replayed answer');
+});

@@ -42,7 +42,7 @@ test('each variant of the submission statement settles on a generic plan', async
           id: randomUUID(),
           tenantId: h.tenantA,
           type: 'pretrain',
-          spec: { type: 'pretrain', dataset: 'fmnist' },
+          specJson: JSON.stringify({ type: 'pretrain', dataset: 'fmnist' }),
           idempotencyKey: randomUUID(),
           requestHash: 'h',
           parentJobId: null,
