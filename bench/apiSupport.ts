@@ -4,9 +4,7 @@
  * the end, and API processes started as they run in production.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import postgres from 'postgres';
 import { Redis } from 'ioredis';
 import type { Config } from '../common/config.js';
 import { Storage, storageConfigFrom } from '../common/storage.js';
@@ -14,6 +12,10 @@ import { BULLMQ_CONNECTION_OPTIONS } from '../contracts/queues.js';
 import { connectDatabase, type Database } from '../db/client.js';
 import { ensureTenant, insertApiKey } from '../db/apiKeys.js';
 import { generateApiKey } from '../api/auth/keys.js';
+import { freePort } from '../scripts/support/localStack.js';
+import { dropDatabase } from '../test/support/services.js';
+
+export { freePort };
 
 export const root = fileURLToPath(new URL('..', import.meta.url));
 /**
@@ -78,17 +80,6 @@ export async function wrkTogether(durationS: number, runs: { args: string[]; env
 
 export const fmt = (r: WrkResult) =>
   `${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50ms.toFixed(2).padStart(6)} ms  p99 ${r.p99ms.toFixed(2).padStart(7)} ms${r.non2xx ? `  (${r.non2xx} non-2xx!)` : ''}`;
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export async function waitForHttp(url: string, child: ChildProcess, timeoutMs = 240_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -164,11 +155,7 @@ export async function createScratch(base: Config): Promise<Scratch> {
       await storage.deletePrefix('').catch(() => 0);
       storage.destroy();
       await database.close();
-      const admin = new URL(base.DATABASE_URL);
-      admin.pathname = '/postgres';
-      const sql = postgres(admin.toString(), { max: 1, onnotice: () => {} });
-      await sql.unsafe(`drop database if exists "momentum_${tag}" with (force)`);
-      await sql.end();
+      await dropDatabase(`momentum_${tag}`, base.DATABASE_URL);
     },
   };
 }

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import postgres from 'postgres';
 import { runMigrations } from '../../db/migrate.js';
-import { baseConfig, uniqueName } from '../support/services.js';
+import { baseConfig, dropDatabase, uniqueName } from '../support/services.js';
 
 function run(script: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -24,11 +24,7 @@ async function withScratchDatabase(fn: (url: string) => Promise<void>) {
   try {
     await fn(url.toString());
   } finally {
-    const admin = new URL(baseConfig.DATABASE_URL);
-    admin.pathname = '/postgres';
-    const sql = postgres(admin.toString(), { max: 1, onnotice: () => {} });
-    await sql.unsafe(`drop database if exists "${name}" with (force)`);
-    await sql.end();
+    await dropDatabase(name);
   }
 }
 

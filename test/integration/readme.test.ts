@@ -10,14 +10,13 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import postgres from 'postgres';
 import { Redis } from 'ioredis';
 import { configEnv } from '../../runner/supervisor/context.js';
 import { generateSyntheticDataset, writeIdxArchive } from '../../runner/datasets/index.js';
-import { baseConfig, createTestStorage, removeQueueKeys, testConfig, uniqueName, type TestStorage } from '../support/services.js';
+import { freePort } from '../support/privateServices.js';
+import { baseConfig, createTestStorage, dropDatabase, removeQueueKeys, testConfig, uniqueName, type TestStorage } from '../support/services.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const dbName = uniqueName('momentum_readme').replaceAll('-', '_');
@@ -26,17 +25,6 @@ let dir: string;
 let env: Record<string, string>;
 const services: ChildProcess[] = [];
 let queuePrefix: string;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** `npm run <script> -- args`, as the README writes it (package.json maps each to a tsx file). */
 function run(file: string, args: string[], extra: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -84,11 +72,7 @@ after(async () => {
   await removeQueueKeys(redis, queuePrefix);
   redis.disconnect();
   await bucket.cleanup();
-  const admin = new URL(baseConfig.DATABASE_URL);
-  admin.pathname = '/postgres';
-  const sql = postgres(admin.toString(), { max: 1, onnotice: () => {} });
-  await sql.unsafe(`drop database if exists "${dbName}" with (force)`);
-  await sql.end();
+  await dropDatabase(dbName);
   await rm(dir, { recursive: true, force: true });
 });
 

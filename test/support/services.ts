@@ -21,6 +21,18 @@ export interface TestDatabase extends Database {
   cleanup(): Promise<void>;
 }
 
+/** Drops a database, closing whatever connections it still has (through the server's `postgres` database). */
+export async function dropDatabase(name: string, databaseUrl = baseConfig.DATABASE_URL): Promise<void> {
+  const admin = new URL(databaseUrl);
+  admin.pathname = '/postgres';
+  const sql = postgres(admin.toString(), { max: 1, onnotice: () => {} });
+  try {
+    await sql.unsafe(`drop database if exists "${name}" with (force)`);
+  } finally {
+    await sql.end();
+  }
+}
+
 /** Creates and migrates a database of its own; `cleanup` drops it. */
 export async function createTestDatabase(): Promise<TestDatabase> {
   const name = uniqueName('momentum_test').replaceAll('-', '_');
@@ -33,11 +45,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     url: url.toString(),
     async cleanup() {
       await database.close();
-      const admin = new URL(baseConfig.DATABASE_URL);
-      admin.pathname = '/postgres';
-      const sql = postgres(admin.toString(), { max: 1, onnotice: () => {} });
-      await sql.unsafe(`drop database if exists "${name}" with (force)`);
-      await sql.end();
+      await dropDatabase(name);
     },
   };
 }

@@ -7,10 +7,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import postgres from 'postgres';
-import { baseConfig, uniqueName } from '../../support/services.js';
+import { freePort } from '../../support/privateServices.js';
+import { baseConfig, dropDatabase, uniqueName } from '../../support/services.js';
 
 const REPO = join(import.meta.dirname, '..', '..', '..');
 
@@ -62,17 +61,6 @@ function run(args: string[], env: Record<string, string> = {}, until?: (stdout: 
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 for (const [name, args] of Object.entries(ENTRY_POINTS)) {
   test(`${name} --help prints its usage and exits 0; a wrong option is one line naming it`, async () => {
     const [help, wrong] = await Promise.all([run([...args, '--help']), run([...args, '--no-such-option'])]);
@@ -84,17 +72,6 @@ for (const [name, args] of Object.entries(ENTRY_POINTS)) {
     assert.match(lines[0]!, /--no-such-option/);
     assert.match(lines[0]!, /--help/);
   });
-}
-
-async function dropDatabase(name: string): Promise<void> {
-  const admin = new URL(baseConfig.DATABASE_URL);
-  admin.pathname = '/postgres';
-  const sql = postgres(admin.toString(), { max: 1, onnotice: () => {} });
-  try {
-    await sql.unsafe(`drop database if exists "${name}" with (force)`);
-  } finally {
-    await sql.end();
-  }
 }
 
 function databaseUrl(name: string): string {

@@ -6,11 +6,11 @@
  * take the job reaches the runner holding it. The throughput of such a pair is bench/api-pair.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { configEnv } from '../../../runner/supervisor/context.js';
+import { freePort } from '../../support/privateServices.js';
 import { createRunnerHarness, eventually, tinyPretrain, type RunnerHarness, type RunnerProcess } from './harness.js';
 
 const REPO = join(import.meta.dirname, '..', '..', '..');
@@ -26,17 +26,6 @@ interface ApiProcess {
 let h: RunnerHarness;
 const apis: ApiProcess[] = [];
 const runners: RunnerProcess[] = [];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function startApi(): Promise<ApiProcess> {
   const port = await freePort();
