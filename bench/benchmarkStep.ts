@@ -4,6 +4,26 @@ export const BENCHMARK_SHAPES = {
   small: { img: 28, patch: 7, dim: 64, depth: 4, heads: 4, batch: 256, hidden: 512, out: 128 },
 } satisfies Record<string, BenchmarkShape>;
 
+/** The shape's command-line options, which bench/trainer-step.ts and bench/trainer-profile.ts both take. */
+export const SHAPE_KEYS = ['img', 'patch', 'dim', 'depth', 'heads', 'batch', 'hidden', 'out'] as const;
+export const SHAPE_OPTIONS = {
+  img: { type: 'string' },
+  patch: { type: 'string' },
+  dim: { type: 'string' },
+  depth: { type: 'string' },
+  heads: { type: 'string' },
+  batch: { type: 'string' },
+  hidden: { type: 'string' },
+  out: { type: 'string' },
+} as const;
+
+/** `base` with each shape option given on the command line in place of its value. */
+export function withShapeOptions(base: BenchmarkShape, values: Partial<Record<(typeof SHAPE_KEYS)[number], string>>): BenchmarkShape {
+  const shape = { ...base };
+  for (const k of SHAPE_KEYS) if (values[k] !== undefined) shape[k] = Number(values[k]);
+  return shape;
+}
+
 /**
  * The benchmark's MoCo v3 step, shared by bench/trainer-step.ts (timing) and
  * bench/trainer-profile.ts (per-kernel profile): a ViT on S×S images with patch p, fixed random

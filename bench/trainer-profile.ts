@@ -12,20 +12,13 @@ import * as tf from '@tensorflow/tfjs';
 import { parseCommandLineOrExit } from '../common/commandLine.js';
 import { selectBackend } from '../runner/moco/backend.js';
 import { setWasmKernelsEnabled } from '../runner/moco/kernels/batch-matmul.js';
-import { BENCHMARK_SHAPES, benchmarkStep } from './benchmarkStep.js';
+import { BENCHMARK_SHAPES, benchmarkStep, SHAPE_OPTIONS, withShapeOptions } from './benchmarkStep.js';
 
 const USAGE = `npx tsx bench/trainer-profile.ts [--shape default|small] [--img N --patch N --dim N --depth N --heads N --batch N --hidden N --out N] [--backend wasm] [--kernels off|wasm|blas|on] [--top 25]`;
 const { values: a } = parseCommandLineOrExit(USAGE, {
   backend: { type: 'string', default: 'wasm' },
   shape: { type: 'string', default: 'default' },
-  img: { type: 'string' },
-  patch: { type: 'string' },
-  dim: { type: 'string' },
-  depth: { type: 'string' },
-  heads: { type: 'string' },
-  batch: { type: 'string' },
-  hidden: { type: 'string' },
-  out: { type: 'string' },
+  ...SHAPE_OPTIONS,
   top: { type: 'string', default: '25' },
   kernels: { type: 'string', default: 'on' },
 });
@@ -43,8 +36,7 @@ async function main() {
   setWasmKernelsEnabled(k !== 'off', k !== 'off' && k !== 'bmm', k === 'blas' || k === 'on', k === 'on');
   const base = BENCHMARK_SHAPES[a.shape as keyof typeof BENCHMARK_SHAPES];
   if (!base) throw new Error(`unknown --shape ${a.shape}`);
-  const shape = { ...base };
-  for (const key of ['img', 'patch', 'dim', 'depth', 'heads', 'batch', 'hidden', 'out'] as const) if (a[key] !== undefined) shape[key] = n(key);
+  const shape = withShapeOptions(base, a);
   const { step } = benchmarkStep(shape);
   step(0); // warm-up
   const t0 = performance.now();

@@ -39,20 +39,12 @@ import { parseCommandLineOrExit } from '../common/commandLine.js';
 import { selectBackend, type BackendPreference } from '../runner/moco/backend.js';
 import { setWasmKernelsEnabled } from '../runner/moco/kernels/batch-matmul.js';
 import { disposeParams } from '../runner/moco/params.js';
-import { BENCHMARK_SHAPES, benchmarkStep, type BenchmarkShape } from './benchmarkStep.js';
+import { BENCHMARK_SHAPES, benchmarkStep, SHAPE_KEYS, SHAPE_OPTIONS, withShapeOptions, type BenchmarkShape } from './benchmarkStep.js';
 
-const SHAPE_KEYS = ['img', 'patch', 'dim', 'depth', 'heads', 'batch', 'hidden', 'out'] as const;
 const USAGE = `npm run bench:trainer -- [--shapes default,small] [--img N --patch N --dim N --depth N --heads N --batch N --hidden N --out N] [--backends wasm] [--kernels off,wasm,blas,on] [--wasm-threads 1,2] [--threads N] [--rounds 2] [--steps 3] [--warmup 1] [--micro-batch N] [--no-torch]   (examples: the header of bench/trainer-step.ts, BENCHMARKS.md)`;
 const { values: a } = parseCommandLineOrExit(USAGE, {
   shapes: { type: 'string', default: 'default,small' },
-  img: { type: 'string' },
-  patch: { type: 'string' },
-  dim: { type: 'string' },
-  depth: { type: 'string' },
-  heads: { type: 'string' },
-  batch: { type: 'string' },
-  hidden: { type: 'string' },
-  out: { type: 'string' },
+  ...SHAPE_OPTIONS,
   backends: { type: 'string', default: 'wasm' },
   'micro-batch': { type: 'string' },
   steps: { type: 'string', default: '3' },
@@ -98,9 +90,7 @@ function shapeLabel(s: BenchmarkShape): string {
 /** The shapes asked for: --shapes names, or one custom shape when any shape option is given. */
 function shapesAsked(): [string, BenchmarkShape][] {
   if (SHAPE_KEYS.some((k) => a[k] !== undefined)) {
-    const s: BenchmarkShape = { ...BENCHMARK_SHAPES.default };
-    for (const k of SHAPE_KEYS) if (a[k] !== undefined) s[k] = Number(a[k]);
-    return [['custom', s]];
+    return [['custom', withShapeOptions(BENCHMARK_SHAPES.default, a)]];
   }
   return a.shapes!.split(',').map((name) => {
     const s = BENCHMARK_SHAPES[name.trim() as keyof typeof BENCHMARK_SHAPES];
