@@ -14,13 +14,14 @@ import { fusedDenseActive, nativeProductsActive, setWasmKernelsEnabled } from '.
 import { nativeKernelsActive, nativeUpdates, setNativeKernelsEnabled, setNativeThreads } from '../../../runner/moco/kernels/native-ops.js';
 import { fusedUpdatesActive } from '../../../runner/moco/kernels/heap-kernels.js';
 import { resolveTrainConfig } from '../../../runner/moco/config.js';
-import { buildMocoModel, momentumUpdate, type MocoModel } from '../../../runner/moco/model.js';
+import { buildMocoModel } from '../../../runner/moco/model.js';
 import { createOptimizer } from '../../../runner/moco/optim.js';
 import { disposeParams } from '../../../runner/moco/params.js';
 import { Prng } from '../../../runner/moco/rng.js';
 import { mocoStep } from '../../../runner/moco/step.js';
 import { attentionWeights, bmm, dense, gelu, layerNorm, multiHeadAttention, scaledSoftmax } from '../../../runner/moco/ops.js';
 import { checkGradients, randomTensor } from './gradcheck.js';
+import { runUpdates } from './updateRun.js';
 
 let info: BackendInfo;
 let skip: string | false = false;
@@ -260,24 +261,8 @@ test('the native kernels leak no tensors (the kept mean, 1/σ and softmax are re
 
 test('native AdamW and momentum average equal the composed ops bit for bit', (t) => {
   if (skipNative) return t.skip(skipNative);
-  const params = { w: randomTensor([7, 33], 20), b: randomTensor([33], 21) };
-  const grads = [0, 1, 2].map((s) => ({ w: randomTensor([7, 33], 30 + s), b: randomTensor([33], 40 + s) }));
-  const run = (native: boolean) => {
-    setWasmKernelsEnabled(native);
-    assert.equal(fusedUpdatesActive() && nativeUpdates() !== null, native);
-    const opt = createOptimizer({ ...resolveTrainConfig({ optim: { batch: 8 } }, { height: 8, width: 8, size: 8 }).optim, weightDecay: 0.1 });
-    let p: Record<string, tf.Tensor> = { w: tf.clone(params.w), b: tf.clone(params.b) };
-    for (const g of grads) p = opt.apply(p, g, 1e-2);
-    const slots = Object.fromEntries(Object.entries(opt.slots()).map(([k, t]) => [k, Array.from(t.dataSync())]));
-    const model = { momentum: { w: tf.clone(params.w) }, query: { w: p.w } } as unknown as MocoModel;
-    momentumUpdate(model, 0.99);
-    const out = { w: Array.from(p.w.dataSync()), b: Array.from(p.b.dataSync()), ema: Array.from(model.momentum.w.dataSync()), slots };
-    tf.dispose([p.w, p.b, model.momentum.w]);
-    opt.dispose();
-    return out;
-  };
-  assert.deepEqual(run(true), run(false));
-  tf.dispose([params.w, params.b, ...grads.flatMap((g) => [g.w, g.b])]);
+  const active = () => fusedUpdatesActive() && nativeUpdates() !== null;
+  assert.deepEqual(runUpdates(true, active), runUpdates(false, active));
 });
 
 test('MoCo losses on the native path equal the stock kernels\' to 4 decimals over several steps', (t) => {

@@ -6,11 +6,9 @@ import { setWasmKernelsEnabled, wasmKernelsActive } from '../../../runner/moco/k
 import { wasmBackendInternals } from '../../../runner/moco/kernels/wasm-module.js';
 import { fusedUpdatesActive } from '../../../runner/moco/kernels/heap-kernels.js';
 import { nativeKernelsActive } from '../../../runner/moco/kernels/native-ops.js';
-import { resolveTrainConfig } from '../../../runner/moco/config.js';
-import { momentumUpdate, type MocoModel } from '../../../runner/moco/model.js';
-import { createOptimizer } from '../../../runner/moco/optim.js';
 import { bmm, gelu } from '../../../runner/moco/ops.js';
 import { checkGradients, randomTensor } from './gradcheck.js';
+import { runUpdates } from './updateRun.js';
 
 // Two threads whatever the machine: covers the threaded build (shared heap, bmm.shared.wasm) and
 // the Node workarounds of kernels/wasm-threads.ts.
@@ -119,31 +117,16 @@ test('a backend without the expected internals is refused with a reason (stock k
 });
 
 test('fused AdamW and momentum average equal the composed ops bit for bit; Identity shares data', () => {
-  const params = { w: randomTensor([7, 33], 20), b: randomTensor([33], 21) };
-  const grads = [0, 1, 2].map((s) => ({ w: randomTensor([7, 33], 30 + s), b: randomTensor([33], 40 + s) }));
-  const run = (fused: boolean) => {
-    setWasmKernelsEnabled(fused);
-    assert.equal(fusedUpdatesActive(), fused);
-    const opt = createOptimizer({ ...resolveTrainConfig({ optim: { batch: 8 } }, { height: 8, width: 8, size: 8 }).optim, weightDecay: 0.1 });
-    let p: Record<string, tf.Tensor> = { w: tf.clone(params.w), b: tf.clone(params.b) };
-    for (const g of grads) p = opt.apply(p, g, 1e-2);
-    const slots = Object.fromEntries(Object.entries(opt.slots()).map(([k, t]) => [k, Array.from(t.dataSync())]));
-    const model = { momentum: { w: tf.clone(params.w) }, query: { w: p.w } } as unknown as MocoModel;
-    momentumUpdate(model, 0.99);
-    const out = { w: Array.from(p.w.dataSync()), b: Array.from(p.b.dataSync()), ema: Array.from(model.momentum.w.dataSync()), slots };
-    tf.dispose([p.w, p.b, model.momentum.w]);
-    opt.dispose();
-    return out;
-  };
-  const composed = run(false);
-  const fused = run(true);
-  assert.deepEqual(fused, composed);
-  // Identity (tfjs clones saved tensors through it) adds a reference, not a copy.
+  const composed = runUpdates(false, fusedUpdatesActive);
+  assert.deepEqual(runUpdates(true, fusedUpdatesActive), composed);
+  // Identity (tfjs clones saved tensors through it, with our kernels on) adds a reference, not a copy.
+  const w = randomTensor([7, 33], 20);
   const dataIds = tf.engine().backend.numDataIds();
-  const c = tf.clone(params.w);
+  const c = tf.clone(w);
   assert.equal(tf.engine().backend.numDataIds(), dataIds);
-  assert.deepEqual(Array.from(c.dataSync()), Array.from(params.w.dataSync()));
+  assert.deepEqual(Array.from(c.dataSync()), Array.from(w.dataSync()));
   c.dispose();
-  assert.equal(params.w.isDisposed, false);
-  assert.equal(params.w.dataSync().length, 7 * 33);
+  assert.equal(w.isDisposed, false);
+  assert.equal(w.dataSync().length, 7 * 33);
+  w.dispose();
 });
