@@ -15,12 +15,17 @@ import { join } from 'node:path';
 let pg: TestDatabase;
 let s3: TestStorage;
 let cacheDir: string;
+/** Every split a test opened: opening starts fetching shards into cacheDir in the background. */
+const opened: ReturnType<typeof openDatasetSplit>[] = [];
 const log = createLogger('silent');
 before(async () => {
   [pg, s3] = await Promise.all([createTestDatabase(), createTestStorage()]);
   cacheDir = await mkdtemp(join(tmpdir(), 'ds-ingest-cache-'));
 });
 after(async () => {
+  // A test that read only part of a split (or none) leaves fetches running: let them settle before
+  // their bucket and cache folder go (removing the folder under a write fails with ENOTEMPTY).
+  await Promise.allSettled(opened.map((split) => split.ready()));
   await Promise.all([pg.cleanup(), s3.cleanup(), rm(cacheDir, { recursive: true, force: true })]);
 });
 
@@ -48,6 +53,7 @@ async function ingestOk(body: Uint8Array, options: Record<string, unknown>) {
   assert.deepEqual(JSON.parse((await s3.storage.get(row.manifestKey!)).toString()), manifest);
   const train = openDatasetSplit(s3.storage, manifest, 'train', { cacheDir });
   const val = manifest.splits.val ? openDatasetSplit(s3.storage, manifest, 'val', { cacheDir }) : undefined;
+  opened.push(train, ...(val ? [val] : []));
   return { v, manifest, train, val, splits: val ? [train, val] : [train] };
 }
 
