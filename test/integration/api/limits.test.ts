@@ -27,6 +27,19 @@ async function inOneWindow(fn: () => Promise<void>): Promise<void> {
   }
 }
 
+/** Waits (at most 10 s, then fails) until the tenant's rate-limit keys in Redis add up to `hits`. */
+async function untilSharedCount(h: Harness, hits: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const keys = await h.deps.redis.keys(`${h.config.QUEUE_PREFIX}:ratelimit:*`);
+    const counts = keys.length ? await h.deps.redis.mget(...keys) : [];
+    const total = counts.reduce((sum, v) => sum + Number(v ?? 0), 0);
+    if (total === hits) return;
+    assert.ok(total < hits && Date.now() < deadline, `the shared count reached ${total}, waiting for ${hits}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 describe('rate limit counted locally, shared through Redis', () => {
   let h: Harness;
   before(async () => {
@@ -53,6 +66,9 @@ describe('rate limit counted locally, shared through Redis', () => {
       const replicaB = createApp(h.deps).app;
       const get = (app: typeof replicaA) => app.request('/v1/jobs', { headers: { authorization: `Bearer ${h.keys.admin}` } });
       for (let i = 0; i < 6; i++) assert.equal((await get(replicaA)).status, 200);
+      // A sends its hits in batches, at most one flush interval (20 ms) plus a round-trip late: B
+      // asks once they are all in Redis, which is what "shared across replicas" promises.
+      await untilSharedCount(h, 6);
       const first = await get(replicaB);
       assert.equal(first.status, 200);
       assert.equal(first.headers.get('ratelimit-remaining'), '3', 'B starts from the shared count (7 of 10)');
