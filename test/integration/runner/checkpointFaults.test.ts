@@ -93,12 +93,15 @@ test('S3 down for a moment mid-run: the upload fails, training goes on in the sa
 test("the newest checkpoint's bytes are damaged: the next attempt resumes from the version before it and finishes", async () => {
   const sql = h.database.sql;
   const first = h.startRunner();
-  const STEPS = 8;
+  // Enough steps that the poll below sees the run between two checkpoints long before its end (with
+  // 8 a fast machine could finish between two polls, and the wait never ended).
+  const STEPS = 40;
   const job = await h.submit(tinyPretrain(DATASET, { ...SMALL, maxSteps: STEPS, epochs: 40 }));
   // Two versions registered and training past the newest: then the runner dies without a word.
   await eventually(async () => {
     const [ck] = await sql`select count(*)::int as n, max(step)::int as step from checkpoints where job_id = ${job.id}`;
-    const [row] = await sql`select progress from jobs where id = ${job.id}`;
+    const [row] = await sql`select state, progress from jobs where id = ${job.id}`;
+    assert.ok(!finished(row as { state: string }), `the job ended (${row!.state}) before the runner could be killed between checkpoints`);
     return ck!.n >= 2 && (row?.progress?.step ?? 0) > ck!.step;
   }, 'two checkpoints and a step past them');
   first.signal('SIGKILL');
