@@ -3,7 +3,8 @@
  * prefix, clock) and starts nothing in the background: a test builds one per run, the server one
  * per process. Order of middleware: metrics → body limit → auth (an uncached key passes the auth
  * guard's limits before its Postgres lookup) → per-key rate limit → route (scope, schema).
- * `fastPath` serves the job read before all of it, with the same pieces (api/fastJobRead.ts).
+ * `fastPath` serves the job read and the job submission before all of it, with the same pieces
+ * (api/fastJobRead.ts, api/fastJobSubmit.ts).
  */
 import { KeyCache, authenticate } from './auth/middleware.js';
 import { AuthGuard } from './auth/guard.js';
@@ -15,6 +16,8 @@ import { createMetrics } from './metrics.js';
 import { bodyLimit } from './middleware/bodyLimit.js';
 import { RateLimiter, rateLimit } from './middleware/rateLimit.js';
 import { fastJobRead } from './fastJobRead.js';
+import { fastJobSubmit } from './fastJobSubmit.js';
+import { firstFastPath } from './fastPath.js';
 import { router } from './openapi.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
 import { datasetRoutes } from './routes/datasets.js';
@@ -86,8 +89,12 @@ export function createApp(deps: AppDeps, opts: { defaultMetrics?: boolean } = {}
   app.route('/dashboard', dashboardRoutes());
   app.get('/', (c) => c.redirect('/dashboard'));
 
-  // GET /v1/jobs/{id} on Node's objects, with the same key cache, limiter and histogram (api/httpServer.ts puts it in front).
-  const fastPath = fastJobRead({ sql: deps.sql, logger: deps.logger, keyCache, limiter, observe: metrics.observe });
+  // GET /v1/jobs/{id} and POST /v1/jobs on Node's objects, with the same key cache, limiter and histogram (api/httpServer.ts puts them in front).
+  const shared = { logger: deps.logger, keyCache, limiter, observe: metrics.observe };
+  const fastPath = firstFastPath(
+    fastJobRead({ ...shared, sql: deps.sql }),
+    fastJobSubmit({ ...shared, app: deps, maxBodyBytes: deps.config.API_MAX_BODY_BYTES }),
+  );
   return { app, metrics: metrics.registry, keyCache, liveStreams, fastPath };
 }
 

@@ -71,12 +71,19 @@ export function validationHook(
   c: Context,
 ) {
   if (result.success || !result.error) return;
-  const where = TARGET_NAMES[result.target] ?? 'body';
-  const details = issuesToDetails(result.error.issues, where);
-  const first = details[0];
-  const message = first ? `${first.path || where}: ${first.message}` : 'invalid request';
-  return c.json(errorBody('validation_failed', message, details), 400);
+  const failed = schemaFailed(result.error.issues, TARGET_NAMES[result.target] ?? 'body');
+  return c.json(errorBody(failed.code, failed.message, failed.details), 400);
 }
+
+/** A failed schema as the 400 every route answers: each field named, the first in the message. */
+export function schemaFailed(issues: readonly z.core.$ZodIssue[], where: NonNullable<ErrorDetail['in']>): ApiError {
+  const details = issuesToDetails(issues, where);
+  const first = details[0];
+  return new ApiError(400, 'validation_failed', first ? `${first.path || where}: ${first.message}` : 'invalid request', details);
+}
+
+/** What Hono's JSON validator throws for a body that does not parse (errorAnswer turns it into `malformed_json`). */
+export const malformedJson = () => new HTTPException(400, { message: 'Malformed JSON in request body' });
 
 /** The status, headers and JSON body an error is answered with (shared by app.onError and api/fastJobRead.ts). */
 export interface ErrorAnswer {

@@ -1,5 +1,6 @@
 /**
- * `GET /v1/jobs/{id}` served on Node's request and response, before @hono/node-server and Hono.
+ * `GET /v1/jobs/{id}` served on Node's request and response, before @hono/node-server and Hono
+ * (the pieces every fast path shares: api/fastPath.ts).
  *
  * Why: the read is the API's most frequent request, and through the generic stack it cost ~150 µs
  * of CPU against ~65 µs for a bare Hono route (BENCHMARKS.md): the WHATWG Request and Response
@@ -16,17 +17,14 @@
  * and is answered here: 200, 404 (no such job in the key's tenant), 429 or a backend error, with
  * the bodies and headers the generic route sends (test/integration/api/fastJobRead.test.ts).
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import { z } from '@hono/zod-openapi';
-import type { Logger } from '../common/logger.js';
 import type { Sql } from '../db/client.js';
 import { getTenantJobApiJson } from '../db/jobQueries.js';
 import type { KeyPrincipal } from '../db/apiKeys.js';
-import { bearerKey, type KeyCache } from './auth/middleware.js';
-import { hashApiKey } from './auth/keys.js';
-import { hasScope } from './auth/scopes.js';
 import { errorAnswer, notFound } from './errors.js';
-import type { RateLimiter, RateLimitState } from './middleware/rateLimit.js';
+import { countRequest, sendJson, vouchedPrincipal, type FastPath, type FastPathDeps } from './fastPath.js';
+import type { RateLimitState } from './middleware/rateLimit.js';
 
 const PREFIX = '/v1/jobs/';
 /** The route template the request histogram files these reads under (the generic route's `routePath`). */
@@ -34,16 +32,9 @@ export const JOB_READ_ROUTE = '/v1/jobs/:id';
 /** The schema of the generic route's `id` param (api/openapi.ts JobIdParam), compiled once. */
 const jobId = z.uuid();
 
-export interface FastJobReadDeps {
+export interface FastJobReadDeps extends FastPathDeps {
   sql: Sql;
-  logger: Logger;
-  keyCache: KeyCache;
-  limiter: RateLimiter;
-  observe: (method: string, route: string, status: number, seconds: number) => void;
 }
-
-/** A Node request listener's front: true when it answered the request, false to hand it to the app. */
-export type FastPath = (req: IncomingMessage, res: ServerResponse) => boolean;
 
 export function fastJobRead(deps: FastJobReadDeps): FastPath {
   return (req, res) => {
@@ -56,11 +47,8 @@ export function fastJobRead(deps: FastJobReadDeps): FastPath {
     if (id.length !== 36 || !jobId.safeParse(id).success) return false;
     const headers = req.headers;
     if (headers['content-length'] !== undefined || headers['transfer-encoding'] !== undefined) return false;
-    const authorization = headers.authorization;
-    const key = authorization === undefined ? undefined : bearerKey(authorization);
-    if (key === undefined) return false;
-    const principal = deps.keyCache.cachedValid(hashApiKey(key));
-    if (!principal || !hasScope(principal.scopes, 'jobs:read')) return false;
+    const principal = vouchedPrincipal(deps.keyCache, headers, 'jobs:read');
+    if (!principal) return false;
     void answer(deps, principal, id, res, performance.now());
     return true;
   };
@@ -70,34 +58,16 @@ async function answer(deps: FastJobReadDeps, principal: KeyPrincipal, id: string
   let status = 200;
   let limit: RateLimitState | undefined;
   try {
-    deps.keyCache.touch(principal.keyId);
-    const counted = deps.limiter.hit(principal.keyId);
-    limit = counted instanceof Promise ? await counted : counted;
+    limit = await countRequest(deps, principal);
     if (limit.exceeded) throw limit.exceeded;
     const text = await getTenantJobApiJson(deps.sql, principal.tenantId, id);
     if (text === undefined) throw notFound('job', id, 'id');
-    send(res, 200, limit, {}, text);
+    sendJson(res, 200, limit, {}, text);
   } catch (err) {
     const e = errorAnswer(err as Error, deps.logger, { method: 'GET', path: PREFIX + id });
     status = e.status;
-    send(res, status, limit, e.headers, JSON.stringify(e.body));
+    sendJson(res, status, limit, e.headers, JSON.stringify(e.body));
   } finally {
     deps.observe('GET', JOB_READ_ROUTE, status, (performance.now() - start) / 1000);
   }
-}
-
-/** Every answer carries the RateLimit-* headers once the request was counted, as the generic route's do. */
-function send(res: ServerResponse, status: number, limit: RateLimitState | undefined, extra: Record<string, string>, body: string): void {
-  if (res.headersSent || res.destroyed) return;
-  const headers: Record<string, string | number> = {};
-  if (limit) {
-    headers['RateLimit-Limit'] = limit.limit;
-    headers['RateLimit-Remaining'] = limit.remaining;
-    headers['RateLimit-Reset'] = limit.reset;
-  }
-  Object.assign(headers, extra);
-  headers['content-type'] = 'application/json';
-  headers['Content-Length'] = Buffer.byteLength(body);
-  res.writeHead(status, headers);
-  res.end(body);
 }

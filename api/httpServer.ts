@@ -5,7 +5,7 @@
 import { createServer, type RequestListener, type ServerOptions } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
-import type { FastPath } from './fastJobRead.js';
+import type { FastPath } from './fastPath.js';
 
 export interface ServableApp {
   app: { fetch: (request: Request, env?: unknown) => Response | Promise<Response> };

@@ -104,8 +104,8 @@ runMain(async () => {
     const title = `${new Date().toISOString()}, ${DUR} s per wrk run, wrk -t2, DATABASE_POOL_MAX=${base.DATABASE_POOL_MAX}, API roles ${roles}${apiRoot !== root ? `, API from ${apiRoot}` : ''}`;
 
     // Dispatch latency: POST → a BullMQ worker holding the job. One at a time, so it measures latency, not queueing.
-    if (!roles.includes('dispatcher')) {
-      console.log(`\n## API benchmark (${title}; no dispatcher, so no dispatch latency)`);
+    if (!roles.includes('dispatcher') || DISPATCH_N === 0) {
+      console.log(`\n## API benchmark (${title}; ${DISPATCH_N === 0 ? 'DISPATCH_N=0' : 'no dispatcher'}, so no dispatch latency)`);
       for (const r of rows) console.log(r);
       for (const r of ratios) console.log(`ratio ${r}`);
       return;

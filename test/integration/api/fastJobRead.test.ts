@@ -6,43 +6,13 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
-import { serve } from '@hono/node-server';
-import { serveApi } from '../../../api/httpServer.js';
 import { createHarness, pretrain, seedReadyDataset, type Harness } from './harness.js';
+import { comparable, fastPathServers, requestCount } from './fastPathServers.js';
 
-interface Answer {
-  status: number;
-  body: string;
-  headers: Record<string, string>;
-}
-
-/** Two servers on the app of `h`; `taken` counts the requests the fast path answered. */
+/** The two servers, reading with a key (or none). */
 async function servers(h: Harness) {
-  const counter = { taken: 0 };
-  const fast = serveApi({ app: h.app, fastPath: (req, res) => (h.fastPath(req, res) ? (counter.taken++, true) : false) }, { port: 0, hostname: '127.0.0.1' });
-  const generic = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' });
-  await Promise.all([fast, generic].map((s) => new Promise((r) => (s.listening ? r(null) : s.once('listening', r)))));
-  const base = (s: typeof fast) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
-  const get = async (server: typeof fast, path: string, key: string | null): Promise<Answer> => {
-    const res = await fetch(base(server) + path, { headers: key ? { authorization: `Bearer ${key}` } : {} });
-    const headers: Record<string, string> = {};
-    res.headers.forEach((v, k) => (headers[k] = v));
-    return { status: res.status, body: await res.text(), headers };
-  };
-  return {
-    counter,
-    fast: (path: string, key: string | null) => get(fast, path, key),
-    generic: (path: string, key: string | null) => get(generic, path, key),
-    close: () => Promise.all([fast, generic].map((s) => new Promise((r) => s.close(r)))),
-  };
-}
-
-/** What may differ between two answers a moment apart: the date, the rate-limit count, and the seconds to the next window. */
-function comparable(a: Answer) {
-  const { date: _date, 'ratelimit-remaining': _remaining, 'ratelimit-reset': _reset, 'retry-after': retryAfter, ...headers } = a.headers;
-  if (retryAfter !== undefined) headers['retry-after'] = retryAfter.replace(/\d+/, 'N');
-  return { status: a.status, body: a.body.replace(/retry in \d+ s/, 'retry in N s'), headers };
+  const s = await fastPathServers(h);
+  return { ...s, fast: (path: string, key: string | null) => s.fast(path, { key }), generic: (path: string, key: string | null) => s.generic(path, { key }) };
 }
 
 async function submit(h: Harness, key = h.keys.admin): Promise<string> {
@@ -115,11 +85,7 @@ describe('the fast job read', () => {
 
   test('reads are timed in the request histogram under the route template, whichever path serves them', async () => {
     const id = await submit(h);
-    const count = async (status: number) => {
-      const text = await (await h.app.request('/metrics')).text();
-      const line = text.split('\n').find((l) => l.startsWith('momentum_http_request_duration_seconds_count{') && l.includes('route="/v1/jobs/:id"') && l.includes(`status="${status}"`) && l.includes('method="GET"'));
-      return line ? Number(line.split(' ').at(-1)) : 0;
-    };
+    const count = (status: number) => requestCount(h, 'GET', '/v1/jobs/:id', status);
     const [ok, missing] = [await count(200), await count(404)];
     await s.fast(`/v1/jobs/${id}`, h.keys.admin);
     await s.fast(`/v1/jobs/${id}`, h.keys.admin);
