@@ -1,7 +1,8 @@
 /**
  * The transactional outbox dispatcher. Rows written in the same transaction as the change they
  * announce are claimed with `FOR UPDATE SKIP LOCKED` (so several API replicas share the work without
- * doing any row twice), moved on, and marked dispatched in that same transaction:
+ * doing any row twice), moved on, and deleted in that same transaction (the outbox holds pending
+ * rows only):
  *
  * - `job.enqueue` → the job's BullMQ queue with `jobId = job.id` (adding twice is harmless), unless
  *   the job was canceled meanwhile. A finished BullMQ job of the same id (a retry) is removed first.
@@ -11,7 +12,8 @@
  *
  * BullMQ is written before the transaction commits: a crash in between re-dispatches the row, which
  * the ids above make idempotent. For the same reason the pass commits without waiting for the WAL
- * flush (`synchronous_commit = off` for its transaction only): losing the mark costs a re-dispatch. Wakes on `wake()` (a request in this process wrote rows) and polls.
+ * flush (`synchronous_commit = off` for its transaction only): losing the delete costs a re-dispatch.
+ * Wakes on `wake()` (a request in this process wrote rows) and polls.
  * Wake-ups coalesce under load: when the previous pass moved more than one request's rows, the
  * next starts no sooner than `coalesceMs` after it, so one pass (one transaction, one BullMQ
  * round-trip) carries the rows of many requests. When requests come one at a time, a wake-up runs
@@ -187,7 +189,7 @@ export class OutboxDispatcher {
         select o.id, o.topic, o.payload, o.attempts, j.id as job_id, j.state as job_state, j.attempt as job_attempt, j.spec->'webhook' as job_webhook
         from outbox o
         left join jobs j on j.id = case when o.payload->>'jobId' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then (o.payload->>'jobId')::uuid end
-        where o.dispatched_at is null and (o.next_attempt_at is null or o.next_attempt_at <= now())
+        where o.next_attempt_at is null or o.next_attempt_at <= now()
         order by o.id limit ${this.batchSize}
         for update of o skip locked`;
       if (!rows.length) return 0;
@@ -209,7 +211,7 @@ export class OutboxDispatcher {
         try {
           if (row.topic === OUTBOX_TOPICS.enqueue) await this.enqueue(row.payload as EnqueueMessage, byId.get(row.payload.jobId)?.state);
           else if (row.topic === OUTBOX_TOPICS.event) await this.event(tx, row.id, row.payload as JobEventMessage, byId.get(row.payload.jobId)?.webhook ?? null);
-          else this.o.logger.warn({ outboxId: row.id, topic: row.topic }, 'outbox row of unknown topic; marking dispatched');
+          else this.o.logger.warn({ outboxId: row.id, topic: row.topic }, 'outbox row of unknown topic; dropping it');
           done.add(row.id);
         } catch (err) {
           this.o.logger.warn({ err, outboxId: row.id, topic: row.topic }, 'outbox row not dispatched; will retry');
@@ -220,7 +222,8 @@ export class OutboxDispatcher {
             where id = ${row.id}`;
         }
       }
-      if (done.size) await tx`update outbox set dispatched_at = now(), attempts = attempts + 1 where id = any(${[...done]}::bigint[])`;
+      // Handed on: gone (the outbox holds pending rows only, migration 0014).
+      if (done.size) await tx`delete from outbox where id = any(${[...done]}::bigint[])`;
       return rows.length;
     });
   }

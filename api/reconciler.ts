@@ -122,13 +122,13 @@ export class Reconciler {
       select j.id, j.tenant_id, j.type,
         exists (
           select 1 from outbox o
-          where o.dispatched_at is null and o.topic = ${OUTBOX_TOPICS.enqueue} and o.payload->>'jobId' = j.id::text) as stuck
+          where o.topic = ${OUTBOX_TOPICS.enqueue} and o.payload->>'jobId' = j.id::text) as stuck
       from jobs j
       where j.state in ('queued', 'requeued')
         and j.updated_at < now() - make_interval(secs => ${this.graceSecs})
         and not exists (
           select 1 from outbox o
-          where o.dispatched_at is null and o.topic = ${OUTBOX_TOPICS.enqueue} and o.payload->>'jobId' = j.id::text
+          where o.topic = ${OUTBOX_TOPICS.enqueue} and o.payload->>'jobId' = j.id::text
             and o.created_at >= now() - make_interval(secs => ${staleOutboxSecs}))
       order by j.updated_at
       limit ${this.o.batchSize ?? 1000}`;
@@ -144,13 +144,15 @@ export class Reconciler {
       }
       if (outcome === 'added') out.reenqueued.push(job.id);
       if (job.stuck) {
-        // The job is on its queue now: settle its stale rows (skipping one a dispatcher holds right now).
-        await this.o.sql`
-          update outbox set dispatched_at = now(), last_error = coalesce(last_error || '; ', '') || 'enqueued by the reconciler'
+        // The job is on its queue now: its stale rows are done (skipping one a dispatcher holds right now).
+        const settled = await this.o.sql<{ attempts: number; last_error: string | null }[]>`
+          delete from outbox
           where id in (
             select id from outbox
-            where dispatched_at is null and topic = ${OUTBOX_TOPICS.enqueue} and payload->>'jobId' = ${job.id}
-            for update skip locked)`;
+            where topic = ${OUTBOX_TOPICS.enqueue} and payload->>'jobId' = ${job.id}
+            for update skip locked)
+          returning attempts, last_error`;
+        this.o.logger.warn({ jobId: job.id, outboxRows: settled.length, lastError: settled[0]?.last_error, attempts: settled[0]?.attempts }, 'the reconciler enqueued a job its stale outbox row had not; the row is settled');
         out.recoveredFromOutbox.push(job.id);
       }
     }

@@ -100,7 +100,7 @@ runMain(async () => {
       }
     }
     const [{ n: created }] = (await database.sql`select count(*)::int as n from jobs`) as unknown as [{ n: number }];
-    const [{ n: pendingOutbox }] = (await database.sql`select count(*)::int as n from outbox where dispatched_at is null`) as unknown as [{ n: number }];
+    const [{ n: pendingOutbox }] = (await database.sql`select count(*)::int as n from outbox`) as unknown as [{ n: number }];
     const title = `${new Date().toISOString()}, ${DUR} s per wrk run, wrk -t2, DATABASE_POOL_MAX=${base.DATABASE_POOL_MAX}, API roles ${roles}${apiRoot !== root ? `, API from ${apiRoot}` : ''}`;
 
     // Dispatch latency: POST → a BullMQ worker holding the job. One at a time, so it measures latency, not queueing.

@@ -250,7 +250,7 @@ export const evaluations = pgTable(
   (t) => [uniqueIndex('evaluations_job_uq').on(t.jobId), index('evaluations_checkpoint_idx').on(t.checkpointId)],
 );
 
-/** Transactional outbox: written in the same transaction as the row it announces, then dispatched. */
+/** Transactional outbox: written in the same transaction as the row it announces; deleted by the pass that dispatches it. */
 export const outbox = pgTable(
   'outbox',
   {
@@ -258,13 +258,11 @@ export const outbox = pgTable(
     topic: text('topic').notNull(),
     payload: jsonb('payload').notNull(),
     createdAt: createdAt(),
-    dispatchedAt: timestamp('dispatched_at', { withTimezone: true }),
     attempts: integer('attempts').notNull().default(0),
     lastError: text('last_error'),
     /** A failed row is not claimed again before this (exponential, capped, jittered backoff). */
     nextAttemptAt: timestamp('next_attempt_at', { withTimezone: true }),
   },
-  (t) => [index('outbox_pending_idx').on(t.id).where(sql`${t.dispatchedAt} is null`)],
 );
 
 export const webhookDeliveries = pgTable(

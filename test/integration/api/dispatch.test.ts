@@ -49,7 +49,7 @@ describe('outbox dispatcher', () => {
     assert.ok(queued, 'on the train queue');
     assert.equal(queued!.id, job.id);
     assert.deepEqual(queued!.data, { jobId: job.id, tenantId: h.tenantA, type: 'pretrain' });
-    const pending = await h.database.sql`select count(*)::int as n from outbox where dispatched_at is null and payload->>'jobId' = ${job.id}`;
+    const pending = await h.database.sql`select count(*)::int as n from outbox where payload->>'jobId' = ${job.id}`;
     assert.equal(pending[0]!.n, 0);
 
     const connection = new Redis(h.config.REDIS_URL, { ...BULLMQ_CONNECTION_OPTIONS });
@@ -89,7 +89,7 @@ describe('outbox dispatcher', () => {
     assert.ok(again);
     assert.ok(['waiting', 'prioritized'].includes(await again!.getState()), await again!.getState());
     assert.ok(!again!.failedReason, 'a fresh copy, not the failed one');
-    const [outbox] = await h.database.sql`select count(*)::int as n from outbox where dispatched_at is null and payload->>'jobId' = ${job.id}`;
+    const [outbox] = await h.database.sql`select count(*)::int as n from outbox where payload->>'jobId' = ${job.id}`;
     assert.equal(outbox!.n, 0, 'the retry\'s enqueue row is done');
   });
 
@@ -98,26 +98,39 @@ describe('outbox dispatcher', () => {
     // With a webhook that wants job.queued, each submission writes both kinds of row (enqueue, event).
     const webhook = { url: 'http://127.0.0.1:9/hook', events: ['job.queued'] };
     for (let i = 0; i < 30; i++) ids.push((await submit(pretrain('fmnist', { webhook }))).id);
-    const replicas = [0, 1, 2].map(() => new OutboxDispatcher({ sql: h.database.sql, queues: h.deps.queues, logger, batchSize: 7 }));
-    await Promise.all(replicas.map(async (d) => { while ((await d.dispatchOnce()) > 0); }));
-    const rows = await h.database.sql`select attempts, dispatched_at from outbox where payload->>'jobId' = any(${ids})`;
-    assert.equal(rows.length, 60);
-    assert.ok(rows.every((r) => r.dispatched_at !== null && r.attempts === 1), 'each row claimed by exactly one dispatcher');
+    assert.equal((await h.database.sql`select id from outbox where payload->>'jobId' = any(${ids})`).length, 60);
+    // What the replicas hand on, counted where they hand it: each enqueue and each delivery exactly once.
+    const handedOn = new Map<string, number>();
+    const count = (id: string) => handedOn.set(id, (handedOn.get(id) ?? 0) + 1);
+    const { train, webhooks } = h.deps.queues;
+    const [addBulk, add] = [train.addBulk, webhooks.add];
+    train.addBulk = (jobs) => (jobs.forEach((j) => count(`train:${j.opts!.jobId}`)), addBulk.call(train, jobs));
+    webhooks.add = (name, data, opts) => (count(`delivery:${opts!.jobId}`), add.call(webhooks, name, data, opts));
+    try {
+      const replicas = [0, 1, 2].map(() => new OutboxDispatcher({ sql: h.database.sql, queues: h.deps.queues, logger, batchSize: 7 }));
+      await Promise.all(replicas.map(async (d) => { while ((await d.dispatchOnce()) > 0); }));
+    } finally {
+      [train.addBulk, webhooks.add] = [addBulk, add];
+    }
+    assert.equal((await h.database.sql`select id from outbox where payload->>'jobId' = any(${ids})`).length, 0, 'every row dispatched and gone');
+    assert.equal(handedOn.size, 60, 'an enqueue and a delivery per job');
+    assert.ok([...handedOn.values()].every((n) => n === 1), `each row handed on by exactly one dispatcher: ${JSON.stringify([...handedOn])}`);
     for (const id of ids) assert.ok(await h.deps.queues.train.getJob(id), id);
   });
 
   test('a pass whose commit was lost (it commits asynchronously) is dispatched again without a second queue job or delivery', async () => {
     const webhook = { url: 'http://127.0.0.1:9/hook', events: ['job.queued'] };
     const job = await submit(pretrain('fmnist', { webhook }));
+    const rows = await h.database.sql`select id, topic, payload, created_at from outbox where payload->>'jobId' = ${job.id}`;
+    assert.equal(rows.length, 2, 'enqueue and job.queued');
     while ((await dispatcher.dispatchOnce()) > 0);
     const first = await h.deps.queues.train.getJob(job.id);
     assert.ok(first);
     const trainCounts = await h.deps.queues.train.getJobCounts();
     const webhookCounts = await h.deps.queues.webhooks.getJobCounts();
-    // What a crash right after the pass's asynchronous commit can leave: its marks, and the delivery row, lost.
+    // What a crash right after the pass's asynchronous commit can leave: its deletes, and the delivery row, lost.
     await h.database.sql`delete from webhook_deliveries where job_id = ${job.id}`;
-    const lost = await h.database.sql`update outbox set dispatched_at = null where payload->>'jobId' = ${job.id} returning id`;
-    assert.equal(lost.length, 2, 'enqueue and job.queued');
+    for (const r of rows) await h.database.sql`insert into outbox (id, topic, payload, created_at) values (${r.id}, ${r.topic}, ${JSON.stringify(r.payload)}::jsonb, ${r.created_at})`;
     while ((await dispatcher.dispatchOnce()) > 0);
     assert.deepEqual(await h.deps.queues.train.getJobCounts(), trainCounts, 'no second train job');
     assert.equal((await h.deps.queues.train.getJob(job.id))!.timestamp, first!.timestamp, 'the same BullMQ job');
@@ -133,9 +146,8 @@ describe('outbox dispatcher', () => {
       returning id`) as unknown as { id: number }[];
     const job = await submit(pretrain('fmnist'));
     while ((await dispatcher.dispatchOnce()) > 0);
-    const rows = await h.database.sql`select id, dispatched_at from outbox where id = ${odd!.id} or payload->>'jobId' = ${job.id}`;
-    assert.equal(rows.length, 2);
-    assert.ok(rows.every((r) => r.dispatched_at !== null), JSON.stringify(rows));
+    const rows = await h.database.sql`select id from outbox where id = ${odd!.id} or payload->>'jobId' = ${job.id}`;
+    assert.equal(rows.length, 0, 'both dispatched and gone');
     assert.ok(await h.deps.queues.train.getJob(job.id));
   });
 

@@ -231,8 +231,8 @@ test('--roles: an http-only replica serves without dispatching; a dispatcher-onl
     const queue = new Queue(QUEUES.train, { connection: redis, prefix: queuePrefix });
     try {
       for (;;) {
-        const [outbox] = await database.sql`select dispatched_at from outbox where payload->>'jobId' = ${id} and topic = 'job.enqueue'`;
-        if (outbox?.dispatched_at && (await queue.getJob(id))) break;
+        const pending = await database.sql`select id from outbox where payload->>'jobId' = ${id} and topic = 'job.enqueue'`;
+        if (pending.length === 0 && (await queue.getJob(id))) break;
         await new Promise((r) => setTimeout(r, 100));
       }
     } finally {
