@@ -4,7 +4,8 @@
  * (../shared/baselines/api_ceiling/run.sh) in the same sitting, and the dispatch latency from POST
  * to a BullMQ worker picking the job up. Prints a table and ratios; asserts nothing.
  *
- * Env: CONC="8 32" DUR=8 (seconds per wrk run), DISPATCH_N=200, SKIP_CEILING=1, CEILING_DIR=<cache>,
+ * Env: CONC="8 32" DUR=8 (seconds per wrk run), BENCH_ROUNDS=3 (ceiling and API take turns; the ratio
+ * is the median of the rounds'), DISPATCH_N=200, SKIP_CEILING=1, CEILING_DIR=<cache>,
  * BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" (flags for the API process, e.g. to profile it),
  * BENCH_SKIP_READ=1 (submissions only: a profile of the write path alone), BENCH_API_ROOT=<another
  * checkout> (measure that checkout's API with this script: a before/after in one sitting).
@@ -27,13 +28,14 @@ import { apiRoot, createScratch, fmt, parseWrk, root, startApi, wrk as wrkFor, t
 const CONC = (process.env.CONC ?? '8 32').split(/\s+/).filter(Boolean).map(Number);
 const DUR = Number(process.env.DUR ?? 8);
 const DISPATCH_N = Number(process.env.DISPATCH_N ?? 200);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const PORT = Number(process.env.BENCH_PORT ?? 18788);
 const CEILING_PORT = 18787;
 
 const wrk = (args: string[], env: Record<string, string> = {}) => wrkFor(DUR, args, env);
 
-/** Runs the bare ceiling script and parses its sections. */
-function ceiling(databaseUrl: string): Map<string, WrkResult> {
+/** Runs the bare ceiling script at one concurrency and parses its sections. */
+function ceiling(databaseUrl: string, conc: number): Map<string, WrkResult> {
   const script = `${root}../shared/baselines/api_ceiling/run.sh`;
   if (!existsSync(script)) throw new UserFacingError(`ceiling script not found at ${script}`);
   const dir = process.env.CEILING_DIR ?? join(tmpdir(), 'momentum-api-ceiling');
@@ -43,7 +45,7 @@ function ceiling(databaseUrl: string): Map<string, WrkResult> {
   if (!existsSync(join(dir, 'node_modules'))) symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
   const r = spawnSync('bash', [script], {
     encoding: 'utf8',
-    env: { ...process.env, DATABASE_URL: databaseUrl, CONC: CONC.join(' '), DUR: String(DUR), PORT: String(CEILING_PORT), CEILING_DIR: dir },
+    env: { ...process.env, DATABASE_URL: databaseUrl, CONC: String(conc), DUR: String(DUR), PORT: String(CEILING_PORT), CEILING_DIR: dir },
     timeout: 15 * 60_000,
   });
   if (r.status !== 0) throw new Error(`ceiling run failed (${r.status}): ${r.stderr}\n${r.stdout}`);
@@ -55,21 +57,20 @@ function ceiling(databaseUrl: string): Map<string, WrkResult> {
   return out;
 }
 
+const median = (values: number[]) => pct(values, 50);
+
 function pct(values: number[], p: number): number {
   const s = [...values].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 }
 
 runMain(async () => {
-  parseCommandLine('npm run bench:api   (no options; env CONC, DUR, DISPATCH_N, SKIP_CEILING, CEILING_DIR, BENCH_ROLES, BENCH_SKIP_READ, BENCH_NODE_ARGS, BENCH_API_ROOT: see BENCHMARKS.md)', {});
+  parseCommandLine('npm run bench:api   (no options; env CONC, DUR, BENCH_ROUNDS, DISPATCH_N, SKIP_CEILING, CEILING_DIR, BENCH_ROLES, BENCH_SKIP_READ, BENCH_NODE_ARGS, BENCH_API_ROOT: see BENCHMARKS.md)', {});
   const base = loadConfig();
   const scratch = await createScratch(base);
   const { tag, key, prefix, redis, database } = scratch;
   let api: Awaited<ReturnType<typeof startApi>> | undefined;
   try {
-    // The ceiling first, in this sitting, on the same Postgres.
-    const ceil = process.env.SKIP_CEILING ? new Map<string, WrkResult>() : ceiling(scratch.databaseUrl);
-
     // The API as it runs in production: its own process, dispatcher, reconciler and webhook worker in it.
     // BENCH_ROLES=http measures the HTTP path alone (dispatcher elsewhere); the default is how a single replica runs.
     const roles = process.env.BENCH_ROLES ?? 'http,dispatcher,reconciler,webhooks';
@@ -81,27 +82,38 @@ runMain(async () => {
     const seedJob = ((await warm.json()) as { id: string }).id;
     wrkFor(2, ['-c8', '-s', `${root}bench/api-submit.lua`, `${url}`], { MOMENTUM_API_KEY: key, BENCH_RUN: `${tag}-warm` });
 
+    // The bare ceiling and the API take turns, per round and concurrency, on the same Postgres: a slow
+    // minute of this shared machine then falls on both sides, and the median of the rounds' ratios is the figure.
     const rows: string[] = [];
-    const ratios: string[] = [];
-    for (const c of CONC) {
-      const submit = wrk([`-c${c}`, '-s', `${root}bench/api-submit.lua`, url], { MOMENTUM_API_KEY: key, BENCH_RUN: `${tag}-${c}` });
-      const read = process.env.BENCH_SKIP_READ
-        ? { rps: NaN, p50ms: NaN, p99ms: NaN, non2xx: 0, requests: 0 }
-        : wrk([`-c${c}`, '-s', `${root}bench/api-read.lua`, `${url}/v1/jobs/${seedJob}`], { MOMENTUM_API_KEY: key });
-      const cPost = ceil.get(`POST /jobs c=${c}`);
-      const cGet = ceil.get(`GET /jobs/:id c=${c}`);
-      rows.push(`c=${String(c).padEnd(3)} submit  ${fmt(submit)}   | ceiling insert ${cPost ? fmt(cPost) : 'n/a'}`);
-      rows.push(`c=${String(c).padEnd(3)} read    ${fmt(read)}   | ceiling select ${cGet ? fmt(cGet) : 'n/a'}`);
-      if (cPost && cGet) {
-        ratios.push(
-          `c=${c}: submit/insert ${(submit.rps / cPost.rps).toFixed(2)}x (p99 ${(submit.p99ms / cPost.p99ms).toFixed(1)}x)   ` +
-            `read/select ${(read.rps / cGet.rps).toFixed(2)}x (p99 ${(read.p99ms / cGet.p99ms).toFixed(1)}x)`,
-        );
+    const samples = new Map(CONC.map((c) => [c, { submit: [] as number[], submitP99: [] as number[], read: [] as number[], readP99: [] as number[] }]));
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const c of CONC) {
+        const ceil = process.env.SKIP_CEILING ? new Map<string, WrkResult>() : ceiling(scratch.databaseUrl, c);
+        const submit = wrk([`-c${c}`, '-s', `${root}bench/api-submit.lua`, url], { MOMENTUM_API_KEY: key, BENCH_RUN: `${tag}-${round}-${c}` });
+        const read = process.env.BENCH_SKIP_READ
+          ? { rps: NaN, p50ms: NaN, p99ms: NaN, non2xx: 0, requests: 0 }
+          : wrk([`-c${c}`, '-s', `${root}bench/api-read.lua`, `${url}/v1/jobs/${seedJob}`], { MOMENTUM_API_KEY: key });
+        const cPost = ceil.get(`POST /jobs c=${c}`);
+        const cGet = ceil.get(`GET /jobs/:id c=${c}`);
+        const tagged = `round ${round} c=${String(c).padEnd(3)}`;
+        rows.push(`${tagged} submit  ${fmt(submit)}   | ceiling insert ${cPost ? fmt(cPost) : 'n/a'}`);
+        rows.push(`${tagged} read    ${fmt(read)}   | ceiling select ${cGet ? fmt(cGet) : 'n/a'}`);
+        if (cPost && cGet) {
+          const s = samples.get(c)!;
+          s.submit.push(submit.rps / cPost.rps);
+          s.submitP99.push(submit.p99ms / cPost.p99ms);
+          s.read.push(read.rps / cGet.rps);
+          s.readP99.push(read.p99ms / cGet.p99ms);
+        }
       }
     }
+    const span = (v: number[], digits: number) => `${median(v).toFixed(digits)}x` + (v.length > 1 ? ` [${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)}]` : '');
+    const ratios = [...samples]
+      .filter(([, s]) => s.submit.length > 0)
+      .map(([c, s]) => `c=${c} (median of ${s.submit.length} [range]): submit/insert ${span(s.submit, 2)} (p99 ${span(s.submitP99, 1)})   read/select ${span(s.read, 2)} (p99 ${span(s.readP99, 1)})`);
     const [{ n: created }] = (await database.sql`select count(*)::int as n from jobs`) as unknown as [{ n: number }];
     const [{ n: pendingOutbox }] = (await database.sql`select count(*)::int as n from outbox`) as unknown as [{ n: number }];
-    const title = `${new Date().toISOString()}, ${DUR} s per wrk run, wrk -t2, DATABASE_POOL_MAX=${base.DATABASE_POOL_MAX}, API roles ${roles}${apiRoot !== root ? `, API from ${apiRoot}` : ''}`;
+    const title = `${new Date().toISOString()}, ${ROUNDS} rounds, ${DUR} s per wrk run, wrk -t2, DATABASE_POOL_MAX=${base.DATABASE_POOL_MAX}, API roles ${roles}${apiRoot !== root ? `, API from ${apiRoot}` : ''}`;
 
     // Dispatch latency: POST → a BullMQ worker holding the job. One at a time, so it measures latency, not queueing.
     if (!roles.includes('dispatcher') || DISPATCH_N === 0) {
