@@ -58,7 +58,8 @@ async function answer(deps: FastJobReadDeps, principal: KeyPrincipal, id: string
   let status = 200;
   let limit: RateLimitState | undefined;
   try {
-    limit = await countRequest(deps, principal);
+    const counted = countRequest(deps, principal);
+    limit = counted instanceof Promise ? await counted : counted;
     if (limit.exceeded) throw limit.exceeded;
     const text = await getTenantJobApiJson(deps.sql, principal.tenantId, id);
     if (text === undefined) throw notFound('job', id, 'id');

@@ -70,7 +70,8 @@ async function answer(
   try {
     // The generic route reads the body first too (its body limit runs before authentication).
     const text = await readBodyText(req, deps.maxBodyBytes);
-    limit = await countRequest(deps, principal);
+    const counted = countRequest(deps, principal);
+    limit = counted instanceof Promise ? await counted : counted;
     if (limit.exceeded) throw limit.exceeded;
     let body: unknown;
     try {

@@ -49,11 +49,13 @@ export function vouchedPrincipal(keyCache: KeyCache, headers: IncomingHttpHeader
   return principal && hasScope(principal.scopes, scope) ? principal : undefined;
 }
 
-/** Counts the request against its key's rate limit (one count per key whichever path serves it). */
-export async function countRequest(deps: FastPathDeps, principal: KeyPrincipal): Promise<RateLimitState> {
+/**
+ * Counts the request against its key's rate limit (one count per key whichever path serves it). A
+ * promise only when Redis must be asked first: the caller awaits only then (no microtask per request).
+ */
+export function countRequest(deps: FastPathDeps, principal: KeyPrincipal): RateLimitState | Promise<RateLimitState> {
   deps.keyCache.touch(principal.keyId);
-  const counted = deps.limiter.hit(principal.keyId);
-  return counted instanceof Promise ? await counted : counted;
+  return deps.limiter.hit(principal.keyId);
 }
 
 /** A JSON answer; every answer carries the RateLimit-* headers once the request was counted, as the generic routes' do. */
