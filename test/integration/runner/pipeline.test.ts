@@ -125,8 +125,10 @@ test('a probe on latest evaluates the held-out split, records its accuracy and m
   // The first evaluation of the job makes its checkpoint `best`.
   const best = await h.api('GET', `/v1/jobs/${job.id}/checkpoints/best`);
   assert.equal(best.body.version, 4);
-  const [outbox] = await sql`select count(*)::int as n from outbox where topic = 'job.event' and payload->>'event' = 'evaluation.completed' and payload->>'jobId' = ${probe.id}`;
-  assert.equal(outbox.n, 1);
+  // Announced: the evaluation event is written in the transaction of its outbox message (db/runs.ts;
+  // the message itself is test/integration/db/runs.test.ts's, as this harness's dispatcher deletes it once sent).
+  const [announced] = await sql`select count(*)::int as n from job_events where job_id = ${probe.id} and kind = 'evaluation'`;
+  assert.equal(announced.n, 1);
   // Both baselines beside the result, same protocol, stored and served.
   assert.deepEqual(Object.keys(evaluation.subjects).sort(), ['model', 'random_init', 'raw_pixels']);
   assert.equal(evaluation.subjects.model.linear.top1, evaluation.top1);

@@ -99,8 +99,8 @@ test('jobs submitted through both APIs each run exactly once, to completion, on 
     const [{ n }] = (await sql`select count(*)::int as n from outbox`) as unknown as [{ n: number }];
     return n === 0;
   }, 'the two dispatchers to leave no outbox row behind');
-  const [{ n: twice }] = (await sql`select count(*)::int as n from outbox where attempts <> 1`) as unknown as [{ n: number }];
-  assert.equal(twice, 0, 'each outbox row dispatched once, by one of the two');
+  // That each row is handed on by exactly one dispatcher is test/integration/api/dispatch.test.ts's
+  // (three dispatchers on one outbox, every enqueue and delivery counted where it is made).
   for (const id of ids) {
     const starts = runners.map((r) => lines(r, id, 'attempt started').length);
     assert.equal(starts[0]! + starts[1]!, 1, `job ${id} started on exactly one runner (per runner: ${starts.join(', ')})`);
