@@ -85,7 +85,7 @@ export function schemaFailed(issues: readonly z.core.$ZodIssue[], where: NonNull
 /** What Hono's JSON validator throws for a body that does not parse (errorAnswer turns it into `malformed_json`). */
 export const malformedJson = () => new HTTPException(400, { message: 'Malformed JSON in request body' });
 
-/** The status, headers and JSON body an error is answered with (shared by app.onError and api/fastJobRead.ts). */
+/** The status, headers and JSON body an error is answered with (shared by app.onError and the fast paths, api/fastPath.ts). */
 export interface ErrorAnswer {
   status: ContentfulStatusCode;
   headers: Record<string, string>;

@@ -36,7 +36,8 @@ import { BULLMQ_CONNECTION_OPTIONS, QUEUES } from '../../contracts/queues.js';
 import { baseConfig, createTestDatabase, createTestStorage, removeQueueKeys, testConfig, uniqueName } from '../support/services.js';
 import { startPrivatePostgres, startPrivateRedis, startPrivateS3 } from '../support/privateServices.js';
 
-const log = createLogger('silent');
+// Errors only: a passing run logs none, and a 500 where a 503 was expected then shows its cause (FAULT_LOG=warn for more).
+const log = createLogger(process.env.FAULT_LOG ?? 'error');
 const TRIALS = Number(process.env.FAULT_TRIALS ?? 2);
 const RUNNER_TRIALS = Number(process.env.FAULT_RUNNER_TRIALS ?? 1);
 
@@ -122,6 +123,8 @@ describe('delivery faults', () => {
     const queues = createQueues(config, redis);
     const deps: AppDeps = { config, db: database.db, sql: database.sql, storage: bucket.storage, redis, queues, logger: log, webhookSigningKey: 'k'.repeat(20) };
     const { app } = createApp(deps);
+    // Closed in `finally` too: a failed assertion must not leave its retry timer holding the file open (CI waited 600 s).
+    let openWriter: MetricsWriter | undefined;
     try {
       const tenant = await ensureTenant(database.db, 'faults');
       const key = generateApiKey();
@@ -139,6 +142,7 @@ describe('delivery faults', () => {
         const [job] = await database.sql`select id from jobs where id = ${ids.at(-1)!}`;
         assert.ok(await transitionJob(database.db, job!.id, { from: ['queued'], to: 'running', patch: { attempt: 1 } }));
         const writer = new MetricsWriter({ db: database.db, jobId: job!.id, attempt: 1, log, flushIntervalMs: 60_000 });
+        openWriter = writer;
         for (let s = 0; s < 10; s++) writer.add({ step: s, loss: 1 / (s + 1) } as never);
 
         await pg.stop();
@@ -172,6 +176,7 @@ describe('delivery faults', () => {
       assert.equal(row.dataLost, 0, 'every job answered 201 exists');
     } finally {
       table.push(row);
+      await openWriter?.close().catch(() => {});
       await closeQueues(queues);
       await removeQueueKeys(redis, config.QUEUE_PREFIX);
       redis.disconnect();
