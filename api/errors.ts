@@ -7,6 +7,7 @@ import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { z } from 'zod';
+import { errorCodes } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { rememberKnownFields, unknownFieldMessage } from './fieldSuggestions.js';
 
@@ -112,7 +113,7 @@ export function errorAnswer(err: Error, logger: Logger, request: { method: strin
   }
   if (isBackendUnavailable(err)) {
     // Postgres restarting, failing over or unreachable: nothing was applied; the client retries.
-    logger.warn({ err: err.message, code: (err as { code?: string }).code, path: request.path }, 'a backend is unavailable');
+    logger.warn({ err: err.message, codes: errorCodes(err), path: request.path }, 'a backend is unavailable');
     return answer(503, errorBody('unavailable', 'a backend service is briefly unavailable; the request was not applied, retry it'), { 'Retry-After': '2' });
   }
   logger.error({ err, method: request.method, path: request.path }, 'unhandled error');
@@ -128,12 +129,11 @@ export function errorHandler(logger: Logger) {
   };
 }
 
-/** Connection-level failures of Postgres (and the socket errors under them), and Redis calls past their deadline: the service, not the request. */
+/** Connection-level failures of Postgres (and the socket errors under them), and Redis calls past their deadline: the service, not the request. Also when wrapped (drizzle's DrizzleQueryError). */
 const UNAVAILABLE_CODES = new Set(['REDIS_TIMEOUT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
 
 export function isBackendUnavailable(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code;
-  return typeof code === 'string' && UNAVAILABLE_CODES.has(code);
+  return errorCodes(err).some((code) => UNAVAILABLE_CODES.has(code));
 }
 
 function httpCode(status: number): string {

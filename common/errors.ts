@@ -27,3 +27,17 @@ export function runMain(main: () => Promise<unknown>): void {
     process.exit(1);
   });
 }
+
+/**
+ * The `code`s of an error and of the errors under it (`cause`, a few levels). drizzle wraps the
+ * driver's error in a DrizzleQueryError whose `cause` carries Postgres's code (`23505`,
+ * `CONNECTION_CLOSED`): a check of the outer error alone misses it.
+ */
+export function errorCodes(err: unknown): string[] {
+  const codes: string[] = [];
+  for (let e = err, depth = 0; e && typeof e === 'object' && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string') codes.push(code);
+  }
+  return codes;
+}

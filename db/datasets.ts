@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { and, asc, desc, eq, inArray, lt, notInArray, sql } from 'drizzle-orm';
 import type { Db } from './client.js';
+import { errorCodes } from '../common/errors.js';
 import { datasetVersions, datasets, jobEvents, jobs, outbox, type DatasetVersionState } from './schema.js';
 import type { JobRow } from './jobs.js';
 import { OUTBOX_TOPICS, type EnqueueMessage } from '../contracts/outbox.js';
@@ -12,7 +13,8 @@ export type DatasetRow = typeof datasets.$inferSelect;
 export type DatasetVersionRow = typeof datasetVersions.$inferSelect;
 
 const UNIQUE_VIOLATION = '23505';
-const isUniqueViolation = (err: unknown) => (err as { code?: string })?.code === UNIQUE_VIOLATION;
+/** Also under drizzle's DrizzleQueryError, which carries the driver's error as its cause. */
+const isUniqueViolation = (err: unknown) => errorCodes(err).includes(UNIQUE_VIOLATION);
 
 /** Creates a dataset; undefined when the tenant already has one of that name. */
 export async function createDataset(db: Db, tenantId: string, name: string, description: string | null): Promise<DatasetRow | undefined> {
