@@ -3,6 +3,7 @@
  * route: `fast` has the app's fast paths in front (api/httpServer.ts), `generic` has none.
  * `counter.taken` counts the requests a fast path answered.
  */
+import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { serveApi } from '../../../api/httpServer.js';
@@ -60,4 +61,23 @@ export async function requestCount(h: Harness, method: string, route: string, st
     .split('\n')
     .find((l) => l.startsWith('momentum_http_request_duration_seconds_count{') && l.includes(`route="${route}"`) && l.includes(`status="${status}"`) && l.includes(`method="${method}"`));
   return line ? Number(line.split(' ').at(-1)) : 0;
+}
+
+/**
+ * With `API_RATE_LIMIT_PER_MINUTE: 5`: five requests alternating between the two paths count down
+ * one budget per key (RateLimit-Remaining 4 … 0), and the sixth, taken by the fast path, is its 429,
+ * answered as the generic route answers it. `call` makes a fresh request each time.
+ */
+export async function assertOneRateLimitAcrossPaths(s: Awaited<ReturnType<typeof fastPathServers>>, path: string, call: () => Call): Promise<void> {
+  const remaining: string[] = [];
+  for (const send of [s.generic, s.fast, s.generic, s.fast, s.fast]) remaining.push((await send(path, call())).headers['ratelimit-remaining']!);
+  assert.deepEqual(remaining, ['4', '3', '2', '1', '0']);
+  const before = s.counter.taken;
+  const fast = await s.fast(path, call());
+  assert.equal(s.counter.taken, before + 1, 'the sixth request is the fast path\'s');
+  const generic = await s.generic(path, call());
+  assert.equal(fast.status, 429);
+  assert.match(fast.headers['retry-after'] ?? '', /^\d+$/);
+  assert.equal(fast.headers['ratelimit-remaining'], '0');
+  assert.deepEqual(comparable(fast), comparable(generic));
 }
