@@ -61,9 +61,9 @@ async function answer(deps: FastJobReadDeps, principal: KeyPrincipal, id: string
     const counted = countRequest(deps, principal);
     limit = counted instanceof Promise ? await counted : counted;
     if (limit.exceeded) throw limit.exceeded;
-    const text = await getTenantJobApiJson(deps.sql, principal.tenantId, id);
-    if (text === undefined) throw notFound('job', id, 'id');
-    sendJson(res, 200, limit, {}, text);
+    const json = await getTenantJobApiJson(deps.sql, principal.tenantId, id);
+    if (json === undefined) throw notFound('job', id, 'id');
+    sendJson(res, 200, limit, {}, json);
   } catch (err) {
     const e = errorAnswer(err as Error, deps.logger, { method: 'GET', path: PREFIX + id });
     status = e.status;

@@ -59,7 +59,7 @@ export function countRequest(deps: FastPathDeps, principal: KeyPrincipal): RateL
 }
 
 /** A JSON answer; every answer carries the RateLimit-* headers once the request was counted, as the generic routes' do. */
-export function sendJson(res: ServerResponse, status: number, limit: RateLimitState | undefined, extra: Record<string, string>, body: string): void {
+export function sendJson(res: ServerResponse, status: number, limit: RateLimitState | undefined, extra: Record<string, string>, body: string | Buffer): void {
   if (res.headersSent || res.destroyed) return;
   const headers: Record<string, string | number> = {};
   if (limit) {

@@ -29,7 +29,7 @@ export interface Submitted {
   jobId: string;
   /**
    * The job as the API answers it (api/serialize.ts jobJson), as JSON text. A new job's comes from
-   * Postgres with the insert (JOB_API_JSON), so the hot path neither parses the row nor writes it
+   * Postgres with the insert (`job_api_json`, migration 0015), so the hot path neither parses the row nor writes it
    * out again; test/integration/api/jobJson.test.ts holds both renderings equal.
    */
   json: string;

@@ -7,8 +7,9 @@
  * Env: CONC="8 32" DUR=8 (seconds per wrk run), BENCH_ROUNDS=3 (ceiling and API take turns; the ratio
  * is the median of the rounds'), DISPATCH_N=200, SKIP_CEILING=1, CEILING_DIR=<cache>,
  * BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" (flags for the API process, e.g. to profile it),
- * BENCH_SKIP_READ=1 (submissions only: a profile of the write path alone), BENCH_API_ROOT=<another
- * checkout> (measure that checkout's API with this script: a before/after in one sitting).
+ * BENCH_SKIP_READ=1 (submissions only: a profile of the write path alone), BENCH_SKIP_SUBMIT=1 (reads
+ * only), BENCH_API_ROOT=<another checkout> (measure that checkout's API with this script: a
+ * before/after in one sitting).
  * Uses a scratch database, bucket and queue prefix of its own, removed at the end. Two API processes
  * side by side: bench/api-pair.ts (`npm run bench:api-pair`).
  */
@@ -23,7 +24,7 @@ import { loadConfig } from '../common/config.js';
 import { parseCommandLine } from '../common/commandLine.js';
 import { runMain, UserFacingError } from '../common/errors.js';
 import { BULLMQ_CONNECTION_OPTIONS, QUEUES } from '../contracts/queues.js';
-import { apiRoot, createScratch, fmt, parseWrk, root, startApi, wrk as wrkFor, type WrkResult } from './apiSupport.js';
+import { apiRoot, cpuPerRequest, createScratch, fmt, parseWrk, root, startApi, wrk as wrkFor, type WrkResult } from './apiSupport.js';
 
 const CONC = (process.env.CONC ?? '8 32').split(/\s+/).filter(Boolean).map(Number);
 const DUR = Number(process.env.DUR ?? 8);
@@ -65,7 +66,7 @@ function pct(values: number[], p: number): number {
 }
 
 runMain(async () => {
-  parseCommandLine('npm run bench:api   (no options; env CONC, DUR, BENCH_ROUNDS, DISPATCH_N, SKIP_CEILING, CEILING_DIR, BENCH_ROLES, BENCH_SKIP_READ, BENCH_NODE_ARGS, BENCH_API_ROOT: see BENCHMARKS.md)', {});
+  parseCommandLine('npm run bench:api   (no options; env CONC, DUR, BENCH_ROUNDS, DISPATCH_N, SKIP_CEILING, CEILING_DIR, BENCH_ROLES, BENCH_SKIP_READ, BENCH_SKIP_SUBMIT, BENCH_NODE_ARGS, BENCH_API_ROOT: see BENCHMARKS.md)', {});
   const base = loadConfig();
   const scratch = await createScratch(base);
   const { tag, key, prefix, redis, database } = scratch;
@@ -89,10 +90,14 @@ runMain(async () => {
     for (let round = 1; round <= ROUNDS; round++) {
       for (const c of CONC) {
         const ceil = process.env.SKIP_CEILING ? new Map<string, WrkResult>() : ceiling(scratch.databaseUrl, c);
-        const submit = wrk([`-c${c}`, '-s', `${root}bench/api-submit.lua`, url], { MOMENTUM_API_KEY: key, BENCH_RUN: `${tag}-${round}-${c}` });
+        const skipped: WrkResult = { rps: NaN, p50ms: NaN, p99ms: NaN, non2xx: 0, requests: 0 };
+        const pid = api.child.pid;
+        const submit = process.env.BENCH_SKIP_SUBMIT
+          ? skipped
+          : cpuPerRequest(pid, () => wrk([`-c${c}`, '-s', `${root}bench/api-submit.lua`, url], { MOMENTUM_API_KEY: key, BENCH_RUN: `${tag}-${round}-${c}` }));
         const read = process.env.BENCH_SKIP_READ
-          ? { rps: NaN, p50ms: NaN, p99ms: NaN, non2xx: 0, requests: 0 }
-          : wrk([`-c${c}`, '-s', `${root}bench/api-read.lua`, `${url}/v1/jobs/${seedJob}`], { MOMENTUM_API_KEY: key });
+          ? skipped
+          : cpuPerRequest(pid, () => wrk([`-c${c}`, '-s', `${root}bench/api-read.lua`, `${url}/v1/jobs/${seedJob}`], { MOMENTUM_API_KEY: key }));
         const cPost = ceil.get(`POST /jobs c=${c}`);
         const cGet = ceil.get(`GET /jobs/:id c=${c}`);
         const tagged = `round ${round} c=${String(c).padEnd(3)}`;

@@ -3,6 +3,7 @@
  * scratch world (database, bucket, queue prefix, tenant, admin key, a ready `fmnist@1`) removed at
  * the end, and API processes started as they run in production.
  */
+import { readFileSync, readdirSync } from 'node:fs';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
@@ -54,6 +55,45 @@ function wrkArgs(durationS: number, args: string[]): string[] {
   return [`-t${Math.min(2, connections)}`, `-d${durationS}s`, '--latency', ...args];
 }
 
+const clockTicks = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+
+/** CPU seconds (user + system) a process has used so far, from /proc; NaN where there is no /proc. */
+function processCpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+  } catch {
+    return NaN;
+  }
+}
+
+/** The CPU seconds used so far by Postgres's processes (server and backends), from /proc. */
+function postgresCpuSeconds(): number {
+  let total = 0;
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('postgres')) total += processCpuSeconds(Number(pid));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return total;
+}
+
+/**
+ * The CPU per request of a load run, API process and Postgres apart, in µs: steadier than req/s on a
+ * shared machine (a slow minute stretches the run, not the work per request), so the figure to
+ * compare two versions by. NaN where there is no /proc.
+ */
+export function cpuPerRequest<T extends WrkResult>(apiPid: number | undefined, run: () => T): T & { apiUs: number; postgresUs: number } {
+  const before = { api: apiPid === undefined ? NaN : processCpuSeconds(apiPid), pg: postgresCpuSeconds() };
+  const result = run();
+  const apiUs = ((processCpuSeconds(apiPid ?? -1) - before.api) / result.requests) * 1e6;
+  const postgresUs = ((postgresCpuSeconds() - before.pg) / result.requests) * 1e6;
+  return { ...result, apiUs, postgresUs };
+}
+
 export function wrk(durationS: number, args: string[], env: Record<string, string> = {}): WrkResult {
   const r = spawnSync('wrk', wrkArgs(durationS, args), { encoding: 'utf8', env: { ...process.env, ...env } });
   if (r.error || r.status !== 0) throw new Error(`wrk failed (is it installed? apt-get install wrk): ${r.error?.message ?? r.stderr}`);
@@ -78,8 +118,10 @@ export async function wrkTogether(durationS: number, runs: { args: string[]; env
   );
 }
 
-export const fmt = (r: WrkResult) =>
-  `${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50ms.toFixed(2).padStart(6)} ms  p99 ${r.p99ms.toFixed(2).padStart(7)} ms${r.non2xx ? `  (${r.non2xx} non-2xx!)` : ''}`;
+export const fmt = (r: WrkResult & { apiUs?: number; postgresUs?: number }) =>
+  `${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50ms.toFixed(2).padStart(6)} ms  p99 ${r.p99ms.toFixed(2).padStart(7)} ms` +
+  (r.apiUs === undefined ? '' : `  CPU/req: API ${r.apiUs.toFixed(0).padStart(4)} µs, Postgres ${r.postgresUs!.toFixed(0).padStart(4)} µs`) +
+  (r.non2xx ? `  (${r.non2xx} non-2xx!)` : '');
 
 export async function waitForHttp(url: string, child: ChildProcess, timeoutMs = 240_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -44,7 +44,7 @@ export interface TenantUsage {
 }
 
 export type InsertJobResult =
-  /** `apiJson`: the new job as the API answers it (JOB_API_JSON), built by Postgres as text. */
+  /** `apiJson`: the new job as the API answers it, built by Postgres as text (`job_api_json`, migration 0015). */
   | { outcome: 'created'; jobId: string; apiJson: string; usage: TenantUsage }
   /** The Idempotency-Key was used before: the earlier job (compare its requestHash). */
   | { outcome: 'existing'; job: JobRow; usage: TenantUsage }
@@ -82,25 +82,6 @@ export function jobFromJson(r: Record<string, any>): JobRow {
     finishedAt: date(r.finished_at),
   };
 }
-
-/** An ISO 8601 UTC timestamp to the millisecond, as Date.toISOString() writes it (both truncate microseconds). */
-const isoSql = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
-
-/**
- * The API's JSON of a job (api/serialize.ts jobJson), built by Postgres as text: the hot read path
- * then neither parses the row's JSON (the spec with its defaults is most of it) nor writes it again.
- * test/integration/api/jobJson.test.ts holds the two renderings equal.
- */
-const JOB_API_JSON = `json_build_object(
-    'id', j.id, 'type', j.type, 'state', j.state, 'spec', j.spec,
-    'dataset', case when jsonb_typeof(j.spec->'dataset') = 'string' then j.spec->>'dataset' end,
-    'datasetVersionId', j.dataset_version_id,
-    'labels', coalesce(nullif(j.spec->'labels', 'null'::jsonb), '{}'::jsonb),
-    'attempt', j.attempt, 'cancelRequested', j.cancel_requested, 'parentJobId', j.parent_job_id,
-    'progress', j.progress, 'runtime', j.runtime, 'result', j.result, 'error', j.error,
-    'createdAt', ${isoSql('j.created_at')}, 'updatedAt', ${isoSql('j.updated_at')},
-    'startedAt', ${isoSql('j.started_at')}, 'finishedAt', ${isoSql('j.finished_at')}
-  )::text`;
 
 /**
  * Inserts the job, its first event and its outbox rows in one statement, after resolving its dataset
@@ -151,7 +132,7 @@ export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult>
       select ${OUTBOX_TOPICS.event}, jsonb_build_object('jobId', id, 'event', 'job.queued', 'at', now(), 'data', jsonb_build_object('reason', 'submitted', 'attempt', 0))
       from j where ${job.announceQueued}::boolean
     )
-    select (select ${sql.unsafe(JOB_API_JSON)} from j) as job_json, exists (select 1 from dv) as dataset_found,
+    select (select job_api_json(j::jobs) from j) as job_json, exists (select 1 from dv) as dataset_found,
            usage.active_jobs, usage.stored_bytes::text as stored_bytes
     from usage`;
   const usage: TenantUsage = { activeJobs: row!.active_jobs, storedBytes: row!.stored_bytes === null ? null : Number(row!.stored_bytes) };
@@ -176,10 +157,13 @@ export async function findJobByIdempotencyKey(sql: Sql, tenantId: string, key: s
 }
 
 
-/** One job of the tenant as the API's JSON text (GET /v1/jobs/{id}), or undefined. */
-export async function getTenantJobApiJson(sql: Sql, tenantId: string, jobId: string): Promise<string | undefined> {
-  const [row] = await sql<{ json: string }[]>`select ${sql.unsafe(JOB_API_JSON)} as json from jobs j where j.id = ${jobId} and j.tenant_id = ${tenantId}`;
-  return row?.json;
+/**
+ * One job of the tenant as the API's JSON (GET /v1/jobs/{id}), or undefined: the UTF-8 bytes
+ * Postgres sent (`.raw()`), answered as they are, with no decode into a string and encode back.
+ */
+export async function getTenantJobApiJson(sql: Sql, tenantId: string, jobId: string): Promise<Buffer | undefined> {
+  const [row] = await sql`select job_api_json(j) from jobs j where j.id = ${jobId} and j.tenant_id = ${tenantId}`.raw();
+  return row?.[0] ?? undefined;
 }
 
 /** One job of the tenant (prepared statement: this is the hot read path). */

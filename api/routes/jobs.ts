@@ -212,10 +212,10 @@ export function jobRoutes(deps: AppDeps) {
 
   app.openapi(getRoute, async (c) => {
     const { id } = c.req.valid('param');
-    // The JSON comes from Postgres as text (db/jobQueries.ts): no parse and re-serialisation of the spec per read.
-    const text = await getTenantJobApiJson(deps.sql, c.get('principal').tenantId, id);
-    if (text === undefined) throw notFound('job', id, 'id');
-    return c.body(text, 200, { 'Content-Type': 'application/json' }) as never;
+    // The JSON comes from Postgres as bytes (db/jobQueries.ts): no parse and re-serialisation of the spec per read.
+    const json = await getTenantJobApiJson(deps.sql, c.get('principal').tenantId, id);
+    if (json === undefined) throw notFound('job', id, 'id');
+    return c.body(json as Uint8Array<ArrayBuffer>, 200, { 'Content-Type': 'application/json' }) as never; // a socket's bytes: never shared memory
   });
 
   app.openapi(cancelRoute, async (c) => {

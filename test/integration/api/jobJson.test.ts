@@ -43,7 +43,7 @@ test('the JSON Postgres builds equals the JSON the API writes, for jobs in every
 
   for (const [name, id] of Object.entries(ids)) {
     const fromJs = JSON.parse(JSON.stringify(jobJson((await getTenantJob(sql, h.tenantA, id))!)));
-    const fromSql = JSON.parse((await getTenantJobApiJson(sql, h.tenantA, id))!);
+    const fromSql = JSON.parse((await getTenantJobApiJson(sql, h.tenantA, id))!.toString('utf8'));
     assert.deepEqual(fromSql, fromJs, name);
     const res = await h.request('GET', `/v1/jobs/${id}`);
     assert.equal(res.status, 200);
