@@ -1,11 +1,12 @@
 /**
  * `npm run bench:api`: job submission and job read through the whole API (auth, rate limit,
  * validation, idempotency, outbox) with wrk, side by side with the bare Hono + postgres.js ceiling
- * (../shared/baselines/api_ceiling/run.sh) in the same sitting, and the dispatch latency from POST
- * to a BullMQ worker picking the job up. Prints a table and ratios; asserts nothing.
+ * (../shared/baselines/api_ceiling: its server, with its run.sh's wrk arguments) in the same sitting,
+ * and the dispatch latency from POST to a BullMQ worker picking the job up. Prints a table, the
+ * ratios of throughput, p99 and CPU per request (API + Postgres processes, from /proc); asserts nothing.
  *
- * Env: CONC="8 32" DUR=8 (seconds per wrk run), BENCH_ROUNDS=3 (ceiling and API take turns; the ratio
- * is the median of the rounds'), DISPATCH_N=200, SKIP_CEILING=1, CEILING_DIR=<cache>,
+ * Env: CONC="8 32" DUR=8 (seconds per wrk run), BENCH_ROUNDS=3 (each API run beside its ceiling run;
+ * the ratio is the median of the rounds'), DISPATCH_N=200, SKIP_CEILING=1, CEILING_DIR=<cache>,
  * BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" (flags for the API process, e.g. to profile it),
  * BENCH_SKIP_READ=1 (submissions only: a profile of the write path alone), BENCH_SKIP_SUBMIT=1 (reads
  * only), BENCH_API_ROOT=<another checkout> (measure that checkout's API with this script: a
@@ -14,17 +15,17 @@
  * side by side: bench/api-pair.ts (`npm run bench:api-pair`).
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, symlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../common/config.js';
 import { parseCommandLine } from '../common/commandLine.js';
 import { runMain, UserFacingError } from '../common/errors.js';
 import { BULLMQ_CONNECTION_OPTIONS, QUEUES } from '../contracts/queues.js';
-import { apiRoot, cpuPerRequest, createScratch, fmt, parseWrk, root, startApi, wrk as wrkFor, type WrkResult } from './apiSupport.js';
+import { apiRoot, cpuPerRequest, createScratch, fmt, root, startApi, wrk as wrkFor } from './apiSupport.js';
 
 const CONC = (process.env.CONC ?? '8 32').split(/\s+/).filter(Boolean).map(Number);
 const DUR = Number(process.env.DUR ?? 8);
@@ -35,27 +36,50 @@ const CEILING_PORT = 18787;
 
 const wrk = (args: string[], env: Record<string, string> = {}) => wrkFor(DUR, args, env);
 
-/** Runs the bare ceiling script at one concurrency and parses its sections. */
-function ceiling(databaseUrl: string, conc: number): Map<string, WrkResult> {
-  const script = `${root}../shared/baselines/api_ceiling/run.sh`;
-  if (!existsSync(script)) throw new UserFacingError(`ceiling script not found at ${script}`);
+/**
+ * The bare ceiling (../shared/baselines/api_ceiling): its `server.mjs` started as its `run.sh` starts
+ * it, on this run's database, and wrk with `run.sh`'s arguments. Kept up for the whole run (run.sh
+ * starts it anew per concurrency), so that each of its runs can sit right beside the API's run it is
+ * compared with: on this shared machine the speed of both moves by tens of percent within a minute.
+ */
+async function startCeiling(databaseUrl: string) {
+  const source = `${root}../shared/baselines/api_ceiling`;
+  if (!existsSync(`${source}/server.mjs`)) throw new UserFacingError(`ceiling server not found at ${source}/server.mjs`);
   const dir = process.env.CEILING_DIR ?? join(tmpdir(), 'momentum-api-ceiling');
   // The ceiling runs on this project's hono, @hono/node-server and postgres (no install, no network):
   // the comparison is then between the two programs, not between library versions.
   mkdirSync(dir, { recursive: true });
   if (!existsSync(join(dir, 'node_modules'))) symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
-  const r = spawnSync('bash', [script], {
-    encoding: 'utf8',
-    env: { ...process.env, DATABASE_URL: databaseUrl, CONC: String(conc), DUR: String(DUR), PORT: String(CEILING_PORT), CEILING_DIR: dir },
-    timeout: 15 * 60_000,
+  for (const file of ['server.mjs', 'post.lua']) copyFileSync(`${source}/${file}`, join(dir, file));
+  const child = spawn(process.execPath, ['server.mjs'], { cwd: dir, env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(CEILING_PORT) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const seed = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = /seed (\S+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    child.on('exit', (code) => reject(new Error(`ceiling server exited (${code}): ${out}`)));
   });
-  if (r.status !== 0) throw new Error(`ceiling run failed (${r.status}): ${r.stderr}\n${r.stdout}`);
-  const out = new Map<string, WrkResult>();
-  for (const section of r.stdout.split(/^== /m).filter(Boolean)) {
-    const title = section.split('\n')[0]!.trim(); // "POST /jobs c=8"
-    out.set(title, parseWrk(section));
+  const url = `http://127.0.0.1:${CEILING_PORT}`;
+  // Warmed up as the API is (JIT, pool, prepared statements) before anything is measured.
+  wrkFor(2, ['-c8', '-s', join(dir, 'post.lua'), `${url}/jobs`]);
+  wrkFor(2, ['-c8', `${url}/jobs/${seed}`]);
+  return {
+    insert: (c: number) => cpuPerRequest(child.pid, () => wrk([`-c${c}`, '-s', join(dir, 'post.lua'), `${url}/jobs`])),
+    select: (c: number) => cpuPerRequest(child.pid, () => wrk([`-c${c}`, `${url}/jobs/${seed}`])),
+    stop: () => void child.kill(),
+  };
+}
+
+/** Runs the ceiling's and the API's run one right after the other, in the order given: [ceiling's, API's]. */
+function inTurn<C, A>(ceilingRun: () => C, apiRun: () => A, ceilingFirst: boolean): [C, A] {
+  if (ceilingFirst) {
+    const ceilingResult = ceilingRun();
+    return [ceilingResult, apiRun()];
   }
-  return out;
+  const apiResult = apiRun();
+  return [ceilingRun(), apiResult];
 }
 
 const median = (values: number[]) => pct(values, 50);
@@ -71,6 +95,7 @@ runMain(async () => {
   const scratch = await createScratch(base);
   const { tag, key, prefix, redis, database } = scratch;
   let api: Awaited<ReturnType<typeof startApi>> | undefined;
+  let stopCeiling: (() => void) | undefined;
   try {
     // The API as it runs in production: its own process, dispatcher, reconciler and webhook worker in it.
     // BENCH_ROLES=http measures the HTTP path alone (dispatcher elsewhere); the default is how a single replica runs.
@@ -82,24 +107,28 @@ runMain(async () => {
     const warm = await fetch(`${url}/v1/jobs`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"type":"pretrain","dataset":"fmnist@1"}' });
     const seedJob = ((await warm.json()) as { id: string }).id;
     wrkFor(2, ['-c8', '-s', `${root}bench/api-submit.lua`, `${url}`], { MOMENTUM_API_KEY: key, BENCH_RUN: `${tag}-warm` });
+    wrkFor(2, ['-c8', '-s', `${root}bench/api-read.lua`, `${url}/v1/jobs/${seedJob}`], { MOMENTUM_API_KEY: key });
 
-    // The bare ceiling and the API take turns, per round and concurrency, on the same Postgres: a slow
-    // minute of this shared machine then falls on both sides, and the median of the rounds' ratios is the figure.
+    // Each API run sits right beside the ceiling's run it is compared with, the order turning round
+    // by round (ceiling first, then API first): a slow minute of this shared machine then falls on
+    // both sides of a pair, and the median of the rounds' ratios is the figure.
+    const ceiling = process.env.SKIP_CEILING ? undefined : await startCeiling(scratch.databaseUrl);
+    stopCeiling = ceiling?.stop;
     const rows: string[] = [];
-    const samples = new Map(CONC.map((c) => [c, { submit: [] as number[], submitP99: [] as number[], read: [] as number[], readP99: [] as number[] }]));
+    const samples = new Map(CONC.map((c) => [c, { submit: [] as number[], submitP99: [] as number[], submitCpu: [] as number[], read: [] as number[], readP99: [] as number[], readCpu: [] as number[] }]));
+    const skipped = { rps: NaN, p50ms: NaN, p99ms: NaN, non2xx: 0, requests: 0, apiUs: NaN, postgresUs: NaN };
+    const pid = api.child.pid;
     for (let round = 1; round <= ROUNDS; round++) {
       for (const c of CONC) {
-        const ceil = process.env.SKIP_CEILING ? new Map<string, WrkResult>() : ceiling(scratch.databaseUrl, c);
-        const skipped: WrkResult = { rps: NaN, p50ms: NaN, p99ms: NaN, non2xx: 0, requests: 0 };
-        const pid = api.child.pid;
-        const submit = process.env.BENCH_SKIP_SUBMIT
-          ? skipped
-          : cpuPerRequest(pid, () => wrk([`-c${c}`, '-s', `${root}bench/api-submit.lua`, url], { MOMENTUM_API_KEY: key, BENCH_RUN: `${tag}-${round}-${c}` }));
-        const read = process.env.BENCH_SKIP_READ
-          ? skipped
-          : cpuPerRequest(pid, () => wrk([`-c${c}`, '-s', `${root}bench/api-read.lua`, `${url}/v1/jobs/${seedJob}`], { MOMENTUM_API_KEY: key }));
-        const cPost = ceil.get(`POST /jobs c=${c}`);
-        const cGet = ceil.get(`GET /jobs/:id c=${c}`);
+        const apiSubmit = () =>
+          process.env.BENCH_SKIP_SUBMIT
+            ? skipped
+            : cpuPerRequest(pid, () => wrk([`-c${c}`, '-s', `${root}bench/api-submit.lua`, url], { MOMENTUM_API_KEY: key, BENCH_RUN: `${tag}-${round}-${c}` }));
+        const apiRead = () =>
+          process.env.BENCH_SKIP_READ ? skipped : cpuPerRequest(pid, () => wrk([`-c${c}`, '-s', `${root}bench/api-read.lua`, `${url}/v1/jobs/${seedJob}`], { MOMENTUM_API_KEY: key }));
+        const ceilingFirst = round % 2 === 1;
+        const [cPost, submit] = ceiling ? inTurn(() => ceiling.insert(c), apiSubmit, ceilingFirst) : [undefined, apiSubmit()];
+        const [cGet, read] = ceiling ? inTurn(() => ceiling.select(c), apiRead, !ceilingFirst) : [undefined, apiRead()];
         const tagged = `round ${round} c=${String(c).padEnd(3)}`;
         rows.push(`${tagged} submit  ${fmt(submit)}   | ceiling insert ${cPost ? fmt(cPost) : 'n/a'}`);
         rows.push(`${tagged} read    ${fmt(read)}   | ceiling select ${cGet ? fmt(cGet) : 'n/a'}`);
@@ -107,15 +136,21 @@ runMain(async () => {
           const s = samples.get(c)!;
           s.submit.push(submit.rps / cPost.rps);
           s.submitP99.push(submit.p99ms / cPost.p99ms);
+          s.submitCpu.push((submit.apiUs + submit.postgresUs) / (cPost.apiUs + cPost.postgresUs));
           s.read.push(read.rps / cGet.rps);
           s.readP99.push(read.p99ms / cGet.p99ms);
+          s.readCpu.push((read.apiUs + read.postgresUs) / (cGet.apiUs + cGet.postgresUs));
         }
       }
     }
     const span = (v: number[], digits: number) => `${median(v).toFixed(digits)}x` + (v.length > 1 ? ` [${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)}]` : '');
     const ratios = [...samples]
       .filter(([, s]) => s.submit.length > 0)
-      .map(([c, s]) => `c=${c} (median of ${s.submit.length} [range]): submit/insert ${span(s.submit, 2)} (p99 ${span(s.submitP99, 1)})   read/select ${span(s.read, 2)} (p99 ${span(s.readP99, 1)})`);
+      .map(
+        ([c, s]) =>
+          `c=${c} (median of ${s.submit.length} [range]): submit/insert ${span(s.submit, 2)} (p99 ${span(s.submitP99, 1)}, CPU/req ${span(s.submitCpu, 1)})` +
+          `   read/select ${span(s.read, 2)} (p99 ${span(s.readP99, 1)}, CPU/req ${span(s.readCpu, 1)})`,
+      );
     const [{ n: created }] = (await database.sql`select count(*)::int as n from jobs`) as unknown as [{ n: number }];
     const [{ n: pendingOutbox }] = (await database.sql`select count(*)::int as n from outbox`) as unknown as [{ n: number }];
     const title = `${new Date().toISOString()}, ${ROUNDS} rounds, ${DUR} s per wrk run, wrk -t2, DATABASE_POOL_MAX=${base.DATABASE_POOL_MAX}, API roles ${roles}${apiRoot !== root ? `, API from ${apiRoot}` : ''}`;
@@ -166,6 +201,7 @@ runMain(async () => {
         ` (of which the POST itself: p50 ${pct(postLatencies, 50).toFixed(1)} ms)`,
     );
   } finally {
+    stopCeiling?.();
     await api?.stop();
     await scratch.close();
   }

@@ -116,11 +116,19 @@ async function startApi(roles: string, extra: Partial<Config> = {}): Promise<Api
 const msg = (m: string | RegExp) => (l: Record<string, unknown>) => (typeof m === 'string' ? l.msg === m : m.test(String(l.msg)));
 
 /** A new TCP connection (never a pooled one): 'refused' once nothing listens on the port any more. */
-function tryConnect(port: number): Promise<'accepted' | 'refused'> {
+/**
+ * `reset`: the connection reached the listener's accept queue just as the listener closed (the
+ * kernel then resets what it queued), i.e. the port is closing but was not yet refusing.
+ */
+function tryConnect(port: number): Promise<'accepted' | 'refused' | 'reset'> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     socket.once('connect', () => (socket.destroy(), resolve('accepted')));
-    socket.once('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNREFUSED' ? resolve('refused') : reject(err)));
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNREFUSED') resolve('refused');
+      else if (err.code === 'ECONNRESET') resolve('reset');
+      else reject(err);
+    });
   });
 }
 
