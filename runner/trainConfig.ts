@@ -10,8 +10,7 @@ import type { DatasetManifest } from '../contracts/datasetSpec.js';
 import type { PretrainSpec, ProbeSpec } from '../contracts/jobSpec.js';
 import { refuseFootprint } from '../contracts/footprint.js';
 import { planRun, resolveTrainConfigWithSources, type TrainConfig, type ValueSource } from './moco/config.js';
-import type { EvalProtocol } from './moco/evaluate.js';
-import { DEFAULT_PROTOCOL } from './moco/evaluate.js';
+import { DEFAULT_PROTOCOL, type EvalProtocol } from './moco/protocol.js';
 
 /**
  * `memoryBytes`: what this runner offers a run (RUNNER_MEMORY_MB); a spec estimated above it at the
