@@ -5,9 +5,6 @@
  * exits when its parent goes away, so a killed runner never leaves a trainer burning a GPU.
  */
 import type { ChildMessage, ChildTask, ParentMessage, StopReason } from '../supervisor/protocol.js';
-import { runIngestTask } from './ingestTask.js';
-import { runPretrainTask } from './pretrainTask.js';
-import { runProbeTask } from './probeTask.js';
 import { StopSignal, TaskFailure } from './taskSupport.js';
 
 function send(message: ChildMessage): Promise<void> {
@@ -33,8 +30,14 @@ async function run(task: ChildTask): Promise<void> {
   let final: ChildMessage;
   try {
     const io = { send, stop };
+    // Each kind's code is loaded when it is asked for: an ingestion does not load TensorFlow.js, a
+    // training run not the image and archive libraries (start-up is paid by every job).
     const result =
-      task.kind === 'pretrain' ? await runPretrainTask(task, io) : task.kind === 'probe' ? await runProbeTask(task, io) : await runIngestTask(task, io);
+      task.kind === 'pretrain'
+        ? await (await import('./pretrainTask.js')).runPretrainTask(task, io)
+        : task.kind === 'probe'
+          ? await (await import('./probeTask.js')).runProbeTask(task, io)
+          : await (await import('./ingestTask.js')).runIngestTask(task, io);
     final = result.stopped ? { type: 'stopped', step: result.step } : { type: 'completed', result: result.result ?? {} };
   } catch (err) {
     const failure = err instanceof TaskFailure ? err : TaskFailure.from(err);

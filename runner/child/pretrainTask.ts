@@ -8,7 +8,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { config } from '../../common/config.js';
 import { Storage, storageConfigFrom } from '../../common/storage.js';
-import { openDatasetSplit } from '../datasets/index.js';
+import { openDatasetSplit } from '../datasets/loader.js';
 import { train, type StepMetrics as TrainerStepMetrics, type TrainHooks } from '../moco/train.js';
 import { planRun, type TrainConfig } from '../moco/config.js';
 import { readCheckpointDir, STATE_FILES } from '../supervisor/checkpointStore.js';

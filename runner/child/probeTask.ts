@@ -6,7 +6,7 @@
  */
 import { config } from '../../common/config.js';
 import { Storage, storageConfigFrom } from '../../common/storage.js';
-import { openDatasetSplit } from '../datasets/index.js';
+import { openDatasetSplit } from '../datasets/loader.js';
 import { evaluateBackbone, type EvalProtocol } from '../moco/evaluate.js';
 import type { BackboneFiles } from '../moco/checkpoint.js';
 import { readCheckpointDir, BACKBONE_FILES } from '../supervisor/checkpointStore.js';
