@@ -46,7 +46,8 @@ describe('the fast job read', () => {
       { name: 'upper-case id', path: `/v1/jobs/${id.toUpperCase()}`, key: h.keys.admin, taken: true, status: 200 },
       { name: 'not a uuid', path: '/v1/jobs/0b5c4f8e-5d5a-4c53-9d1e-0d6f6a8e2b1z', key: h.keys.admin, taken: false, status: 400 },
       { name: 'trailing slash', path: `/v1/jobs/${id}/`, key: h.keys.admin, taken: false, status: 404 },
-      { name: 'encoded id', path: `/v1/jobs/%30${id.slice(1)}`, key: h.keys.admin, taken: false, status: 404 },
+      // The router decodes it to the job's own id; decoding is the router's business, not the fast path's.
+      { name: 'encoded id', path: `/v1/jobs/%${id.charCodeAt(0).toString(16)}${id.slice(1)}`, key: h.keys.admin, taken: false, status: 200 },
       { name: 'no key', path: `/v1/jobs/${id}`, key: null, taken: false, status: 401 },
       { name: 'unknown key', path: `/v1/jobs/${id}`, key: 'mom_nope', taken: false, status: 401 },
       { name: 'key without jobs:read', path: `/v1/jobs/${id}`, key: h.keys.datasetsOnly, taken: false, status: 403 },
