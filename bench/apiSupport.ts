@@ -57,8 +57,9 @@ function wrkArgs(durationS: number, args: string[]): string[] {
 
 const clockTicks = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
 
-/** CPU seconds (user + system) a process has used so far, from /proc; NaN where there is no /proc. */
-function processCpuSeconds(pid: number): number {
+/** CPU seconds (user + system) a process has used so far, from /proc; NaN where there is no /proc (or no pid). */
+function processCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -87,9 +88,9 @@ function postgresCpuSeconds(): number {
  * compare two versions by. NaN where there is no /proc.
  */
 export function cpuPerRequest<T extends WrkResult>(apiPid: number | undefined, run: () => T): T & { apiUs: number; postgresUs: number } {
-  const before = { api: apiPid === undefined ? NaN : processCpuSeconds(apiPid), pg: postgresCpuSeconds() };
+  const before = { api: processCpuSeconds(apiPid), pg: postgresCpuSeconds() };
   const result = run();
-  const apiUs = ((processCpuSeconds(apiPid ?? -1) - before.api) / result.requests) * 1e6;
+  const apiUs = ((processCpuSeconds(apiPid) - before.api) / result.requests) * 1e6;
   const postgresUs = ((postgresCpuSeconds() - before.pg) / result.requests) * 1e6;
   return { ...result, apiUs, postgresUs };
 }
