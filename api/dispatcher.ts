@@ -1,8 +1,8 @@
 /**
  * The transactional outbox dispatcher. Rows written in the same transaction as the change they
- * announce are claimed with `FOR UPDATE SKIP LOCKED` (so several API replicas share the work without
- * doing any row twice), moved on, and deleted in that same transaction (the outbox holds pending
- * rows only):
+ * announce are claimed by deleting them (`FOR UPDATE SKIP LOCKED`, so several API replicas share the
+ * work without doing any row twice) and moved on in that same transaction; a row that could not be
+ * moved on is written back with its backoff (the outbox holds pending rows only):
  *
  * - `job.enqueue` → the job's BullMQ queue with `jobId = job.id` (adding twice is harmless), unless
  *   the job was canceled meanwhile. A finished BullMQ job of the same id (a retry) is removed first.
@@ -14,10 +14,13 @@
  * the ids above make idempotent. For the same reason the pass commits without waiting for the WAL
  * flush (`synchronous_commit = off` for its transaction only): losing the delete costs a re-dispatch.
  * Wakes on `wake()` (a request in this process wrote rows) and polls.
- * Wake-ups coalesce under load: when the previous pass moved more than one request's rows, the
- * next starts no sooner than `coalesceMs` after it, so one pass (one transaction, one BullMQ
- * round-trip) carries the rows of many requests. When requests come one at a time, a wake-up runs
- * a pass at once (dispatch latency stays one Redis write).
+ * Wake-ups coalesce under load: when more than one request woke it since the previous pass began,
+ * or that pass moved more than one request's rows, the next starts no sooner than `coalesceMs`
+ * after it, so one pass (one transaction, one BullMQ round-trip) carries the rows of many
+ * requests. A pass costs the API process far more than a row does: without this, submissions
+ * committed together (db/jobInsertBatch.ts) woke a pass each, and at 8 concurrent clients the
+ * passes cost as much CPU as the submissions (BENCHMARKS.md). When requests come one at a time, a
+ * wake-up runs a pass at once (dispatch latency stays one Redis write).
  */
 import { createHash } from 'node:crypto';
 import type { Queue } from 'bullmq';
@@ -41,6 +44,20 @@ export interface DispatcherOptions {
   /** Backoff of a row that failed to dispatch: first delay and cap (see outboxBackoffMs). */
   rowBackoffBaseMs?: number;
   rowBackoffCapMs?: number;
+}
+
+/** An outbox row as a pass claims it, with the job its payload names (null columns when none). */
+interface OutboxRow {
+  id: number;
+  topic: string;
+  payload: any;
+  attempts: number;
+  /** As Postgres wrote it (text): written back unchanged when the row is not dispatched. */
+  created_at: string;
+  job_id: string | null;
+  job_state: string;
+  job_attempt: number;
+  job_webhook: { url: string; events?: string[] } | null;
 }
 
 /** A submission writes one or two rows (enqueue; job.queued when its webhook wants it); a pass with more served several requests. */
@@ -112,6 +129,8 @@ export class OutboxDispatcher {
   private lastPassRows = 0;
   /** When the pending timer fires (performance.now() time). */
   private timerDue = Infinity;
+  /** Requests that woke the dispatcher since the last pass began. */
+  private wakesSincePass = 0;
 
   constructor(private readonly o: DispatcherOptions) {
     this.pollMs = o.pollMs ?? 250;
@@ -121,11 +140,16 @@ export class OutboxDispatcher {
 
   start(): void {
     this.stopped = false;
-    this.wake();
+    this.pass();
   }
 
-  /** Runs a pass now, or as soon as the current one ended and `coalesceMs` passed since it began. */
+  /** A request wrote rows: runs a pass now or, under load, once `coalesceMs` passed since the last began. */
   wake(): void {
+    this.wakesSincePass++;
+    this.pass();
+  }
+
+  private pass(): void {
     if (this.stopped) return;
     if (this.running) {
       this.again = true;
@@ -133,13 +157,15 @@ export class OutboxDispatcher {
     }
     const now = performance.now();
     const startAt = this.lastPassAt + this.coalesceMs;
-    if (this.lastPassRows > ROWS_PER_SUBMISSION && startAt > now) {
+    const underLoad = this.wakesSincePass > 1 || this.lastPassRows > ROWS_PER_SUBMISSION;
+    if (underLoad && startAt > now) {
       if (this.timerDue > startAt) this.schedule(startAt - now);
       return;
     }
     clearTimeout(this.timer);
     this.timerDue = Infinity;
     this.lastPassAt = now;
+    this.wakesSincePass = 0;
     this.running = this.loop().finally(() => {
       this.running = undefined;
       if (!this.stopped) this.schedule(this.again ? 0 : this.pollMs);
@@ -152,7 +178,7 @@ export class OutboxDispatcher {
     this.timerDue = performance.now() + delayMs;
     this.timer = setTimeout(() => {
       this.timerDue = Infinity;
-      this.wake();
+      this.pass();
     }, delayMs);
   }
 
@@ -176,22 +202,28 @@ export class OutboxDispatcher {
   async dispatchOnce(): Promise<number> {
     const { sql } = this.o;
     return sql.begin(async (tx) => {
+      // Claiming is deleting: the rows (and the jobs they concern) come back from the delete that
+      // takes them, locked by it until this transaction ends, so other replicas skip them. A row
+      // that cannot be handed on is written back below; a crash before the commit brings them all
+      // back. Two round-trips and one row version less per pass than selecting, then deleting.
+      //
       // This transaction only records what was already handed on, and handing a row on twice is
-      // harmless (the ids above): its commit need not wait for the WAL flush. A crash that loses it
-      // re-dispatches its rows. The flushes that submissions wait for then share the disk with one
-      // writer less (each pass used to be a second synchronous commit beside the submissions').
-      await tx`set local synchronous_commit = off`;
-      // The rows and the jobs they concern in one query (one round-trip less per pass); only the
-      // outbox rows are locked. A jobId that is not a UUID joins nothing instead of failing the cast.
-      const rows = await tx<
-        { id: number; topic: string; payload: any; attempts: number; job_id: string | null; job_state: string; job_attempt: number; job_webhook: { url: string; events?: string[] } | null }[]
-      >`
-        select o.id, o.topic, o.payload, o.attempts, j.id as job_id, j.state as job_state, j.attempt as job_attempt, j.spec->'webhook' as job_webhook
-        from outbox o
-        left join jobs j on j.id = case when o.payload->>'jobId' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then (o.payload->>'jobId')::uuid end
-        where o.next_attempt_at is null or o.next_attempt_at <= now()
-        order by o.id limit ${this.batchSize}
-        for update of o skip locked`;
+      // harmless (the ids above): its commit need not wait for the WAL flush (set here rather than
+      // by a statement of its own, one round-trip less). A crash that loses it re-dispatches its
+      // rows. A jobId that is not a UUID joins nothing instead of failing the cast.
+      const rows = await tx<OutboxRow[]>`
+        with claimed as (
+          delete from outbox o
+          where o.id in (
+            select id from outbox where next_attempt_at is null or next_attempt_at <= now()
+            order by id limit ${this.batchSize} for update skip locked)
+          returning o.*
+        )
+        select c.id, c.topic, c.payload, c.attempts, c.created_at::text as created_at, j.id as job_id, j.state as job_state, j.attempt as job_attempt,
+               j.spec->'webhook' as job_webhook, set_config('synchronous_commit', 'off', true) as async_commit
+        from claimed c
+        left join jobs j on j.id = case when c.payload->>'jobId' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then (c.payload->>'jobId')::uuid end
+        order by c.id`;
       if (!rows.length) return 0;
       const byId = new Map(rows.filter((r) => r.job_id !== null).map((r) => [r.job_id!, { id: r.job_id!, state: r.job_state, attempt: r.job_attempt, webhook: r.job_webhook }]));
       const done = new Set<number>();
@@ -215,15 +247,14 @@ export class OutboxDispatcher {
           done.add(row.id);
         } catch (err) {
           this.o.logger.warn({ err, outboxId: row.id, topic: row.topic }, 'outbox row not dispatched; will retry');
+          // Written back under its own id (it is pending again, in its place), with its backoff.
           const delayMs = outboxBackoffMs(row.attempts + 1, { baseMs: this.o.rowBackoffBaseMs, capMs: this.o.rowBackoffCapMs });
           await tx`
-            update outbox set attempts = attempts + 1, last_error = ${String((err as Error).message ?? err).slice(0, 2000)},
-              next_attempt_at = now() + make_interval(secs => ${delayMs / 1000})
-            where id = ${row.id}`;
+            insert into outbox (id, topic, payload, created_at, attempts, last_error, next_attempt_at)
+            values (${row.id}, ${row.topic}, ${JSON.stringify(row.payload)}::jsonb, ${row.created_at}::timestamptz, ${row.attempts + 1},
+                    ${String((err as Error).message ?? err).slice(0, 2000)}, now() + make_interval(secs => ${delayMs / 1000}))`;
         }
       }
-      // Handed on: gone (the outbox holds pending rows only, migration 0014).
-      if (done.size) await tx`delete from outbox where id = any(${[...done]}::bigint[])`;
       return rows.length;
     });
   }

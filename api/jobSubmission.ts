@@ -6,7 +6,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { AppDeps } from './deps.js';
 import { ApiError, conflict, invalid, unresolvable } from './errors.js';
-import { insertJob, getTenantJob, type JobDatasetInput, type JobRow } from '../db/jobQueries.js';
+import { insertJob, getTenantJob, type InsertJobResult, type JobDatasetInput, type JobRow, type NewJob } from '../db/jobQueries.js';
+import { JobInsertBatcher } from '../db/jobInsertBatch.js';
 import { resolveCheckpoint } from '../db/checkpointQueries.js';
 import { resolveReadyVersion } from '../db/datasets.js';
 import { parseDatasetRef, type JobSpec, type ProbeSpec, type PretrainSpec, type WeightsSource } from '../contracts/jobSpec.js';
@@ -39,6 +40,17 @@ export interface Submitted {
 
 const FOREIGN_KEY_VIOLATION = '23503';
 
+const batchers = new WeakMap<AppDeps, JobInsertBatcher>();
+
+/** Writes a submission through this app's group commit (db/jobInsertBatch.ts), or alone when that is off. */
+function insertSubmission(deps: AppDeps, job: NewJob): Promise<InsertJobResult> {
+  const { API_SUBMIT_STATEMENTS: maxInFlight, API_SUBMIT_BATCH_MAX: maxBatch } = deps.config;
+  if (maxBatch === 1) return insertJob(deps.sql, job);
+  let batcher = batchers.get(deps);
+  if (!batcher) batchers.set(deps, (batcher = new JobInsertBatcher(deps.sql, { maxInFlight, maxBatch })));
+  return batcher.insert(job);
+}
+
 export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOptions): Promise<Submitted> {
   if (spec.webhook) {
     const why = await refuseWebhookTarget(spec.webhook.url, deps.config.WEBHOOK_ALLOW_PRIVATE);
@@ -57,7 +69,7 @@ export async function submitJob(deps: AppDeps, spec: JobSpec, opts: SubmitOption
   const skipCount = counts.maySkipCount(opts.tenantId, maxActiveJobs);
   let result;
   try {
-    result = await insertJob(deps.sql, {
+    result = await insertSubmission(deps, {
       id: randomUUID(),
       tenantId: opts.tenantId,
       type: spec.type,

@@ -41,6 +41,13 @@ export const configSchema = z.object({
   API_MAX_BODY_BYTES: int(1024).default(1024 * 1024),
   API_RATE_LIMIT_PER_MINUTE: int(1).default(1200),
   /**
+   * Group commit of job submissions (db/jobInsertBatch.ts): statements writing submissions at once
+   * per API process, and the most submissions one of them carries. A batch of 1 writes each
+   * submission alone, as many at once as the pool allows.
+   */
+  API_SUBMIT_STATEMENTS: int(1, 200).default(2),
+  API_SUBMIT_BATCH_MAX: int(1, 1000).default(64),
+  /**
    * Before an API key is looked up in Postgres: failed authentications allowed per client address
    * per minute (then 429 without a lookup), and uncached key lookups per second per process.
    */

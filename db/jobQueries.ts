@@ -105,7 +105,7 @@ export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult>
   // the values at hand (the branch folded away) always looks cheaper than the generic one.
   const activeJobs = job.maxActiveJobs === null ? sql`null::int` : activeJobsSql(sql, job.tenantId);
   const storedBytes = job.maxStoredBytes === null ? sql`null::bigint` : storedBytesSql(sql, job.tenantId);
-  const [row] = await sql<{ job_json: string | null; dataset_found: boolean; active_jobs: number | null; stored_bytes: string | null }[]>`
+  const [row] = await sql<SubmissionRow[]>`
     with dv as (${dv}),
     usage as (
       select ${activeJobs} as active_jobs, ${storedBytes} as stored_bytes
@@ -135,9 +135,22 @@ export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult>
     select (select job_api_json(j::jobs) from j) as job_json, exists (select 1 from dv) as dataset_found,
            usage.active_jobs, usage.stored_bytes::text as stored_bytes
     from usage`;
-  const usage: TenantUsage = { activeJobs: row!.active_jobs, storedBytes: row!.stored_bytes === null ? null : Number(row!.stored_bytes) };
+  return submissionOutcome(sql, job, row!);
+}
+
+/** What the submission statement answers for one job (db/jobInsertBatch.ts answers the same per job). */
+export interface SubmissionRow {
+  job_json: string | null;
+  dataset_found: boolean;
+  active_jobs: number | null;
+  stored_bytes: string | null;
+}
+
+/** The outcome of one job's submission from its row of the statement's answer. */
+export async function submissionOutcome(sql: Sql, job: NewJob, row: SubmissionRow): Promise<InsertJobResult> {
+  const usage: TenantUsage = { activeJobs: row.active_jobs, storedBytes: row.stored_bytes === null ? null : Number(row.stored_bytes) };
   // The answer as text: the route sends it as it is (no parse into a row, no re-serialisation).
-  if (row!.job_json !== null) return { outcome: 'created', jobId: job.id, apiJson: row!.job_json, usage };
+  if (row.job_json !== null) return { outcome: 'created', jobId: job.id, apiJson: row.job_json, usage };
   // Nothing inserted. An Idempotency-Key seen before wins over everything else.
   if (job.idempotencyKey !== null) {
     const existing = await findJobByIdempotencyKey(sql, job.tenantId, job.idempotencyKey);
@@ -145,7 +158,7 @@ export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult>
   }
   if (usage.activeJobs !== null && usage.activeJobs >= job.maxActiveJobs!) return { outcome: 'active_job_limit', usage: { ...usage, activeJobs: usage.activeJobs } };
   if (usage.storedBytes !== null && usage.storedBytes >= job.maxStoredBytes!) return { outcome: 'storage_limit', usage: { ...usage, storedBytes: usage.storedBytes } };
-  if (!row!.dataset_found) return { outcome: 'dataset_not_found', usage };
+  if (!row.dataset_found) return { outcome: 'dataset_not_found', usage };
   // Resolved, under the limits, and yet nothing inserted and no earlier job: cannot happen (keys are never deleted alone).
   throw new Error('idempotency conflict without an existing job');
 }
