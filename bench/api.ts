@@ -130,8 +130,8 @@ runMain(async () => {
         const [cPost, submit] = ceiling ? inTurn(() => ceiling.insert(c), apiSubmit, ceilingFirst) : [undefined, apiSubmit()];
         const [cGet, read] = ceiling ? inTurn(() => ceiling.select(c), apiRead, !ceilingFirst) : [undefined, apiRead()];
         const tagged = `round ${round} c=${String(c).padEnd(3)}`;
-        rows.push(`${tagged} submit  ${fmt(submit)}   | ceiling insert ${cPost ? fmt(cPost) : 'n/a'}`);
-        rows.push(`${tagged} read    ${fmt(read)}   | ceiling select ${cGet ? fmt(cGet) : 'n/a'}`);
+        if (!process.env.BENCH_SKIP_SUBMIT) rows.push(`${tagged} submit  ${fmt(submit)}   | ceiling insert ${cPost ? fmt(cPost) : 'n/a'}`);
+        if (!process.env.BENCH_SKIP_READ) rows.push(`${tagged} read    ${fmt(read)}   | ceiling select ${cGet ? fmt(cGet) : 'n/a'}`);
         if (cPost && cGet) {
           const s = samples.get(c)!;
           s.submit.push(submit.rps / cPost.rps);
@@ -148,9 +148,18 @@ runMain(async () => {
       .filter(([, s]) => s.submit.length > 0)
       .map(
         ([c, s]) =>
-          `c=${c} (median of ${s.submit.length} [range]): submit/insert ${span(s.submit, 2)} (p99 ${span(s.submitP99, 1)}, CPU/req ${span(s.submitCpu, 1)})` +
-          `   read/select ${span(s.read, 2)} (p99 ${span(s.readP99, 1)}, CPU/req ${span(s.readCpu, 1)})`,
+          `c=${c} (median of ${s.submit.length} [range]):` +
+          (process.env.BENCH_SKIP_SUBMIT ? '' : ` submit/insert ${span(s.submit, 2)} (p99 ${span(s.submitP99, 1)}, CPU/req ${span(s.submitCpu, 1)})`) +
+          (process.env.BENCH_SKIP_READ ? '' : `   read/select ${span(s.read, 2)} (p99 ${span(s.readP99, 1)}, CPU/req ${span(s.readCpu, 1)})`),
       );
+    // Submissions per statement of the group commit (db/jobInsertBatch.ts): the rows one transaction
+    // inserted share its xmin. The keys of the measured runs are `<tag>-<round>-<c>-<thread>-<n>`.
+    const perStatement = await database.sql<{ c: string; jobs: number; statements: number }[]>`
+      select split_part(idempotency_key, '-', 3) as c, count(*)::int as jobs, count(distinct xmin::text)::int as statements
+      from jobs where idempotency_key like ${`${tag}-%`} and split_part(idempotency_key, '-', 2) <> 'warm'
+      group by 1`;
+    perStatement.sort((a, b) => Number(a.c) - Number(b.c));
+    if (perStatement.length) ratios.push(`submissions per statement (jobs per transaction): ${perStatement.map((r) => `c=${r.c} ${(r.jobs / r.statements).toFixed(1)}`).join(', ')}`);
     const [{ n: created }] = (await database.sql`select count(*)::int as n from jobs`) as unknown as [{ n: number }];
     const [{ n: pendingOutbox }] = (await database.sql`select count(*)::int as n from outbox`) as unknown as [{ n: number }];
     const title = `${new Date().toISOString()}, ${ROUNDS} rounds, ${DUR} s per wrk run, wrk -t2, DATABASE_POOL_MAX=${base.DATABASE_POOL_MAX}, API roles ${roles}${apiRoot !== root ? `, API from ${apiRoot}` : ''}`;
@@ -159,7 +168,7 @@ runMain(async () => {
     if (!roles.includes('dispatcher') || DISPATCH_N === 0) {
       console.log(`\n## API benchmark (${title}; ${DISPATCH_N === 0 ? 'DISPATCH_N=0' : 'no dispatcher'}, so no dispatch latency)`);
       for (const r of rows) console.log(r);
-      for (const r of ratios) console.log(`ratio ${r}`);
+      for (const r of ratios) console.log(r.startsWith('c=') ? `ratio ${r}` : r);
       return;
     }
     const pickedAt = new Map<string, number>();
@@ -194,7 +203,7 @@ runMain(async () => {
 
     console.log(`\n## API benchmark (${title})`);
     for (const r of rows) console.log(r);
-    for (const r of ratios) console.log(`ratio ${r}`);
+    for (const r of ratios) console.log(r.startsWith('c=') ? `ratio ${r}` : r);
     console.log(`jobs created during the run: ${created}; outbox rows still pending at the end of the load: ${pendingOutbox}`);
     console.log(
       `dispatch latency (POST sent → BullMQ worker has the job), n=${DISPATCH_N}, sequential: p50 ${pct(latencies, 50).toFixed(1)} ms, p99 ${pct(latencies, 99).toFixed(1)} ms` +

@@ -60,7 +60,9 @@ export class JobInsertBatcher {
   }
 
   private writeWaiting(): void {
-    while (this.inFlight < this.maxInFlight && this.waiting.length) {
+    // Another statement only for more submissions than there are statements out: one that waits
+    // alone beside a busy statement waits for it or for company, and batches grow with the load.
+    while (this.inFlight < this.maxInFlight && this.waiting.length > this.inFlight) {
       const batch = this.nextBatch();
       this.inFlight++;
       void this.write(batch).finally(() => {
