@@ -25,7 +25,7 @@ import { loadConfig } from '../common/config.js';
 import { parseCommandLine } from '../common/commandLine.js';
 import { runMain, UserFacingError } from '../common/errors.js';
 import { BULLMQ_CONNECTION_OPTIONS, QUEUES } from '../contracts/queues.js';
-import { apiRoot, cpuPerRequest, createScratch, fmt, root, startApi, wrk as wrkFor } from './apiSupport.js';
+import { apiRoot, cpuPerRequest, createScratch, deleteKeys, fmt, root, startApi, wrk as wrkFor } from './apiSupport.js';
 
 const CONC = (process.env.CONC ?? '8 32').split(/\s+/).filter(Boolean).map(Number);
 const DUR = Number(process.env.DUR ?? 8);
@@ -174,7 +174,7 @@ runMain(async () => {
     const pickedAt = new Map<string, number>();
     const waiters = new Map<string, () => void>();
     const connection = new Redis(base.REDIS_URL, { ...BULLMQ_CONNECTION_OPTIONS });
-    await redis.del(...(await redis.keys(`${prefix}:${QUEUES.train}:*`))).catch(() => 0); // drop the wrk backlog
+    await deleteKeys(redis, `${prefix}:${QUEUES.train}:*`); // drop the wrk backlog
     const worker = new Worker(
       QUEUES.train,
       async (job) => {

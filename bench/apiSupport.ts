@@ -153,6 +153,15 @@ export interface Scratch {
   close(): Promise<void>;
 }
 
+/**
+ * Deletes the keys matching `pattern`, a thousand at a time: a long run leaves hundreds of
+ * thousands of BullMQ keys, too many to spread into one call's arguments.
+ */
+export async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
+  const keys = await redis.keys(pattern);
+  for (let i = 0; i < keys.length; i += 1000) await redis.del(...keys.slice(i, i + 1000));
+}
+
 export async function createScratch(base: Config): Promise<Scratch> {
   const tag = `bench_${Date.now().toString(36)}`;
   const dbUrl = new URL(base.DATABASE_URL);
@@ -193,7 +202,7 @@ export async function createScratch(base: Config): Promise<Scratch> {
     tenantId: tenant.id,
     apiEnv,
     async close() {
-      await redis.keys(`${prefix}:*`).then((keys) => (keys.length ? redis.del(...keys) : 0));
+      await deleteKeys(redis, `${prefix}:*`);
       redis.disconnect();
       await storage.deletePrefix('').catch(() => 0);
       storage.destroy();
