@@ -7,10 +7,11 @@
  * tables and their indexes, a snapshot, a commit and its flush) than in its rows, and the API pays
  * a query's worth of postgres.js work per statement too. Under load, many wait at once.
  *
- * How: at most `maxInFlight` statements run at a time. A submission that finds a free slot is
- * written at once, alone, by insertJob itself (no timer, no added latency when requests come one
- * at a time); the ones that arrive while every slot is busy wait, and the next free slot takes them
- * all (up to `maxBatch`) in one statement of the same shape, over a JSON array of the jobs.
+ * How: at most `maxInFlight` statements run at a time, and another one starts only for more
+ * waiting submissions than there are statements out. A submission that arrives when none is out is
+ * written at once, alone, by insertJob itself (no timer, no added latency when requests come one at
+ * a time); the ones that arrive meanwhile wait, and the next statement takes them all (up to
+ * `maxBatch`), with the same shape over a JSON array of the jobs. So batches grow with the load.
  *
  * Each job's answer is the one insertJob gives (the same outcomes, read by submissionOutcome), and
  * what a submission guarantees holds per job: its job, first event and outbox rows commit together;
