@@ -157,7 +157,7 @@ export interface Scratch {
  * Deletes the keys matching `pattern`, a thousand at a time: a long run leaves hundreds of
  * thousands of BullMQ keys, too many to spread into one call's arguments.
  */
-export async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
+async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
   const keys = await redis.keys(pattern);
   for (let i = 0; i < keys.length; i += 1000) await redis.del(...keys.slice(i, i + 1000));
 }
