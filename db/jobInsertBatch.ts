@@ -139,6 +139,8 @@ function jobElement(job: NewJob, n: number): string {
 /**
  * insertJob's statement for many jobs: one row of answer per job, in the order given. Each job's
  * dataset, usage and insert are insertJob's, row by row (a lateral join per job instead of a CTE).
+ * Timestamps are each row's own clock, not the transaction's start: jobs listed newest first come
+ * in the order they were submitted, as they do when each has a statement of its own.
  */
 export async function insertJobBatch(sql: Sql, jobs: NewJob[]): Promise<SubmissionRow[]> {
   const input = `[${jobs.map(jobElement).join(',')}]`;
@@ -168,8 +170,9 @@ export async function insertJobBatch(sql: Sql, jobs: NewJob[]): Promise<Submissi
       ) dv on true
     ),
     j as (
-      insert into jobs (id, tenant_id, type, state, spec, idempotency_key, request_hash, parent_job_id, dataset_version_id)
-      select id, tenant_id, type, 'queued', jsonb_set(spec, '{dataset}', to_jsonb(dataset_ref)), idempotency_key, request_hash, parent_job_id, version_id
+      insert into jobs (id, tenant_id, type, state, spec, idempotency_key, request_hash, parent_job_id, dataset_version_id, created_at, updated_at)
+      select id, tenant_id, type, 'queued', jsonb_set(spec, '{dataset}', to_jsonb(dataset_ref)), idempotency_key, request_hash, parent_job_id, version_id,
+             clock_timestamp(), clock_timestamp()
       from rv
       where version_id is not null
         and (active_jobs is null or active_jobs < max_active_jobs)

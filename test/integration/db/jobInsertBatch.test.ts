@@ -79,6 +79,12 @@ describe('submissions that wait share one statement', () => {
       );
       assert.deepEqual(outbox[0]!.payload, { jobId: job.id, tenantId: h.tenantA, type: 'pretrain' });
     }
+    // Created in submission order (each row's own clock, not the transaction's): a listing keeps it.
+    const byCreation = await h.database.sql<{ id: string }[]>`select id from jobs where id = any(${jobs.map((j) => j.id)}::uuid[]) order by created_at, id`;
+    assert.deepEqual(
+      byCreation.map((c) => c.id),
+      jobs.map((j) => j.id),
+    );
     // Outbox rows in submission order: the dispatcher hands jobs to the queue in the order they came.
     const order = await h.database.sql<{ job_id: string }[]>`select payload->>'jobId' as job_id from outbox where topic = 'job.enqueue' and payload->>'jobId' = any(${jobs.map((j) => j.id)}) order by id`;
     assert.deepEqual(
