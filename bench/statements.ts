@@ -17,8 +17,7 @@ import { parseCommandLine } from '../common/commandLine.js';
 import { runMain } from '../common/errors.js';
 import { createLogger } from '../common/logger.js';
 import { connectDatabase } from '../db/client.js';
-import { insertJob, type NewJob } from '../db/jobQueries.js';
-import { insertJobBatch } from '../db/jobInsertBatch.js';
+import { insertJob, insertJobs, type NewJob } from '../db/jobQueries.js';
 import { OutboxDispatcher } from '../api/dispatcher.js';
 import { closeQueues, createQueues } from '../api/deps.js';
 import { BULLMQ_CONNECTION_OPTIONS } from '../contracts/queues.js';
@@ -70,7 +69,7 @@ runMain(async () => {
       maxActiveJobs: null,
       maxStoredBytes: 1e15,
     });
-    const submit = (k: number) => (k === 1 ? insertJob(sql, job()) : insertJobBatch(sql, Array.from({ length: k }, job)));
+    const submit = (k: number) => (k === 1 ? insertJob(sql, job()) : insertJobs(sql, Array.from({ length: k }, job)));
     console.log(`## statements (${new Date().toISOString()}, one connection, sequential)`);
     for (const k of sizes('K', '1 2 4 8 16')) {
       for (let i = 0; i < 50; i++) await submit(k); // warm: plan cached, JIT

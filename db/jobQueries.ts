@@ -90,34 +90,73 @@ export function jobFromJson(r: Record<string, any>): JobRow {
  * the limits say now: a retry gets the answer the first request got), a limit, the dataset.
  */
 export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult> {
-  const dv =
-    job.dataset.kind === 'ref'
-      ? sql`
+  const [row] = await insertJobs(sql, [job]);
+  return submissionOutcome(sql, job, row!);
+}
+
+/** A job as one element of the statement's JSON array; the spec is spliced in as the text it is. */
+function jobElement(job: NewJob, n: number): string {
+  const d = job.dataset;
+  const fields = {
+    n,
+    id: job.id,
+    tenant_id: job.tenantId,
+    type: job.type,
+    dataset_name: d.kind === 'ref' ? d.name : null,
+    dataset_version: d.kind === 'ref' && d.version !== 'latest' ? d.version : null,
+    version_id: d.kind === 'resolved' ? d.versionId : null,
+    dataset_ref: d.kind === 'resolved' ? d.ref : null,
+    idempotency_key: job.idempotencyKey,
+    request_hash: job.requestHash,
+    parent_job_id: job.parentJobId,
+    announce_queued: job.announceQueued,
+    max_active_jobs: job.maxActiveJobs,
+    max_stored_bytes: job.maxStoredBytes,
+  };
+  return `{"spec":${job.specJson},${JSON.stringify(fields).slice(1)}`;
+}
+
+/**
+ * The submission statement, for one job or many (db/jobInsertBatch.ts): each job's dataset resolved,
+ * the tenant's limits read, and, when all hold, the job inserted (idempotently) with its first event
+ * and outbox rows; one row of answer per job, in the order given. The jobs come as one JSON array,
+ * so the statement's text is the same whatever they name or skip: one prepared statement, planned
+ * once (a limit left out is null in the data, and a CASE on a column does not make Postgres plan
+ * each execution anew, as a CASE on a parameter did). Timestamps are each row's own clock, not the
+ * transaction's start: jobs listed newest first come in the order they were submitted.
+ */
+export async function insertJobs(sql: Sql, jobs: NewJob[]): Promise<SubmissionRow[]> {
+  const input = `[${jobs.map(jobElement).join(',')}]`;
+  const rows = await sql<(SubmissionRow & { n: number })[]>`
+    with r as (
+      select * from jsonb_to_recordset(${input}::jsonb) as r(
+        n int, id uuid, tenant_id uuid, type text, spec jsonb, dataset_name text, dataset_version int, version_id uuid,
+        dataset_ref text, idempotency_key text, request_hash text, parent_job_id uuid, announce_queued boolean,
+        max_active_jobs int, max_stored_bytes bigint)
+    ),
+    rv as (
+      select r.n, r.id, r.tenant_id, r.type, r.spec, r.idempotency_key, r.request_hash, r.parent_job_id, r.announce_queued,
+             r.max_active_jobs, r.max_stored_bytes,
+             coalesce(r.version_id, dv.id) as version_id, coalesce(r.dataset_ref, dv.ref) as dataset_ref,
+             case when r.max_active_jobs is not null then ${activeJobsSql(sql, sql`r.tenant_id`)} end as active_jobs,
+             case when r.max_stored_bytes is not null then ${storedBytesSql(sql, sql`r.tenant_id`)} end as stored_bytes
+      from r left join lateral (
         select v.id, d.name || '@' || v.version as ref
         from dataset_versions v join datasets d on d.id = v.dataset_id
-        where d.tenant_id = ${job.tenantId} and d.name = ${job.dataset.name} and v.state = 'ready'
-          ${job.dataset.version === 'latest' ? sql`` : sql`and v.version = ${job.dataset.version}::int`}
-        order by v.version desc limit 1`
-      : sql`select ${job.dataset.versionId}::uuid as id, ${job.dataset.ref}::text as ref`;
-  const enqueue = { jobId: job.id, tenantId: job.tenantId, type: job.type };
-  // A null limit leaves its measure out of the statement's text (a statement of its own, prepared
-  // apart). Not a CASE on a parameter: Postgres then plans each execution anew, because the plan of
-  // the values at hand (the branch folded away) always looks cheaper than the generic one.
-  const activeJobs = job.maxActiveJobs === null ? sql`null::int` : activeJobsSql(sql, job.tenantId);
-  const storedBytes = job.maxStoredBytes === null ? sql`null::bigint` : storedBytesSql(sql, job.tenantId);
-  const [row] = await sql<SubmissionRow[]>`
-    with dv as (${dv}),
-    usage as (
-      select ${activeJobs} as active_jobs, ${storedBytes} as stored_bytes
+        where r.version_id is null and d.tenant_id = r.tenant_id and d.name = r.dataset_name and v.state = 'ready'
+          and (r.dataset_version is null or v.version = r.dataset_version)
+        order by v.version desc limit 1
+      ) dv on true
     ),
     j as (
-      insert into jobs (id, tenant_id, type, state, spec, idempotency_key, request_hash, parent_job_id, dataset_version_id)
-      select ${job.id}, ${job.tenantId}, ${job.type}, 'queued',
-             jsonb_set(${job.specJson}::jsonb, '{dataset}', to_jsonb(dv.ref)),
-             ${job.idempotencyKey}, ${job.requestHash}, ${job.parentJobId}, dv.id
-      from dv, usage
-      where (usage.active_jobs is null or usage.active_jobs < ${job.maxActiveJobs}::int)
-        and (usage.stored_bytes is null or usage.stored_bytes < ${job.maxStoredBytes}::bigint)
+      insert into jobs (id, tenant_id, type, state, spec, idempotency_key, request_hash, parent_job_id, dataset_version_id, created_at, updated_at)
+      select id, tenant_id, type, 'queued', jsonb_set(spec, '{dataset}', to_jsonb(dataset_ref)), idempotency_key, request_hash, parent_job_id, version_id,
+             clock_timestamp(), clock_timestamp()
+      from rv
+      where version_id is not null
+        and (active_jobs is null or active_jobs < max_active_jobs)
+        and (stored_bytes is null or stored_bytes < max_stored_bytes)
+      order by n
       on conflict (tenant_id, idempotency_key) do nothing
       returning *
     ),
@@ -127,18 +166,22 @@ export async function insertJob(sql: Sql, job: NewJob): Promise<InsertJobResult>
     ),
     o as (
       insert into outbox (topic, payload)
-      select ${OUTBOX_TOPICS.enqueue}, ${JSON.stringify(enqueue)}::jsonb from j
-      union all
-      select ${OUTBOX_TOPICS.event}, jsonb_build_object('jobId', id, 'event', 'job.queued', 'at', now(), 'data', jsonb_build_object('reason', 'submitted', 'attempt', 0))
-      from j where ${job.announceQueued}::boolean
+      select topic, payload from (
+        select rv.n, 0 as k, ${OUTBOX_TOPICS.enqueue} as topic, jsonb_build_object('jobId', j.id, 'tenantId', j.tenant_id, 'type', j.type) as payload
+        from j join rv on rv.id = j.id
+        union all
+        select rv.n, 1, ${OUTBOX_TOPICS.event}, jsonb_build_object('jobId', j.id, 'event', 'job.queued', 'at', now(), 'data', jsonb_build_object('reason', 'submitted', 'attempt', 0))
+        from j join rv on rv.id = j.id where rv.announce_queued
+      ) announced order by n, k
     )
-    select (select job_api_json(j::jobs) from j) as job_json, exists (select 1 from dv) as dataset_found,
-           usage.active_jobs, usage.stored_bytes::text as stored_bytes
-    from usage`;
-  return submissionOutcome(sql, job, row!);
+    select rv.n, case when j.id is not null then job_api_json(j::jobs) end as job_json, rv.version_id is not null as dataset_found,
+           rv.active_jobs, rv.stored_bytes::text as stored_bytes
+    from rv left join j on j.id = rv.id
+    order by rv.n`;
+  return rows;
 }
 
-/** What the submission statement answers for one job (db/jobInsertBatch.ts answers the same per job). */
+/** What the submission statement answers for one job. */
 export interface SubmissionRow {
   job_json: string | null;
   dataset_found: boolean;
@@ -146,7 +189,7 @@ export interface SubmissionRow {
   stored_bytes: string | null;
 }
 
-/** The outcome of one job's submission from its row of the statement's answer. */
+/** The outcome of one job's submission from its row of the statement's answer (text of the answer: no parse, no re-serialisation). */
 export async function submissionOutcome(sql: Sql, job: NewJob, row: SubmissionRow): Promise<InsertJobResult> {
   const usage: TenantUsage = { activeJobs: row.active_jobs, storedBytes: row.stored_bytes === null ? null : Number(row.stored_bytes) };
   // The answer as text: the route sends it as it is (no parse into a row, no re-serialisation).

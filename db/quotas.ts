@@ -3,19 +3,23 @@
  * fragment too, so that the job submission evaluates it inside its own insert statement
  * (db/jobQueries.ts) instead of spending a round-trip on it.
  */
+import type { Fragment } from 'postgres';
 import type { Sql } from './client.js';
 
-/** Jobs of the tenant that are waiting or running, as an int expression (the states of index jobs_tenant_active_idx). */
-export function activeJobsSql(sql: Sql, tenantId: string) {
-  return sql`(select count(*)::int from jobs where tenant_id = ${tenantId} and state in ('queued', 'requeued', 'running', 'canceling'))`;
+/**
+ * Jobs of the tenant that are waiting or running, as an int expression (the states of index
+ * jobs_tenant_active_idx). The tenant is an id, or a fragment naming a column of the outer query.
+ */
+export function activeJobsSql(sql: Sql, tenant: string | Fragment) {
+  return sql`(select count(*)::int from jobs where tenant_id = ${tenant} and state in ('queued', 'requeued', 'running', 'canceling'))`;
 }
 
 /**
  * Bytes the tenant stores, as a bigint expression: its `tenant_usage` row, which triggers keep equal
  * to {@link recountStoredBytes} (migration 0013). One index lookup, whatever the tenant holds.
  */
-export function storedBytesSql(sql: Sql, tenantId: string) {
-  return sql`coalesce((select stored_bytes from tenant_usage where tenant_id = ${tenantId}), 0::bigint)`;
+export function storedBytesSql(sql: Sql, tenant: string | Fragment) {
+  return sql`coalesce((select stored_bytes from tenant_usage where tenant_id = ${tenant}), 0::bigint)`;
 }
 
 export async function storedBytes(sql: Sql, tenantId: string): Promise<number> {

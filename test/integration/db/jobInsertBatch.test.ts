@@ -8,8 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { createHarness, pretrain, seedReadyDataset, type Harness } from '../api/harness.js';
-import { getTenantJob, type InsertJobResult, type NewJob } from '../../../db/jobQueries.js';
-import { insertJobBatch, JobInsertBatcher } from '../../../db/jobInsertBatch.js';
+import { getTenantJob, insertJobs, type InsertJobResult, type NewJob } from '../../../db/jobQueries.js';
+import { JobInsertBatcher } from '../../../db/jobInsertBatch.js';
 import { connectDatabase } from '../../../db/client.js';
 import { jobJson } from '../../../api/serialize.js';
 
@@ -145,7 +145,7 @@ describe('submissions that wait share one statement', () => {
   test('the batch statement settles on a generic plan', async () => {
     const database = connectDatabase(h.database.url, { max: 1 });
     try {
-      for (let i = 0; i < 12; i++) await insertJobBatch(database.sql, [newJob(), newJob({ maxActiveJobs: 1_000_000, maxStoredBytes: 1e15 })]);
+      for (let i = 0; i < 12; i++) await insertJobs(database.sql, [newJob(), newJob({ maxActiveJobs: 1_000_000, maxStoredBytes: 1e15 })]);
       const [plan] = await database.sql<{ custom_plans: number; generic_plans: number }[]>`
         select custom_plans::int, generic_plans::int from pg_prepared_statements where statement like '%jsonb_to_recordset%' and statement not like '%pg_prepared_statements%'`;
       assert.ok(plan!.custom_plans <= 5, `planned anew at ${plan!.custom_plans} of 12 executions`);

@@ -1,9 +1,10 @@
 /**
- * The submission statement (db/jobQueries.ts insertJob) runs on a plan Postgres made once per
- * connection, not one it plans again at every execution: each variant (limits counted or skipped,
- * a numbered or `latest` dataset version) must settle on the generic plan after Postgres's five
- * custom ones. A parameter that folds away part of the statement in a custom plan (a CASE on it)
- * keeps the custom plans looking cheaper, and every submission then pays for planning.
+ * The submission statement (db/jobQueries.ts insertJobs) runs on a plan Postgres made once per
+ * connection, not one it plans again at every execution: whatever a submission asks of it (limits
+ * counted or skipped, a numbered or `latest` dataset version), it must settle on the generic plan
+ * after Postgres's five custom ones. A parameter that folds away part of the statement in a custom
+ * plan (a CASE on it) keeps the custom plans looking cheaper, and every submission then pays for
+ * planning.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
