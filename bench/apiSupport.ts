@@ -58,7 +58,7 @@ function wrkArgs(durationS: number, args: string[]): string[] {
 const clockTicks = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
 
 /** CPU seconds (user + system) a process has used so far, from /proc; NaN where there is no /proc (or no pid). */
-function processCpuSeconds(pid: number | undefined): number {
+export function processCpuSeconds(pid: number | undefined): number {
   if (pid === undefined) return NaN;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');

@@ -2,7 +2,7 @@
  * `npm run bench:statements`: what the submission statement and a dispatcher pass cost Postgres and
  * the client, without HTTP: one connection, statements one after another, CPU read from /proc for
  * the connection's backend and for this process. Prints CPU per job of the submission statement
- * carrying k jobs (db/jobInsertBatch.ts; k=1 is insertJob itself), of the bare ceiling's one-row
+ * carrying k jobs (db/jobQueries.ts insertJobs; k=1 is what a lone submission runs), of the bare ceiling's one-row
  * insert, and CPU per row of dispatcher passes of R rows (api/dispatcher.ts, BullMQ on the real
  * Redis). The fixed cost of a statement or a pass is the difference between sizes. Asserts nothing.
  *
@@ -10,38 +10,29 @@
  * the first sizes warm up), P=40 (passes per size). Uses a scratch database, bucket and queue prefix.
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../common/config.js';
 import { parseCommandLine } from '../common/commandLine.js';
 import { runMain } from '../common/errors.js';
 import { createLogger } from '../common/logger.js';
 import { connectDatabase } from '../db/client.js';
-import { insertJob, insertJobs, type NewJob } from '../db/jobQueries.js';
+import { insertJobs, type NewJob } from '../db/jobQueries.js';
 import { OutboxDispatcher } from '../api/dispatcher.js';
 import { closeQueues, createQueues } from '../api/deps.js';
 import { BULLMQ_CONNECTION_OPTIONS } from '../contracts/queues.js';
-import { createScratch } from './apiSupport.js';
+import { createScratch, processCpuSeconds } from './apiSupport.js';
 
 const N = Number(process.env.N ?? 3000);
 const sizes = (name: string, fallback: string) => (process.env[name] ?? fallback).split(/\s+/).filter(Boolean).map(Number);
-const clockTicks = 100;
-
-/** CPU seconds (user + system) a process has used, from /proc. */
-function cpuSeconds(pid: number | 'self'): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
-}
 
 /** Runs `work`, which handles `units` jobs or rows, and prints backend, client and wall time per unit. */
 async function measure(label: string, backendPid: number, work: () => Promise<number>): Promise<void> {
-  const backend = cpuSeconds(backendPid);
-  const client = cpuSeconds('self');
+  const backend = processCpuSeconds(backendPid);
+  const client = processCpuSeconds(process.pid);
   const started = performance.now();
   const units = await work();
   const per = (seconds: number) => `${((seconds / units) * 1e6).toFixed(0).padStart(4)} µs`;
-  console.log(`${label.padEnd(38)} backend ${per(cpuSeconds(backendPid) - backend)}, client ${per(cpuSeconds('self') - client)}, wall ${per((performance.now() - started) / 1000)}  (${units})`);
+  console.log(`${label.padEnd(38)} backend ${per(processCpuSeconds(backendPid) - backend)}, client ${per(processCpuSeconds(process.pid) - client)}, wall ${per((performance.now() - started) / 1000)}  (${units})`);
 }
 
 runMain(async () => {
@@ -69,7 +60,7 @@ runMain(async () => {
       maxActiveJobs: null,
       maxStoredBytes: 1e15,
     });
-    const submit = (k: number) => (k === 1 ? insertJob(sql, job()) : insertJobs(sql, Array.from({ length: k }, job)));
+    const submit = (k: number) => insertJobs(sql, Array.from({ length: k }, job));
     console.log(`## statements (${new Date().toISOString()}, one connection, sequential)`);
     for (const k of sizes('K', '1 2 4 8 16')) {
       for (let i = 0; i < 50; i++) await submit(k); // warm: plan cached, JIT
