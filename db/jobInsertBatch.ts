@@ -92,6 +92,7 @@ export class JobInsertBatcher {
   }
 
   private async write(batch: Waiting[]): Promise<void> {
+    // Alone: the same statement, and nothing to write again apart if it fails.
     if (batch.length === 1) return settle(batch[0]!, () => insertJob(this.sql, batch[0]!.job));
     let rows: SubmissionRow[];
     try {

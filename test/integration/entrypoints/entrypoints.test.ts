@@ -26,6 +26,7 @@ const ENTRY_POINTS: Record<string, string[]> = {
   ablations: ['scripts/ablations.ts'],
   'bench:api': ['bench/api.ts'],
   'bench:api-pair': ['bench/api-pair.ts'],
+  'bench:statements': ['bench/statements.ts'],
   'bench:datasets': ['bench/datasets.ts'],
   'bench:bombs': ['bench/bombs.ts'],
   'bench:trainer': ['bench/trainer-step.ts'],
